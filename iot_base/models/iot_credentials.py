@@ -1,0 +1,276 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import re
+from datetime import timedelta
+
+from odoo import _, api, fields, models
+from odoo.exceptions import ValidationError
+from odoo.tools import SQL
+
+from ..tools.secret_hash import INDEX_SIZE, MAX_SECRET_LENGTH, verify_secret
+
+# MQTT allows any UTF-8 username; ours must also be safe as a Mosquitto
+# password-file key, in ACL placeholders and in log lines.
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+# How stale ``last_auth_at`` may get before an authentication refreshes it:
+# writing it on every CONNECT would make the broker's hot path contend.
+LAST_AUTH_RESOLUTION = timedelta(minutes=5)
+
+
+class IotCredentials(models.Model):
+    _name = "iot.credentials"
+    _description = "MQTT Credentials"
+    _order = "username"
+    _rec_name = "username"
+    _check_company_auto = True
+
+    username = fields.Char(required=True, index=True, copy=False)
+    kind = fields.Selection(
+        [("user", "User"), ("device", "Device"), ("service", "Service")],
+        required=True,
+        default="device",
+        index=True,
+    )
+    user_id = fields.Many2one(
+        "res.users",
+        string="Owner",
+        index=True,
+        ondelete="cascade",
+        check_company=True,
+        help="The Odoo user this credential belongs to (kind User).",
+    )
+    company_id = fields.Many2one(
+        "res.company",
+        required=True,
+        index=True,
+        default=lambda self: self.env.company,
+    )
+    is_superuser = fields.Boolean(
+        "Broker Superuser",
+        help="The broker skips every topic check for this credential.",
+    )
+    active = fields.Boolean(default=True)
+    expires_at = fields.Datetime(
+        "Expires On", help="After this date no secret of the credential works."
+    )
+    is_expired = fields.Boolean(
+        "Expired", compute="_compute_is_expired", search="_search_is_expired"
+    )
+    last_auth_at = fields.Datetime("Last Authentication", readonly=True)
+    note = fields.Text()
+    secret_ids = fields.One2many(
+        "iot.credentials.secret", "credential_id", string="Secrets", readonly=True
+    )
+    secret_count = fields.Integer(compute="_compute_secret_count")
+
+    _sql_constraints = [
+        ("username_unique", "unique(username)", "This MQTT username is taken."),
+    ]
+
+    @api.depends("expires_at")
+    def _compute_is_expired(self):
+        now = fields.Datetime.now()
+        for credential in self:
+            credential.is_expired = bool(
+                credential.expires_at and credential.expires_at <= now
+            )
+
+    def _search_is_expired(self, operator, value):
+        if operator not in ("=", "!="):
+            raise ValidationError(_("Unsupported search on Expired."))
+        expired = (operator == "=") == bool(value)
+        now = fields.Datetime.now()
+        if expired:
+            return [("expires_at", "<=", now)]
+        return ["|", ("expires_at", "=", False), ("expires_at", ">", now)]
+
+    @api.depends("secret_ids")
+    def _compute_secret_count(self):
+        for credential in self:
+            credential.secret_count = len(credential.sudo().secret_ids)
+
+    @api.constrains("username")
+    def _check_username(self):
+        for credential in self:
+            if not USERNAME_RE.match(credential.username or ""):
+                raise ValidationError(
+                    _(
+                        "The MQTT username %(name)r may only contain letters, "
+                        "digits and . _ : @ - (128 at most).",
+                        name=credential.username,
+                    )
+                )
+
+    @api.constrains("kind", "user_id")
+    def _check_owner(self):
+        for credential in self:
+            if credential.kind == "user" and not credential.user_id:
+                raise ValidationError(_("A user credential needs an owner."))
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            if vals.get("username"):
+                vals["username"] = vals["username"].strip()
+        return super().create(vals_list)
+
+    def write(self, vals):
+        res = super().write(vals)
+        if "active" in vals and not vals["active"]:
+            # Revoking is final: unarchiving must not bring old secrets back.
+            self.env["iot.credentials.secret"].sudo()._revoke_credentials(self)
+        return res
+
+    # ------------------------------------------------------------------
+    # Usernames
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _sanitize_login(self, login):
+        """``admin@example.com`` -> ``admin_example_com``."""
+        cleaned = re.sub(r"[^a-z0-9]+", "_", (login or "").lower()).strip("_")
+        return cleaned[:100] or "user"
+
+    @api.model
+    def _free_username(self, base):
+        """``base``, or ``base_2``, ``base_3``... the first one not taken."""
+        taken = set(
+            self.with_context(active_test=False)
+            .sudo()
+            .search([("username", "=like", f"{base}%")])
+            .mapped("username")
+        )
+        if base not in taken:
+            return base
+        suffix = 2
+        while f"{base}_{suffix}" in taken:
+            suffix += 1
+        return f"{base}_{suffix}"
+
+    # ------------------------------------------------------------------
+    # Secrets
+    # ------------------------------------------------------------------
+
+    def _issue_secret(self, secret_type, lifetime=None):
+        """Issue a secret for this credential; returns (secret, expires_at)."""
+        self.ensure_one()
+        expires_at = fields.Datetime.now() + lifetime if lifetime else None
+        if self.expires_at and (not expires_at or self.expires_at < expires_at):
+            expires_at = self.expires_at
+        secret = self.env["iot.credentials.secret"].sudo()._issue(
+            self, secret_type, expires_at
+        )
+        return secret, expires_at
+
+    @api.model
+    def _authenticate(self, username, secret):
+        """Return the credential that ``username``/``secret`` proves, or an
+        empty recordset.
+
+        The one place where secrets are checked. Anything that is not a pair
+        of sane strings is refused before any query. The query keeps only
+        live rows (active credential and owner, owner still an IoT user,
+        nothing expired) whose clear index matches, so in practice a single
+        hash is checked. Runs as superuser: the caller is the broker.
+        """
+        if not (
+            isinstance(username, str)
+            and isinstance(secret, str)
+            and 0 < len(username) <= 128
+            and INDEX_SIZE < len(secret) <= MAX_SECRET_LENGTH
+        ):
+            return self.browse()
+        group_id = self.env["ir.model.data"]._xmlid_to_res_id(
+            "iot_base.iot_base_group_user", raise_if_not_found=False
+        )
+        self.env.cr.execute(
+            SQL(
+                """
+            SELECT c.id, s.hash, c.last_auth_at
+              FROM iot_credentials c
+              JOIN iot_credentials_secret s ON s.credential_id = c.id
+              LEFT JOIN res_users u ON u.id = c.user_id
+             WHERE c.username = %(username)s
+               AND s.index = %(index)s
+               AND c.active
+               AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
+               AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
+               AND (c.user_id IS NULL OR u.active)
+               AND (c.kind != 'user' OR EXISTS (
+                    SELECT 1 FROM res_groups_users_rel r
+                     WHERE r.uid = c.user_id AND r.gid = %(group_id)s))
+            """,
+                username=username,
+                index=secret[:INDEX_SIZE],
+                now=fields.Datetime.now(),
+                group_id=group_id or 0,
+            )
+        )
+        for credential_id, secret_hash, last_auth_at in self.env.cr.fetchall():
+            if verify_secret(secret, secret_hash):
+                credential = self.sudo().browse(credential_id)
+                credential._touch_last_auth(last_auth_at)
+                return credential
+        return self.browse()
+
+    def _touch_last_auth(self, last_auth_at):
+        """Record a successful authentication, at most every few minutes.
+
+        ``SKIP LOCKED``: when another worker is already writing the row, its
+        timestamp is as good as ours, so never wait for it.
+        """
+        now = fields.Datetime.now()
+        if last_auth_at and now - last_auth_at < LAST_AUTH_RESOLUTION:
+            return
+        self.env.cr.execute(
+            SQL(
+                """
+            UPDATE iot_credentials SET last_auth_at = %(now)s
+             WHERE id = (SELECT id FROM iot_credentials WHERE id = %(id)s
+                         FOR NO KEY UPDATE SKIP LOCKED)
+            """,
+                now=now,
+                id=self.id,
+            )
+        )
+        self.invalidate_recordset(["last_auth_at"])
+
+    # ------------------------------------------------------------------
+    # Actions
+    # ------------------------------------------------------------------
+
+    def action_rotate_secret(self):
+        """Replace the long-lived secret and show the new one, once."""
+        self.ensure_one()
+        self.check_access("write")
+        if self.kind == "user":
+            raise ValidationError(
+                _(
+                    "User credentials get short-lived session secrets from the "
+                    "MQTT console; there is no long-lived secret to rotate."
+                )
+            )
+        if not self.active:
+            raise ValidationError(_("Restore the credential before issuing a secret."))
+        secrets_model = self.env["iot.credentials.secret"].sudo()
+        secrets_model._revoke_credentials(self, "long_lived")
+        secret, _expires_at = self._issue_secret("long_lived")
+        return self._action_show_secret(secret)
+
+    def action_revoke(self):
+        """Archive the credential: every secret of it fails from now on."""
+        self.check_access("write")
+        self.action_archive()
+
+    def _action_show_secret(self, secret):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "iot.credentials.secret.show",
+            "name": _("MQTT Secret"),
+            "views": [(False, "form")],
+            "target": "new",
+            "context": {
+                "default_username": self.username,
+                "default_secret": secret,
+            },
+        }

@@ -1,0 +1,129 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import logging
+
+from odoo import api, fields, models
+from odoo.tools import SQL
+
+from ..tools.secret_hash import INDEX_SIZE, new_secret
+
+_logger = logging.getLogger(__name__)
+
+
+class IotCredentialsSecret(models.Model):
+    """A secret of an MQTT credential, stored like ``res.users.apikeys``.
+
+    The table is created by hand so that the hash and the clear index prefix
+    are columns the ORM does not know: no one can read them through the ORM,
+    whatever their rights.
+    """
+
+    _name = "iot.credentials.secret"
+    _description = "MQTT Credential Secret"
+    _auto = False
+    _order = "id desc"
+    _allow_sudo_commands = False
+
+    credential_id = fields.Many2one(
+        "iot.credentials", required=True, readonly=True, ondelete="cascade"
+    )
+    company_id = fields.Many2one(related="credential_id.company_id")
+    secret_type = fields.Selection(
+        [("session", "Session"), ("long_lived", "Long-lived")],
+        required=True,
+        readonly=True,
+    )
+    expires_at = fields.Datetime("Expires On", readonly=True)
+    create_date = fields.Datetime("Created On", readonly=True)
+
+    def init(self):
+        table = SQL.identifier(self._table)
+        self.env.cr.execute(
+            SQL(
+                """
+            CREATE TABLE IF NOT EXISTS %(table)s (
+                id serial PRIMARY KEY,
+                credential_id integer NOT NULL
+                    REFERENCES iot_credentials(id) ON DELETE CASCADE,
+                secret_type varchar NOT NULL,
+                expires_at timestamp without time zone,
+                index varchar(%(size)s) NOT NULL
+                    CHECK (char_length(index) = %(size)s),
+                hash varchar NOT NULL,
+                create_date timestamp without time zone
+                    DEFAULT (now() at time zone 'utc')
+            )
+            """,
+                table=table,
+                size=INDEX_SIZE,
+            )
+        )
+        self.env.cr.execute(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS %s ON %s (credential_id, index)",
+                SQL.identifier(f"{self._table}_credential_id_index_idx"),
+                table,
+            )
+        )
+        self.env.cr.execute(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS %s ON %s (expires_at)",
+                SQL.identifier(f"{self._table}_expires_at_idx"),
+                table,
+            )
+        )
+
+    @api.model
+    def _issue(self, credential, secret_type, expires_at=None):
+        """Store a new secret for ``credential`` and return it in clear.
+
+        The clear value exists only in the return value: the caller shows it
+        once and forgets it.
+        """
+        secret, index, secret_hash = new_secret()
+        self.env.cr.execute(
+            SQL(
+                """
+            INSERT INTO %s (credential_id, secret_type, expires_at, index, hash)
+            VALUES (%s, %s, %s, %s, %s)
+            """,
+                SQL.identifier(self._table),
+                credential.id,
+                secret_type,
+                expires_at or None,
+                index,
+                secret_hash,
+            )
+        )
+        self.invalidate_model()
+        _logger.info(
+            "MQTT %s secret issued for credential #%s", secret_type, credential.id
+        )
+        return secret
+
+    @api.model
+    def _revoke_credentials(self, credentials, secret_type=None):
+        """Delete the secrets of ``credentials`` (optionally of one type)."""
+        if not credentials:
+            return
+        query = SQL(
+            "DELETE FROM %s WHERE credential_id IN %s",
+            SQL.identifier(self._table),
+            tuple(credentials.ids),
+        )
+        if secret_type:
+            query = SQL("%s AND secret_type = %s", query, secret_type)
+        self.env.cr.execute(query)
+        self.invalidate_model()
+
+    @api.autovacuum
+    def _gc_expired_secrets(self):
+        self.env.cr.execute(
+            SQL(
+                """
+            DELETE FROM %s WHERE expires_at IS NOT NULL AND expires_at < %s
+            """,
+                SQL.identifier(self._table),
+                fields.Datetime.now(),
+            )
+        )
+        _logger.info("GC %r deleted %d expired secrets", self._name, self.env.cr.rowcount)

@@ -1,0 +1,62 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+from odoo.tests import TransactionCase, new_test_user
+
+
+class IotCommonCase(TransactionCase):
+    """Users of every kind the access matrix speaks of."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.company = cls.env.ref("base.main_company")
+        cls.other_company = cls.env["res.company"].create({"name": "Other IoT Co"})
+        cls.iot_user = new_test_user(
+            cls.env,
+            login="iot.user@example.com",
+            groups="base.group_user,iot_base.iot_base_group_user",
+        )
+        cls.iot_user2 = new_test_user(
+            cls.env,
+            login="iot.user2@example.com",
+            groups="base.group_user,iot_base.iot_base_group_user",
+        )
+        cls.iot_manager = new_test_user(
+            cls.env,
+            login="iot.manager@example.com",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+        )
+        cls.other_manager = new_test_user(
+            cls.env,
+            login="other.manager@example.com",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+            company_id=cls.other_company.id,
+            company_ids=[cls.other_company.id],
+        )
+        cls.internal_user = new_test_user(
+            cls.env, login="plain.user@example.com", groups="base.group_user"
+        )
+        cls.portal_user = new_test_user(
+            cls.env, login="portal.user@example.com", groups="base.group_portal"
+        )
+        cls.public_user = cls.env.ref("base.public_user")
+        cls.Credentials = cls.env["iot.credentials"]
+
+    def _device(self, username="device_test01", company=None, **vals):
+        return self.Credentials.create(
+            dict(
+                {
+                    "username": username,
+                    "kind": "device",
+                    "company_id": (company or self.company).id,
+                },
+                **vals,
+            )
+        )
+
+    def _device_with_secret(self, username="device_test01", **vals):
+        device = self._device(username, **vals)
+        action = device.action_rotate_secret()
+        return device, action["context"]["default_secret"]
+
+    def _authenticate(self, username, secret):
+        return self.Credentials._authenticate(username, secret)

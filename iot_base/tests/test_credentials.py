@@ -1,0 +1,314 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+from datetime import timedelta
+
+from freezegun import freeze_time
+
+from odoo import fields
+from odoo.exceptions import ValidationError
+from odoo.tests import new_test_user, tagged
+
+from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash
+
+from .common import IotCommonCase
+
+
+@tagged("post_install", "-at_install")
+class TestCredentials(IotCommonCase):
+    def _user_credentials(self, user):
+        return self.Credentials.search([("user_id", "=", user.id)])
+
+    def _secret_rows(self, credential):
+        self.env.cr.execute(
+            "SELECT secret_type, expires_at FROM iot_credentials_secret "
+            "WHERE credential_id = %s",
+            [credential.id],
+        )
+        return self.env.cr.fetchall()
+
+    # usernames ---------------------------------------------------------
+
+    def test_username_from_login(self):
+        user = new_test_user(
+            self.env,
+            login="admin@example.com",
+            groups="base.group_user,iot_base.iot_base_group_user",
+        )
+        creds = user.with_user(user).get_or_create_iot_credentials()
+        self.assertEqual(creds["username"], "user_admin_example_com")
+        self.assertEqual(
+            self.Credentials._sanitize_login("Jöhn.Doe+mqtt@Example.COM"),
+            "j_hn_doe_mqtt_example_com",
+        )
+        self.assertEqual(self.Credentials._sanitize_login("***"), "user")
+
+    def test_username_collision(self):
+        first = new_test_user(
+            self.env, login="a.b@x.com", groups="iot_base.iot_base_group_user"
+        )
+        second = new_test_user(
+            self.env, login="a-b@x.com", groups="iot_base.iot_base_group_user"
+        )
+        third = new_test_user(
+            self.env, login="a_b@x.com", groups="iot_base.iot_base_group_user"
+        )
+        names = [
+            u.with_user(u).get_or_create_iot_credentials()["username"]
+            for u in (first, second, third)
+        ]
+        self.assertEqual(names, ["user_a_b_x_com", "user_a_b_x_com_2", "user_a_b_x_com_3"])
+        # an archived credential still holds its name
+        self.Credentials.search([("username", "=", "user_a_b_x_com_3")]).action_archive()
+        fourth = new_test_user(
+            self.env, login="a+b@x.com", groups="iot_base.iot_base_group_user"
+        )
+        self.assertEqual(
+            fourth.with_user(fourth).get_or_create_iot_credentials()["username"],
+            "user_a_b_x_com_4",
+        )
+
+    def test_username_validation(self):
+        for bad in ("", "a b", "a/b", "a+b", "a#b", "x" * 129, "a\nb"):
+            with self.subTest(bad=bad), self.assertRaises(ValidationError):
+                with self.env.cr.savepoint():
+                    self._device(bad)
+        self.assertTrue(self._device("device:tenant-1:dev.01@site"))
+
+    # session secrets ---------------------------------------------------
+
+    def test_session_secrets(self):
+        user = self.iot_user.with_user(self.iot_user)
+        first = user.get_or_create_iot_credentials()
+        second = user.get_or_create_iot_credentials()
+        self.assertEqual(
+            set(first), {"username", "password", "is_superuser", "expires_at", "credential_id"}
+        )
+        self.assertEqual(first["username"], second["username"])
+        self.assertNotEqual(first["password"], second["password"])
+        self.assertGreaterEqual(len(first["password"]), 32)  # >= 128 bits in hex
+        self.assertFalse(first["is_superuser"])
+        credential = self._user_credentials(self.iot_user)
+        self.assertEqual(len(credential), 1)
+        # both tabs keep working
+        self.assertEqual(self._authenticate(first["username"], first["password"]), credential)
+        self.assertEqual(self._authenticate(second["username"], second["password"]), credential)
+        # default lifetime: 12 hours
+        expires = fields.Datetime.to_datetime(first["expires_at"])
+        self.assertAlmostEqual(
+            expires, fields.Datetime.now() + timedelta(hours=12), delta=timedelta(minutes=1)
+        )
+        self.assertEqual(len(self._secret_rows(credential)), 2)
+
+    def test_session_secret_expiry_and_vacuum(self):
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.session_lifetime_hours", "1"
+        )
+        user = self.iot_user.with_user(self.iot_user)
+        creds = user.get_or_create_iot_credentials()
+        credential = self._user_credentials(self.iot_user)
+        expires = fields.Datetime.to_datetime(creds["expires_at"])
+        self.assertAlmostEqual(
+            expires, fields.Datetime.now() + timedelta(hours=1), delta=timedelta(minutes=1)
+        )
+        with freeze_time(fields.Datetime.now() + timedelta(minutes=59)):
+            self.assertEqual(self._authenticate(creds["username"], creds["password"]), credential)
+            self.env["iot.credentials.secret"]._gc_expired_secrets()
+            self.assertEqual(len(self._secret_rows(credential)), 1)
+        with freeze_time(fields.Datetime.now() + timedelta(minutes=61)):
+            self.assertFalse(self._authenticate(creds["username"], creds["password"]))
+            self.env["iot.credentials.secret"]._gc_expired_secrets()
+            self.assertEqual(self._secret_rows(credential), [])
+
+    def test_bad_lifetime_parameter_falls_back(self):
+        for value in ("abc", "-3", "0"):
+            self.env["ir.config_parameter"].sudo().set_param(
+                "iot_base.session_lifetime_hours", value
+            )
+            self.assertEqual(self.iot_user._iot_session_lifetime(), timedelta(hours=12))
+
+    def test_session_secret_capped_by_credential_expiry(self):
+        user = self.iot_user.with_user(self.iot_user)
+        user.get_or_create_iot_credentials()
+        credential = self._user_credentials(self.iot_user)
+        soon = fields.Datetime.now() + timedelta(hours=2)
+        credential.expires_at = soon
+        creds = user.get_or_create_iot_credentials()
+        self.assertEqual(creds["expires_at"], fields.Datetime.to_string(soon))
+
+    # device and service secrets -----------------------------------------
+
+    def test_device_secret_shown_once_and_rotated(self):
+        wizard = (
+            self.env["iot.credentials.new"]
+            .with_user(self.iot_manager)
+            .create({"username": "device_ab12cd34", "kind": "device"})
+        )
+        action = wizard.action_create()
+        self.assertEqual(action["res_model"], "iot.credentials.secret.show")
+        secret = action["context"]["default_secret"]
+        self.assertEqual(action["context"]["default_username"], "device_ab12cd34")
+        device = self.Credentials.search([("username", "=", "device_ab12cd34")])
+        self.assertEqual(device.kind, "device")
+        self.assertEqual(self._authenticate("device_ab12cd34", secret), device)
+        # never shown again: nothing readable holds it
+        data = device.with_user(self.iot_manager).read()
+        self.assertNotIn(secret, repr(data))
+        self.assertNotIn(secret, repr(device.secret_ids.read()))
+        # rotation: the old secret fails at once, the new one works
+        new_secret = device.with_user(self.iot_manager).action_rotate_secret()["context"][
+            "default_secret"
+        ]
+        self.assertNotEqual(new_secret, secret)
+        self.assertFalse(self._authenticate("device_ab12cd34", secret))
+        self.assertEqual(self._authenticate("device_ab12cd34", new_secret), device)
+        self.assertEqual([row[0] for row in self._secret_rows(device)], ["long_lived"])
+
+    def test_service_credential(self):
+        service, secret = self._device_with_secret(
+            "service:pulse", kind="service", is_superuser=True
+        )
+        self.assertEqual(self._authenticate("service:pulse", secret), service)
+        self.assertTrue(service.is_superuser)
+        self.assertFalse(self._secret_rows(service)[0][1], "long-lived: no expiry")
+
+    def test_rotate_refused_for_user_credentials(self):
+        self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()
+        with self.assertRaises(ValidationError):
+            self._user_credentials(self.iot_user).action_rotate_secret()
+
+    def test_revocation_is_final(self):
+        device, secret = self._device_with_secret()
+        device.with_user(self.iot_manager).action_revoke()
+        self.assertFalse(device.active)
+        self.assertFalse(self._authenticate("device_test01", secret))
+        device.action_unarchive()
+        self.assertFalse(self._authenticate("device_test01", secret))
+        self.assertEqual(self._secret_rows(device), [])
+
+    # verification ------------------------------------------------------
+
+    def test_verification(self):
+        device, secret = self._device_with_secret()
+        self.assertEqual(self._authenticate("device_test01", secret), device)
+        self.assertTrue(device.last_auth_at)
+        wrong = ("0" if secret[-1] != "0" else "1") + secret[1:]
+        for username, password in [
+            ("device_test01", secret[:-1] + ("0" if secret[-1] != "0" else "1")),
+            ("device_test01", secret[:8] + "f" * 32),  # right index, wrong secret
+            ("device_test01", wrong),
+            ("device_test01", ""),
+            ("device_test01", secret[:8]),
+            ("device_test01", secret + "x" * 200),
+            ("device_test02", secret),
+            ("", secret),
+            ("DEVICE_TEST01", secret),
+            ("x" * 10000, secret),
+        ]:
+            with self.subTest(username=username[:20], password=password[:12]):
+                self.assertFalse(self._authenticate(username, password))
+
+    def test_verification_rejects_non_strings(self):
+        device, secret = self._device_with_secret()
+        for username, password in [
+            ("device_test01", [secret]),
+            ("device_test01", [secret, "x"]),
+            ("device_test01", {"$ne": ""}),
+            ("device_test01", None),
+            ("device_test01", 12345678901234),
+            ("device_test01", secret.encode()),
+            (["device_test01"], secret),
+            (None, secret),
+            ({"device_test01": 1}, secret),
+        ]:
+            with self.subTest(username=type(username), password=type(password)):
+                self.assertFalse(self._authenticate(username, password))
+
+    def test_verification_expired_credential(self):
+        device, secret = self._device_with_secret(
+            expires_at=fields.Datetime.now() + timedelta(days=1)
+        )
+        self.assertTrue(self._authenticate("device_test01", secret))
+        with freeze_time(fields.Datetime.now() + timedelta(days=2)):
+            self.assertFalse(self._authenticate("device_test01", secret))
+            self.assertTrue(device.is_expired)
+            self.assertIn(device, self.Credentials.search([("is_expired", "=", True)]))
+        self.assertNotIn(device, self.Credentials.search([("is_expired", "=", True)]))
+
+    def test_verification_owner_archived_or_out_of_group(self):
+        creds = self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()
+        self.assertTrue(self._authenticate(creds["username"], creds["password"]))
+        # removed from the IoT group: refused at once
+        self.iot_user.groups_id = [
+            (3, self.env.ref("iot_base.iot_base_group_user").id)
+        ]
+        self.assertFalse(self._authenticate(creds["username"], creds["password"]))
+        self.iot_user.groups_id = [(4, self.env.ref("iot_base.iot_base_group_user").id)]
+        self.assertTrue(self._authenticate(creds["username"], creds["password"]))
+        # archived: refused, and the secrets are gone for good
+        self.iot_user.action_archive()
+        self.assertFalse(self._authenticate(creds["username"], creds["password"]))
+        self.iot_user.action_unarchive()
+        self.assertFalse(self._authenticate(creds["username"], creds["password"]))
+
+    def test_last_auth_not_written_every_time(self):
+        device, secret = self._device_with_secret()
+        self._authenticate("device_test01", secret)
+        first = device.last_auth_at
+        self.assertTrue(first)
+        with freeze_time(first + timedelta(minutes=1)):
+            self._authenticate("device_test01", secret)
+            device.invalidate_recordset()
+            self.assertEqual(device.last_auth_at, first)
+        with freeze_time(first + timedelta(minutes=10)):
+            self._authenticate("device_test01", secret)
+            device.invalidate_recordset()
+            self.assertEqual(device.last_auth_at, first + timedelta(minutes=10))
+
+    # storage -----------------------------------------------------------
+
+    def test_no_secret_in_clear_anywhere(self):
+        issued = [
+            self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()["password"],
+            self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()["password"],
+            self._device_with_secret("device_clear01")[1],
+            self._device_with_secret("service_clear01", kind="service")[1],
+        ]
+        wizard = (
+            self.env["iot.credentials.new"]
+            .with_user(self.iot_manager)
+            .create({"username": "device_clear02"})
+        )
+        issued.append(wizard.action_create()["context"]["default_secret"])
+        self.env.flush_all()
+        self.env.cr.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
+        tables = [row[0] for row in self.env.cr.fetchall()]
+        self.assertIn("iot_credentials", tables)
+        self.assertIn("iot_credentials_secret", tables)
+        for secret in issued:
+            for table in tables:
+                # the row cast to text covers every column of the table
+                self.env.cr.execute(
+                    f'SELECT count(*) FROM "{table}" t WHERE strpos(t::text, %s) > 0',
+                    [secret],
+                )
+                self.assertEqual(self.env.cr.fetchone()[0], 0, f"secret in clear in {table}")
+
+    def test_mosquitto_hash_format(self):
+        import base64
+        import hashlib
+
+        device, secret = self._device_with_secret()
+        self.env.cr.execute(
+            "SELECT hash FROM iot_credentials_secret WHERE credential_id = %s", [device.id]
+        )
+        line = mosquitto_hash(self.env.cr.fetchone()[0])
+        _empty, seven, rounds, salt, key = line.split("$")
+        self.assertEqual(seven, "7")
+        salt, key = base64.b64decode(salt), base64.b64decode(key)
+        self.assertEqual((len(salt), len(key)), (12, 64))
+        self.assertEqual(
+            hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, int(rounds)), key
+        )
+        self.assertIsNone(mosquitto_hash("$2b$12$whatever"))

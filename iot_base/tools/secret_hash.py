@@ -1,0 +1,53 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""How MQTT secrets are made, hashed and rendered for Mosquitto (no Odoo)."""
+
+import base64
+import secrets
+
+from passlib.context import CryptContext
+
+SECRET_SIZE = 20  # bytes of randomness: 160 bits, shown as 40 hex digits
+INDEX_SIZE = 8  # clear hex prefix used to find the row, as for Odoo API keys
+# A secret is 40 hex digits; anything much longer is not ours and is refused
+# before it reaches the hash function.
+MAX_SECRET_LENGTH = 128
+# Secrets are 160 random bits, so a slow KDF adds no protection against
+# guessing: it only costs time on the broker's hot path (one check per MQTT
+# CONNECT). PBKDF2-SHA512 with a 12-byte salt and a 64-byte key is the format
+# of Mosquitto's ``$7$`` password lines, whose default is 101 iterations, so
+# the same stored hash can also feed a Mosquitto password file.
+SECRET_HASH_ROUNDS = 101
+SECRET_CRYPT_CONTEXT = CryptContext(
+    ["pbkdf2_sha512"],
+    pbkdf2_sha512__rounds=SECRET_HASH_ROUNDS,
+    pbkdf2_sha512__salt_size=12,
+)
+
+
+def new_secret():
+    """A fresh random secret: (clear secret, clear index, hash)."""
+    secret = secrets.token_hex(SECRET_SIZE)
+    return secret, secret[:INDEX_SIZE], SECRET_CRYPT_CONTEXT.hash(secret)
+
+
+def verify_secret(secret, secret_hash):
+    return SECRET_CRYPT_CONTEXT.verify(secret, secret_hash)
+
+
+def _ab64_to_b64(value):
+    """passlib's adapted base64 ('.' for '+', no padding) to standard base64."""
+    raw = value.replace(".", "+")
+    return base64.b64encode(base64.b64decode(raw + "=" * (-len(raw) % 4))).decode()
+
+
+def mosquitto_hash(passlib_hash):
+    """Render a stored ``$pbkdf2-sha512$`` hash as a Mosquitto ``$7$`` hash.
+
+    Returns None for any other format, so a caller never writes a line that
+    Mosquitto would misread.
+    """
+    parts = passlib_hash.split("$")
+    if len(parts) != 5 or parts[1] != "pbkdf2-sha512":
+        return None
+    rounds, salt, checksum = parts[2], parts[3], parts[4]
+    return f"$7${rounds}${_ab64_to_b64(salt)}${_ab64_to_b64(checksum)}"
