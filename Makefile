@@ -1,0 +1,20 @@
+# Command-line harness of the iot_base Odoo 18.0 addon. See scripts/*.sh.
+#   make test   install iot_base with its tests in a throwaway database;
+#               last line "N passed, N failed" (TEST_TAGS=... for a subset)
+#   make run    serve Odoo with iot_base on http://localhost:8069 (admin/admin)
+#   make lint   ruff + pylint-odoo (OCA mandatory checks)
+SHELL := /bin/bash
+
+.PHONY: help test run lint
+
+help:
+	@sed -n '2,5s/^# \{0,1\}//p' Makefile
+
+test:
+	@bash scripts/test.sh
+
+run:
+	@bash scripts/run.sh
+
+lint:
+	@bash scripts/lint.sh

@@ -1,0 +1,162 @@
+# shellcheck shell=bash
+# Shared by scripts/test.sh and scripts/run.sh (sourced, never executed):
+# finds Odoo 18.0, installs what the addon needs, starts PostgreSQL.
+#
+# Knobs (all optional):
+#   ODOO_PATH          folder containing odoo-bin (a git checkout of odoo);
+#                      otherwise the `odoo` package importable by $PYTHON is used
+#   PYTHON             interpreter that runs Odoo (default: python3)
+#   DB_HOST, DB_PORT, DB_USER, DB_PASSWORD
+#                      PostgreSQL connection (default: local socket, current user)
+#   IOT_EXTRA_ADDONS   extra addons folders (comma separated), appended to the path
+#   IOT_TEST_MODULE    module to install/test instead of iot_base (used to test
+#                      the harness itself against a throwaway addon)
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+MODULE=${IOT_TEST_MODULE:-iot_base}
+# Odoo's own date handling assumes a UTC process (odoo-bin users usually have it).
+export TZ=UTC
+
+# What the addon imports at run time, as "import_name:pip_name" pairs.
+RUN_PIP_PACKAGES="paho.mqtt:paho-mqtt passlib:passlib"
+# What the tests import on top (websocket-client drives Chrome in HttpCase tests;
+# without it Odoo silently *skips* browser tests).
+TEST_PIP_PACKAGES="$RUN_PIP_PACKAGES websocket:websocket-client hypothesis:hypothesis"
+# Debian packages, as "binary:package" pairs, installed only when the binary is
+# missing. Extend here, e.g. "mosquitto:mosquitto rabbitmq-server:rabbitmq-server".
+RUN_APT_PACKAGES=""
+TEST_APT_PACKAGES="$RUN_APT_PACKAGES chromium:chromium"
+
+say() { printf '%s\n' "$*" >&2; }
+
+# find_odoo: sets the ODOO_CMD array (how to start Odoo) and ADDONS_PATH, or
+# prints one instruction line and exits 2.
+find_odoo() {
+    local serie="" base_addons="" extra=""
+    if [ -n "${ODOO_PATH:-}" ] && [ -f "$ODOO_PATH/odoo-bin" ]; then
+        # A source checkout: odoo-bin puts its own folder first on sys.path.
+        serie=$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1])
+import odoo.release as r; print(r.serie)' "$ODOO_PATH" 2>/dev/null)
+        ODOO_CMD=("$PYTHON" "$ODOO_PATH/odoo-bin")
+        base_addons="$ODOO_PATH/odoo/addons"
+        # A git checkout keeps most addons (web, base_setup...) in ./addons.
+        [ -d "$ODOO_PATH/addons" ] && extra="$ODOO_PATH/addons"
+    else
+        serie=$("$PYTHON" -c 'import odoo.release as r; print(r.serie)' 2>/dev/null)
+        if [ -n "${ODOO_PATH:-}" ] && [ -n "$serie" ]; then
+            say "note: ODOO_PATH=$ODOO_PATH has no odoo-bin; using the importable odoo package"
+        fi
+        ODOO_CMD=("$PYTHON" -c 'import odoo; odoo.cli.main()')
+        base_addons=$("$PYTHON" -c 'import os, odoo
+print(os.path.join(os.path.dirname(odoo.__file__), "addons"))' 2>/dev/null)
+    fi
+    if [ -z "$serie" ]; then
+        say "Odoo 18.0 not found: install it (pip/deb/git checkout) so \`$PYTHON -c 'import odoo'\` works, or set ODOO_PATH=/path/to/odoo (the folder containing odoo-bin${ODOO_PATH:+; ODOO_PATH=$ODOO_PATH has none})"
+        exit 2
+    fi
+    if [ "$serie" != "18.0" ]; then
+        say "Odoo $serie found but 18.0 is required: install Odoo 18.0, or set ODOO_PATH=/path/to/odoo-18.0 (the folder containing odoo-bin)"
+        exit 2
+    fi
+    ADDONS_PATH="$base_addons${extra:+,$extra},$REPO_ROOT${IOT_EXTRA_ADDONS:+,$IOT_EXTRA_ADDONS}"
+}
+
+# odoo_cmd ARGS...: sets the ODOO_RUN array, the full Odoo command line (addons
+# path, database connection, ARGS). Run it as "${ODOO_RUN[@]}" straight in a
+# pipeline or with exec, so Odoo is a direct child and gets Ctrl-C/SIGTERM.
+odoo_cmd() {
+    ODOO_RUN=("${ODOO_CMD[@]}" --addons-path="$ADDONS_PATH"
+        ${DB_HOST:+--db_host="$DB_HOST"} ${DB_PORT:+--db_port="$DB_PORT"}
+        ${DB_USER:+--db_user="$DB_USER"} ${DB_PASSWORD:+--db_password="$DB_PASSWORD"}
+        "$@")
+}
+
+# psql/dropdb connection options, matching the ones given to Odoo.
+pg_opts() {
+    PG_OPTS=()
+    [ -n "${DB_HOST:-}" ] && PG_OPTS+=(-h "$DB_HOST")
+    [ -n "${DB_PORT:-}" ] && PG_OPTS+=(-p "$DB_PORT")
+    [ -n "${DB_USER:-}" ] && PG_OPTS+=(-U "$DB_USER")
+    [ -n "${DB_PASSWORD:-}" ] && export PGPASSWORD="$DB_PASSWORD"
+    return 0
+}
+
+# ensure_pip "import:pip ...": pip-installs only the packages that don't import.
+ensure_pip() {
+    local pair missing=()
+    for pair in $1; do
+        "$PYTHON" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Python packages: ${missing[*]}"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "${missing[@]}" </dev/null >&2 \
+        || say "warning: pip install ${missing[*]} failed"
+}
+
+# ensure_apt "binary:package ...": apt-installs only packages whose binary is missing.
+ensure_apt() {
+    local pair missing=() sudo=""
+    for pair in $1; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] \
+            || missing+=("${pair#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "warning: missing ${missing[*]} and no apt-get: install them by hand"
+        return 0
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    { $sudo apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"; } \
+        </dev/null >&2 || say "warning: apt-get install ${missing[*]} failed"
+}
+
+# ensure_postgres: starts the local cluster when it doesn't answer; never fatal
+# (Odoo then fails with its own clear connection error).
+ensure_postgres() {
+    pg_opts
+    command -v pg_isready >/dev/null 2>&1 || return 0
+    pg_isready -q "${PG_OPTS[@]}" && return 0
+    say "PostgreSQL is not answering: starting it"
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+        local v
+        for v in $(ls /etc/postgresql); do
+            pg_ctlcluster --skip-systemctl-redirect "$v" main start >&2 || true
+        done
+    elif command -v service >/dev/null 2>&1; then
+        service postgresql start >&2 || true
+    fi
+    local i
+    for i in $(seq 1 20); do
+        pg_isready -q "${PG_OPTS[@]}" && return 0
+        sleep 0.5
+    done
+    say "warning: PostgreSQL still not answering (${DB_HOST:-local socket}); set DB_HOST/DB_PORT/DB_USER"
+}
+
+# free_ports N: prints N distinct free TCP ports (held open together, so distinct).
+free_ports() {
+    "$PYTHON" - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# module_depends: the comma-separated "depends" of $MODULE's manifest.
+module_depends() {
+    local dir
+    for dir in ${ADDONS_PATH//,/ }; do
+        if [ -f "$dir/$MODULE/__manifest__.py" ]; then
+            "$PYTHON" -c 'import ast, sys
+print(",".join(ast.literal_eval(open(sys.argv[1]).read()).get("depends") or []) or "base")' \
+                "$dir/$MODULE/__manifest__.py"
+            return
+        fi
+    done
+    echo base
+}
