@@ -191,6 +191,12 @@ def main():
         print(f"note: {len(started)} test starts in the log, Odoo counted {tests_run}")
 
     print(f"Result: {'FAILED (' + '; '.join(problems) + ')' if problems else 'OK'}")
+    # A skipped test counts as failed, and so does a run that failed for any
+    # other reason (warning, error log line, no test...): "0 failed" only
+    # ever closes a green run.
+    failed += len(run["skipped"])
+    if problems and not failed:
+        failed = 1
     print(f"{passed} passed, {failed} failed")
     return 1 if problems else 0
 
