@@ -18,3 +18,9 @@ run:
 
 lint:
 	@bash scripts/lint.sh
+
+# docs/iot_app.png: the MQTT console with live messages, taken from the Odoo and
+# broker of a running `make run` (IOT_URL, IOT_DB to point elsewhere).
+.PHONY: screenshot
+screenshot:
+	@python3 scripts/screenshot.py

@@ -25,8 +25,8 @@ RUN_PIP_PACKAGES="paho.mqtt:paho-mqtt passlib:passlib"
 TEST_PIP_PACKAGES="$RUN_PIP_PACKAGES websocket:websocket-client hypothesis:hypothesis"
 # Debian packages, as "binary:package" pairs, installed only when the binary is
 # missing. Extend here, e.g. "mosquitto:mosquitto rabbitmq-server:rabbitmq-server".
-RUN_APT_PACKAGES=""
-TEST_APT_PACKAGES="$RUN_APT_PACKAGES chromium:chromium"
+RUN_APT_PACKAGES="/usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server"
+TEST_APT_PACKAGES="$RUN_APT_PACKAGES chromium:chromium mosquitto:mosquitto"
 
 say() { printf '%s\n' "$*" >&2; }
 

@@ -15,15 +15,25 @@ DB=${IOT_DB:-iot}
 HTTP_PORT=${IOT_HTTP_PORT:-8069}
 DATA_OPT=(${ODOO_DATA_DIR:+--data-dir="$ODOO_DATA_DIR"})
 
-# ---------------------------------------------------------------------------
-# HOOK: start the local MQTT broker here, before Odoo serves (e.g. mosquitto
-# with iot_base's generated password/ACL files). Add its Debian package to
-# RUN_APT_PACKAGES in scripts/odoo_env.sh. Must return (run it in the
-# background / daemonized) and be idempotent: `make run` may be run again.
+# The local MQTT broker: a private RabbitMQ node whose MQTT logins are
+# checked by this Odoo (scripts/local_broker.sh), WebSocket on
+# ws://localhost:8083/mqtt, iot_base's default broker URL. It needs the broker
+# token: generated here once if the database has none.
 start_mqtt_broker() {
-    :
+    local token
+    token=$(psql "${PG_OPTS[@]}" -d "$DB" -Atqc \
+        "SELECT value FROM ir_config_parameter WHERE key = 'iot_base.auth_token'")
+    if [ -z "$token" ]; then
+        token=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
+        psql "${PG_OPTS[@]}" -d "$DB" -qc \
+            "INSERT INTO ir_config_parameter (key, value, create_date, write_date)
+             VALUES ('iot_base.auth_token', '$token', now(), now())
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value" >/dev/null
+    fi
+    say "== starting the local MQTT broker (RabbitMQ, ws://localhost:8083/mqtt)"
+    IOT_ODOO_URL="http://127.0.0.1:$HTTP_PORT" "$REPO_ROOT/scripts/local_broker.sh" \
+        start "$token" || say "warning: the local MQTT broker did not start"
 }
-# ---------------------------------------------------------------------------
 
 find_odoo
 ensure_apt "$RUN_APT_PACKAGES"
@@ -42,5 +52,7 @@ fi
 start_mqtt_broker
 
 say "== serving $DB on http://localhost:$HTTP_PORT (login admin / password admin)"
-odoo_cmd -d "$DB" "${DATA_OPT[@]}" --http-port="$HTTP_PORT"
+# --db-filter: the broker calls Odoo without a session, so Odoo must know the
+# database from the request alone
+odoo_cmd -d "$DB" "${DATA_OPT[@]}" --http-port="$HTTP_PORT" --db-filter="^$DB\$"
 exec "${ODOO_RUN[@]}"

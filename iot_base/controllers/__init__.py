@@ -1,0 +1,4 @@
+from . import auth
+from . import provisioning
+from . import rabbitmq
+from . import app

@@ -2,3 +2,15 @@ from . import iot_credentials
 from . import iot_credentials_secret
 from . import res_users
 from . import res_config_settings
+from . import res_company
+from . import iot_acl_rule
+from . import iot_auth_log
+from . import iot_auth_throttle
+from . import iot_broker
+from . import iot_mqtt_device_tag
+from . import iot_mqtt_fleet
+from . import iot_mqtt_device
+from . import iot_mqtt_client
+from . import iot_app
+from . import iot_mosquitto_sync
+from . import res_groups

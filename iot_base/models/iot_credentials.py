@@ -11,6 +11,16 @@ from ..tools.secret_hash import INDEX_SIZE, MAX_SECRET_LENGTH, verify_secret
 # MQTT allows any UTF-8 username; ours must also be safe as a Mosquitto
 # password-file key, in ACL placeholders and in log lines.
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+# Changes of these fields change what a broker must be told (Mosquitto files)
+BROKER_FIELDS = {
+    "username",
+    "kind",
+    "user_id",
+    "company_id",
+    "is_superuser",
+    "active",
+    "expires_at",
+}
 # How stale ``last_auth_at`` may get before an authentication refreshes it:
 # writing it on every CONNECT would make the broker's hot path contend.
 LAST_AUTH_RESOLUTION = timedelta(minutes=5)
@@ -111,13 +121,22 @@ class IotCredentials(models.Model):
         for vals in vals_list:
             if vals.get("username"):
                 vals["username"] = vals["username"].strip()
-        return super().create(vals_list)
+        credentials = super().create(vals_list)
+        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        return credentials
 
     def write(self, vals):
         res = super().write(vals)
         if "active" in vals and not vals["active"]:
             # Revoking is final: unarchiving must not bring old secrets back.
             self.env["iot.credentials.secret"].sudo()._revoke_credentials(self)
+        if BROKER_FIELDS & set(vals):
+            self.env["iot.mosquitto.sync"].sudo()._schedule()
+        return res
+
+    def unlink(self):
+        res = super().unlink()
+        self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res
 
     # ------------------------------------------------------------------
@@ -156,61 +175,99 @@ class IotCredentials(models.Model):
         expires_at = fields.Datetime.now() + lifetime if lifetime else None
         if self.expires_at and (not expires_at or self.expires_at < expires_at):
             expires_at = self.expires_at
-        secret = self.env["iot.credentials.secret"].sudo()._issue(
-            self, secret_type, expires_at
+        secret = (
+            self.env["iot.credentials.secret"]
+            .sudo()
+            ._issue(self, secret_type, expires_at)
         )
         return secret, expires_at
 
     @api.model
     def _authenticate(self, username, secret):
         """Return the credential that ``username``/``secret`` proves, or an
-        empty recordset.
+        empty recordset. The one place where secrets are checked."""
+        return self._authenticate_secret(username, secret)[0]
 
-        The one place where secrets are checked. Anything that is not a pair
-        of sane strings is refused before any query. The query keeps only
-        live rows (active credential and owner, owner still an IoT user,
-        nothing expired) whose clear index matches, so in practice a single
-        hash is checked. Runs as superuser: the caller is the broker.
+    @api.model
+    def _authenticate_secret(self, username, secret):
+        """Like ``_authenticate``, also returning when the secret expires.
+
+        Anything that is not a pair of sane strings is refused before any
+        query. The query keeps only live rows whose clear index matches, so
+        in practice a single hash is checked. Runs as superuser: the caller
+        is the broker.
+
+        :return: (credential or empty recordset, expiry datetime or None)
         """
         if not (
-            isinstance(username, str)
-            and isinstance(secret, str)
-            and 0 < len(username) <= 128
+            isinstance(secret, str)
             and INDEX_SIZE < len(secret) <= MAX_SECRET_LENGTH
+            and self._is_sane_username(username)
         ):
+            return self.browse(), None
+        self.env.cr.execute(
+            self._live_query(
+                SQL("s.hash, s.expires_at, c.last_auth_at"),
+                username,
+                SQL(
+                    "JOIN iot_credentials_secret s ON s.credential_id = c.id "
+                    "AND s.index = %s AND (s.expires_at IS NULL OR s.expires_at > %s)",
+                    secret[:INDEX_SIZE],
+                    fields.Datetime.now(),
+                ),
+            )
+        )
+        for (
+            credential_id,
+            secret_hash,
+            expires_at,
+            last_auth_at,
+        ) in self.env.cr.fetchall():
+            if verify_secret(secret, secret_hash):
+                credential = self.sudo().browse(credential_id)
+                credential._touch_last_auth(last_auth_at)
+                return credential, expires_at
+        return self.browse(), None
+
+    @api.model
+    def _find_live(self, username):
+        """The credential named ``username`` if it may use the broker now
+        (active, unexpired, owner active and still an IoT user)."""
+        if not self._is_sane_username(username):
             return self.browse()
+        self.env.cr.execute(self._live_query(SQL("1"), username))
+        row = self.env.cr.fetchone()
+        return self.sudo().browse(row[0]) if row else self.browse()
+
+    @api.model
+    def _is_sane_username(self, username):
+        return isinstance(username, str) and 0 < len(username) <= 128
+
+    @api.model
+    def _live_query(self, columns, username, join=None):
         group_id = self.env["ir.model.data"]._xmlid_to_res_id(
             "iot_base.iot_base_group_user", raise_if_not_found=False
         )
-        self.env.cr.execute(
-            SQL(
-                """
-            SELECT c.id, s.hash, c.last_auth_at
+        return SQL(
+            """
+            SELECT c.id, %(columns)s
               FROM iot_credentials c
-              JOIN iot_credentials_secret s ON s.credential_id = c.id
+              %(join)s
               LEFT JOIN res_users u ON u.id = c.user_id
              WHERE c.username = %(username)s
-               AND s.index = %(index)s
                AND c.active
                AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
-               AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
                AND (c.user_id IS NULL OR u.active)
                AND (c.kind != 'user' OR EXISTS (
                     SELECT 1 FROM res_groups_users_rel r
                      WHERE r.uid = c.user_id AND r.gid = %(group_id)s))
             """,
-                username=username,
-                index=secret[:INDEX_SIZE],
-                now=fields.Datetime.now(),
-                group_id=group_id or 0,
-            )
+            columns=columns,
+            join=join or SQL(""),
+            username=username,
+            now=fields.Datetime.now(),
+            group_id=group_id or 0,
         )
-        for credential_id, secret_hash, last_auth_at in self.env.cr.fetchall():
-            if verify_secret(secret, secret_hash):
-                credential = self.sudo().browse(credential_id)
-                credential._touch_last_auth(last_auth_at)
-                return credential
-        return self.browse()
 
     def _touch_last_auth(self, last_auth_at):
         """Record a successful authentication, at most every few minutes.

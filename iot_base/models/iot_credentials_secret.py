@@ -73,13 +73,14 @@ class IotCredentialsSecret(models.Model):
         )
 
     @api.model
-    def _issue(self, credential, secret_type, expires_at=None):
+    def _issue(self, credential, secret_type, expires_at=None, secret=None):
         """Store a new secret for ``credential`` and return it in clear.
 
         The clear value exists only in the return value: the caller shows it
-        once and forgets it.
+        once and forgets it. ``secret`` is for secrets Odoo derives itself
+        and never stores (see ``iot.mqtt.client``).
         """
-        secret, index, secret_hash = new_secret()
+        secret, index, secret_hash = new_secret(secret)
         self.env.cr.execute(
             SQL(
                 """
@@ -98,6 +99,7 @@ class IotCredentialsSecret(models.Model):
         _logger.info(
             "MQTT %s secret issued for credential #%s", secret_type, credential.id
         )
+        self.env["iot.mosquitto.sync"].sudo()._schedule()
         return secret
 
     @api.model
@@ -114,6 +116,7 @@ class IotCredentialsSecret(models.Model):
             query = SQL("%s AND secret_type = %s", query, secret_type)
         self.env.cr.execute(query)
         self.invalidate_model()
+        self.env["iot.mosquitto.sync"].sudo()._schedule()
 
     @api.autovacuum
     def _gc_expired_secrets(self):
@@ -126,4 +129,7 @@ class IotCredentialsSecret(models.Model):
                 fields.Datetime.now(),
             )
         )
-        _logger.info("GC %r deleted %d expired secrets", self._name, self.env.cr.rowcount)
+        _logger.info(
+            "GC %r deleted %d expired secrets", self._name, self.env.cr.rowcount
+        )
+        self.env["iot.mosquitto.sync"].sudo()._schedule()

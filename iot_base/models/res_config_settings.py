@@ -1,8 +1,14 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import secrets
 
-from odoo import fields, models
+from odoo import api, fields, models
 
+from .iot_mosquitto_sync import (
+    ACL_FILE_PARAM,
+    ENABLED_PARAM,
+    PASSWORD_FILE_PARAM,
+    PID_FILE_PARAM,
+)
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
 
 DEFAULT_BROKER_URL = "ws://localhost:8083/mqtt"
@@ -28,9 +34,115 @@ class ResConfigSettings(models.TransientModel):
         default=DEFAULT_SESSION_LIFETIME_HOURS,
     )
 
+    iot_throttle_max_failures = fields.Integer(
+        "Failures Before Throttling",
+        config_parameter="iot_base.throttle_max_failures",
+        default=10,
+        help="Failed authentications per username or peer address within the "
+        "window after which that username or address is refused at once.",
+    )
+    iot_throttle_window_seconds = fields.Integer(
+        "Failure Window (seconds)",
+        config_parameter="iot_base.throttle_window_seconds",
+        default=60,
+    )
+    iot_throttle_cooldown_seconds = fields.Integer(
+        "Throttle Cool-down (seconds)",
+        config_parameter="iot_base.throttle_cooldown_seconds",
+        default=300,
+    )
+    iot_audit_retention_days = fields.Integer(
+        "Keep Broker Decisions (days)",
+        config_parameter="iot_base.audit_retention_days",
+        default=30,
+    )
+
+    iot_mqtt_host = fields.Char(
+        "MQTT Host",
+        config_parameter="iot_base.mqtt_host",
+        default="localhost",
+        help="Where Odoo itself connects (MQTT over TCP) to publish commands.",
+    )
+    iot_mqtt_port = fields.Integer(
+        "MQTT Port", config_parameter="iot_base.mqtt_port", default=1883
+    )
+    iot_mqtt_tls = fields.Boolean("MQTT over TLS", config_parameter="iot_base.mqtt_tls")
+    iot_mqtt_timeout = fields.Float(
+        "MQTT Timeout (seconds)",
+        config_parameter="iot_base.mqtt_timeout",
+        default=5.0,
+        help="Longest time a publish from Odoo may take, connection included.",
+    )
+    iot_mqtt_namespace = fields.Char(
+        related="company_id.iot_mqtt_namespace", readonly=False
+    )
+    iot_device_username_pattern = fields.Char(
+        related="company_id.iot_device_username_pattern", readonly=False
+    )
+
+    def action_iot_test_connection(self):
+        self.ensure_one()
+        self.execute()
+        message = self.env["iot.mqtt.client"]._test_connection()
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {"type": "success", "message": message, "sticky": False},
+        }
+
     def action_iot_generate_auth_token(self):
         self.ensure_one()
         self.env["ir.config_parameter"].sudo().set_param(
             "iot_base.auth_token", secrets.token_urlsafe(32)
         )
         return {"type": "ir.actions.client", "tag": "reload"}
+
+    iot_mosquitto_sync_enabled = fields.Boolean(
+        "Mosquitto Files",
+        config_parameter=ENABLED_PARAM,
+        help="Write a Mosquitto 2.0 password file and ACL file from the MQTT "
+        "credentials and topic rules after every change, and make the broker "
+        "reload them.",
+    )
+    iot_mosquitto_password_file = fields.Char(
+        "Password File",
+        config_parameter=PASSWORD_FILE_PARAM,
+        help="Absolute path of Mosquitto's password_file.",
+    )
+    iot_mosquitto_acl_file = fields.Char(
+        "ACL File",
+        config_parameter=ACL_FILE_PARAM,
+        help="Absolute path of Mosquitto's acl_file.",
+    )
+    iot_mosquitto_pid_file = fields.Char(
+        "PID File",
+        config_parameter=PID_FILE_PARAM,
+        help="Mosquitto's pid_file: the broker gets SIGHUP after each change. "
+        "Empty: the broker's host reloads it.",
+    )
+    iot_mosquitto_last_result = fields.Text(
+        "Last Mosquitto Sync", compute="_compute_iot_mosquitto_last_result"
+    )
+
+    @api.depends("iot_mosquitto_sync_enabled")
+    def _compute_iot_mosquitto_last_result(self):
+        sync = self.env["iot.mosquitto.sync"].sudo()
+        result = sync._last_result()
+        text = sync._summary(result) if result else ""
+        if result and result.get("at"):
+            text = f"{result['at']} UTC: {text}"
+        for settings in self:
+            settings.iot_mosquitto_last_result = text
+
+    def set_values(self):
+        params = self.env["ir.config_parameter"].sudo()
+        keys = (ENABLED_PARAM, PASSWORD_FILE_PARAM, ACL_FILE_PARAM, PID_FILE_PARAM)
+        before = [params.get_param(key) for key in keys]
+        res = super().set_values()
+        if [params.get_param(key) for key in keys] != before:
+            self.env["iot.mosquitto.sync"].sudo()._schedule()
+        return res
+
+    def action_iot_mosquitto_sync_now(self):
+        self.ensure_one()
+        return self.env["iot.mosquitto.sync"]._action_sync_now()

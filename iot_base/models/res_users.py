@@ -32,11 +32,47 @@ class ResUsers(models.Model):
                 .search([("user_id", "in", self.ids)])
             )
             self.env["iot.credentials.secret"].sudo()._revoke_credentials(credentials)
+        if (
+            "active" in vals
+            or "groups_id" in vals
+            or any(key.startswith(("in_group_", "sel_groups_")) for key in vals)
+        ):
+            # who may use the broker changed (Mosquitto files)
+            self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res
 
+    def unlink(self):
+        res = super().unlink()
+        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        return res
+
+    def _iot_broker_username(self, credentials):
+        """The MQTT username to send with ``credentials["password"]``.
+
+        ``credentials`` is what :meth:`get_or_create_iot_credentials` returned.
+        With the Mosquitto files enabled, a session secret has its own login
+        ``<username>~<secret id>`` (Mosquitto holds one secret per name);
+        otherwise, and for the EMQX flow, it is ``credentials["username"]``.
+        """
+        self.ensure_one()
+        sync = self.env["iot.mosquitto.sync"].sudo()
+        if not sync._is_enabled():
+            return credentials["username"]
+        credential = (
+            self.env["iot.credentials"].sudo().browse(credentials["credential_id"])
+        )
+        if credential.user_id != self:
+            return credentials["username"]
+        return (
+            sync._login_of_secret(credential, credentials["password"])
+            or credentials["username"]
+        )
+
     def _iot_session_lifetime(self):
-        param = self.env["ir.config_parameter"].sudo().get_param(
-            "iot_base.session_lifetime_hours"
+        param = (
+            self.env["ir.config_parameter"]
+            .sudo()
+            .get_param("iot_base.session_lifetime_hours")
         )
         try:
             hours = float(param)

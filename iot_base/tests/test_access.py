@@ -67,9 +67,13 @@ class TestAccess(IotCommonCase):
         device = self.device.with_user(manager)
         device.write({"is_superuser": True, "note": "rack 4"})
         self.assertTrue(device.action_rotate_secret()["context"]["default_secret"])
-        self.assertTrue(self.env["iot.credentials.secret"].with_user(manager).search([]))
-        created = self.env["iot.credentials"].with_user(manager).create(
-            {"username": "device_new", "kind": "device"}
+        self.assertTrue(
+            self.env["iot.credentials.secret"].with_user(manager).search([])
+        )
+        created = (
+            self.env["iot.credentials"]
+            .with_user(manager)
+            .create({"username": "device_new", "kind": "device"})
         )
         created.unlink()
         with self.assertRaises(AccessError):
@@ -126,7 +130,9 @@ class TestAccess(IotCommonCase):
         settings.iot_mqtt_broker_url = "wss://mqtt.example.com/mqtt"
         settings.execute()
         params = self.env["ir.config_parameter"].sudo()
-        self.assertEqual(params.get_param("iot_base.mqtt_broker_url"), "wss://mqtt.example.com/mqtt")
+        self.assertEqual(
+            params.get_param("iot_base.mqtt_broker_url"), "wss://mqtt.example.com/mqtt"
+        )
         settings.action_iot_generate_auth_token()
         token = params.get_param("iot_base.auth_token")
         self.assertGreaterEqual(len(token), 40)

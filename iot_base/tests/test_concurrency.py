@@ -85,10 +85,14 @@ class TestConcurrentFirstCall(BaseCase):
         self.assertEqual(len(retried), 1, "the loser replays once")
         with self.registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {})
-            credentials = env["iot.credentials"].search([("user_id", "=", self.user_id)])
+            credentials = env["iot.credentials"].search(
+                [("user_id", "=", self.user_id)]
+            )
             self.assertEqual(len(credentials), 1)
             for creds in results:
                 self.assertEqual(
-                    env["iot.credentials"]._authenticate(creds["username"], creds["password"]),
+                    env["iot.credentials"]._authenticate(
+                        creds["username"], creds["password"]
+                    ),
                     credentials,
                 )

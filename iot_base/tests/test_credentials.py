@@ -55,9 +55,13 @@ class TestCredentials(IotCommonCase):
             u.with_user(u).get_or_create_iot_credentials()["username"]
             for u in (first, second, third)
         ]
-        self.assertEqual(names, ["user_a_b_x_com", "user_a_b_x_com_2", "user_a_b_x_com_3"])
+        self.assertEqual(
+            names, ["user_a_b_x_com", "user_a_b_x_com_2", "user_a_b_x_com_3"]
+        )
         # an archived credential still holds its name
-        self.Credentials.search([("username", "=", "user_a_b_x_com_3")]).action_archive()
+        self.Credentials.search(
+            [("username", "=", "user_a_b_x_com_3")]
+        ).action_archive()
         fourth = new_test_user(
             self.env, login="a+b@x.com", groups="iot_base.iot_base_group_user"
         )
@@ -80,7 +84,8 @@ class TestCredentials(IotCommonCase):
         first = user.get_or_create_iot_credentials()
         second = user.get_or_create_iot_credentials()
         self.assertEqual(
-            set(first), {"username", "password", "is_superuser", "expires_at", "credential_id"}
+            set(first),
+            {"username", "password", "is_superuser", "expires_at", "credential_id"},
         )
         self.assertEqual(first["username"], second["username"])
         self.assertNotEqual(first["password"], second["password"])
@@ -89,12 +94,18 @@ class TestCredentials(IotCommonCase):
         credential = self._user_credentials(self.iot_user)
         self.assertEqual(len(credential), 1)
         # both tabs keep working
-        self.assertEqual(self._authenticate(first["username"], first["password"]), credential)
-        self.assertEqual(self._authenticate(second["username"], second["password"]), credential)
+        self.assertEqual(
+            self._authenticate(first["username"], first["password"]), credential
+        )
+        self.assertEqual(
+            self._authenticate(second["username"], second["password"]), credential
+        )
         # default lifetime: 12 hours
         expires = fields.Datetime.to_datetime(first["expires_at"])
         self.assertAlmostEqual(
-            expires, fields.Datetime.now() + timedelta(hours=12), delta=timedelta(minutes=1)
+            expires,
+            fields.Datetime.now() + timedelta(hours=12),
+            delta=timedelta(minutes=1),
         )
         self.assertEqual(len(self._secret_rows(credential)), 2)
 
@@ -107,10 +118,14 @@ class TestCredentials(IotCommonCase):
         credential = self._user_credentials(self.iot_user)
         expires = fields.Datetime.to_datetime(creds["expires_at"])
         self.assertAlmostEqual(
-            expires, fields.Datetime.now() + timedelta(hours=1), delta=timedelta(minutes=1)
+            expires,
+            fields.Datetime.now() + timedelta(hours=1),
+            delta=timedelta(minutes=1),
         )
         with freeze_time(fields.Datetime.now() + timedelta(minutes=59)):
-            self.assertEqual(self._authenticate(creds["username"], creds["password"]), credential)
+            self.assertEqual(
+                self._authenticate(creds["username"], creds["password"]), credential
+            )
             self.env["iot.credentials.secret"]._gc_expired_secrets()
             self.assertEqual(len(self._secret_rows(credential)), 1)
         with freeze_time(fields.Datetime.now() + timedelta(minutes=61)):
@@ -154,9 +169,9 @@ class TestCredentials(IotCommonCase):
         self.assertNotIn(secret, repr(data))
         self.assertNotIn(secret, repr(device.secret_ids.read()))
         # rotation: the old secret fails at once, the new one works
-        new_secret = device.with_user(self.iot_manager).action_rotate_secret()["context"][
-            "default_secret"
-        ]
+        new_secret = device.with_user(self.iot_manager).action_rotate_secret()[
+            "context"
+        ]["default_secret"]
         self.assertNotEqual(new_secret, secret)
         self.assertFalse(self._authenticate("device_ab12cd34", secret))
         self.assertEqual(self._authenticate("device_ab12cd34", new_secret), device)
@@ -190,7 +205,7 @@ class TestCredentials(IotCommonCase):
         device, secret = self._device_with_secret()
         self.assertEqual(self._authenticate("device_test01", secret), device)
         self.assertTrue(device.last_auth_at)
-        wrong = ("0" if secret[-1] != "0" else "1") + secret[1:]
+        wrong = ("0" if secret[0] != "0" else "1") + secret[1:]  # another index
         for username, password in [
             ("device_test01", secret[:-1] + ("0" if secret[-1] != "0" else "1")),
             ("device_test01", secret[:8] + "f" * 32),  # right index, wrong secret
@@ -237,9 +252,7 @@ class TestCredentials(IotCommonCase):
         creds = self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()
         self.assertTrue(self._authenticate(creds["username"], creds["password"]))
         # removed from the IoT group: refused at once
-        self.iot_user.groups_id = [
-            (3, self.env.ref("iot_base.iot_base_group_user").id)
-        ]
+        self.iot_user.groups_id = [(3, self.env.ref("iot_base.iot_base_group_user").id)]
         self.assertFalse(self._authenticate(creds["username"], creds["password"]))
         self.iot_user.groups_id = [(4, self.env.ref("iot_base.iot_base_group_user").id)]
         self.assertTrue(self._authenticate(creds["username"], creds["password"]))
@@ -267,8 +280,12 @@ class TestCredentials(IotCommonCase):
 
     def test_no_secret_in_clear_anywhere(self):
         issued = [
-            self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()["password"],
-            self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()["password"],
+            self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()[
+                "password"
+            ],
+            self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()[
+                "password"
+            ],
             self._device_with_secret("device_clear01")[1],
             self._device_with_secret("service_clear01", kind="service")[1],
         ]
@@ -293,7 +310,9 @@ class TestCredentials(IotCommonCase):
                     f'SELECT count(*) FROM "{table}" t WHERE strpos(t::text, %s) > 0',
                     [secret],
                 )
-                self.assertEqual(self.env.cr.fetchone()[0], 0, f"secret in clear in {table}")
+                self.assertEqual(
+                    self.env.cr.fetchone()[0], 0, f"secret in clear in {table}"
+                )
 
     def test_mosquitto_hash_format(self):
         import base64
@@ -301,7 +320,8 @@ class TestCredentials(IotCommonCase):
 
         device, secret = self._device_with_secret()
         self.env.cr.execute(
-            "SELECT hash FROM iot_credentials_secret WHERE credential_id = %s", [device.id]
+            "SELECT hash FROM iot_credentials_secret WHERE credential_id = %s",
+            [device.id],
         )
         line = mosquitto_hash(self.env.cr.fetchone()[0])
         _empty, seven, rounds, salt, key = line.split("$")

@@ -602,8 +602,19 @@ class TestAuthorize(BaseCase):
         # speed is measured by bench/, not asserted here
         self.assertEqual(
             expected,
-            ["allow", "deny", "allow", "allow", "deny", "deny", "deny", "deny", "deny",
-             "deny", "allow"],
+            [
+                "allow",
+                "deny",
+                "allow",
+                "allow",
+                "deny",
+                "deny",
+                "deny",
+                "deny",
+                "deny",
+                "deny",
+                "allow",
+            ],
         )
 
 

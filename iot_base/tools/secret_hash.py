@@ -24,9 +24,9 @@ SECRET_CRYPT_CONTEXT = CryptContext(
 )
 
 
-def new_secret():
-    """A fresh random secret: (clear secret, clear index, hash)."""
-    secret = secrets.token_hex(SECRET_SIZE)
+def new_secret(secret=None):
+    """A fresh random secret (or ``secret``): (clear secret, clear index, hash)."""
+    secret = secret or secrets.token_hex(SECRET_SIZE)
     return secret, secret[:INDEX_SIZE], SECRET_CRYPT_CONTEXT.hash(secret)
 
 

@@ -1,0 +1,160 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+from odoo import _, api, fields, models, tools
+from odoo.exceptions import ValidationError
+
+from ..tools import topic_acl
+
+PLACEHOLDERS = ("${username}", "${clientid}", "${namespace}")
+
+
+class IotAclRule(models.Model):
+    """One MQTT topic rule. Rules are tried in sequence order; the first that
+    applies decides, and nothing matched means deny."""
+
+    _name = "iot.acl.rule"
+    _description = "MQTT Topic Rule"
+    _order = "sequence, id"
+
+    sequence = fields.Integer(default=10)
+    name = fields.Char("Description", required=True)
+    active = fields.Boolean(default=True)
+    permission = fields.Selection(
+        [("allow", "Allow"), ("deny", "Deny")], required=True, default="allow"
+    )
+    action = fields.Selection(
+        [
+            ("publish", "Publish"),
+            ("subscribe", "Subscribe"),
+            ("all", "Publish and Subscribe"),
+        ],
+        required=True,
+        default="all",
+    )
+    topic = fields.Char(
+        "Topic Filter",
+        required=True,
+        help="MQTT topic filter (+ and # wildcards); ${username}, ${clientid} "
+        "and ${namespace} (the company's MQTT namespace) are replaced for "
+        "each client.",
+    )
+    qos = fields.Char(
+        "QoS", help="Comma-separated QoS levels this rule is limited to; empty: any."
+    )
+    retain = fields.Selection(
+        [("any", "Any"), ("yes", "Retained only"), ("no", "Not retained")],
+        required=True,
+        default="any",
+        help="Publish only: limit the rule to retained or non-retained messages.",
+    )
+    credential_kind = fields.Selection(
+        [("user", "Users"), ("device", "Devices"), ("service", "Services")],
+        "For",
+        help="Kind of credential the rule applies to; empty: every kind.",
+    )
+    group_ids = fields.Many2many(
+        "res.groups",
+        string="Groups",
+        help="User credentials only: the owner must belong to one of these groups.",
+    )
+    credential_ids = fields.Many2many(
+        "iot.credentials",
+        string="Credentials",
+        help="If set, the rule applies to these credentials only.",
+    )
+    company_id = fields.Many2one(
+        "res.company",
+        help="If set, the rule applies to this company's credentials only.",
+    )
+
+    @api.constrains("topic", "qos")
+    def _check_topic(self):
+        for rule in self:
+            probe = rule.topic or ""
+            for placeholder in PLACEHOLDERS:
+                probe = probe.replace(placeholder, "x")
+            if not topic_acl.is_valid_topic_filter(probe) or "${" in probe:
+                raise ValidationError(
+                    _("%(topic)r is not a valid MQTT topic filter.", topic=rule.topic)
+                )
+            try:
+                rule._qos_levels()
+            except ValueError as exc:
+                raise ValidationError(
+                    _("QoS must list levels among 0, 1 and 2, e.g. '0,1'.")
+                ) from exc
+
+    def _qos_levels(self):
+        self.ensure_one()
+        if not (self.qos or "").strip():
+            return None
+        levels = frozenset(int(level) for level in self.qos.split(","))
+        if not levels <= {0, 1, 2}:
+            raise ValueError(self.qos)
+        return levels
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        self._rules_changed()
+        return super().create(vals_list)
+
+    def write(self, vals):
+        self._rules_changed()
+        return super().write(vals)
+
+    def unlink(self):
+        self._rules_changed()
+        return super().unlink()
+
+    def _rules_changed(self):
+        self.env.registry.clear_cache()
+        self.env["iot.mosquitto.sync"].sudo()._schedule()
+
+    @api.model
+    @tools.ormcache()
+    def _rule_table(self):
+        """Every active rule, in order, as (name, kind, group ids, credential
+        ids, company id, Rule), cached per worker until a rule changes: the
+        broker's hot path compiles ACLs without a query."""
+        table = []
+        for rule in self.sudo().search([]):
+            retain = {"any": None, "yes": True, "no": False}[rule.retain]
+            table.append(
+                (
+                    rule.name,
+                    rule.credential_kind or None,
+                    frozenset(rule.group_ids.ids),
+                    frozenset(rule.credential_ids.ids),
+                    rule.company_id.id or None,
+                    topic_acl.Rule(
+                        rule.permission,
+                        rule.action,
+                        rule.topic,
+                        rule._qos_levels(),
+                        retain,
+                    ),
+                )
+            )
+        return tuple(table)
+
+    @api.model
+    def _rules_for(self, credential, clientid=None):
+        """The rules of ``credential``, in order, placeholders replaced."""
+        group_ids = (
+            frozenset(credential.user_id.groups_id.ids)
+            if credential.user_id
+            else frozenset()
+        )
+        namespace = credential.company_id.iot_mqtt_namespace
+        rules = [
+            rule
+            for _name, kind, groups, credentials, company_id, rule in self._rule_table()
+            if not (
+                (kind and kind != credential.kind)
+                or (groups and not groups & group_ids)
+                or (credentials and credential.id not in credentials)
+                or (company_id and company_id != credential.company_id.id)
+            )
+        ]
+        return topic_acl.expand_rules(
+            rules, username=credential.username, clientid=clientid, namespace=namespace
+        )

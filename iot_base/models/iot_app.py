@@ -1,0 +1,119 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import re
+import secrets
+
+from odoo import api, fields, models
+
+from ..tools import topic_acl
+
+# Server-made MQTT client ids of the console: one per page (tab), so that two
+# tabs of the same user never take over each other's session.
+CLIENT_ID_RE = r"odoo_user_%s_[0-9a-f]{8}"
+MAX_SUGGESTIONS = 6
+DEFAULT_BROKER_URL = "ws://localhost:8083/mqtt"
+
+
+class IotApp(models.AbstractModel):
+    """The MQTT console (/iot/app) of the current user."""
+
+    _name = "iot.app"
+    _description = "MQTT Console"
+
+    @api.model
+    def _page_config(self, client_id=None):
+        """Everything the console page needs, with a fresh session secret.
+
+        The topic rules are the ones the broker gets for this client (same
+        expansion, same first-match order), so the page can refuse a filter
+        before the broker has to.
+
+        :param client_id: the page's current client id, kept when it is one
+            this method made for this user; otherwise a new one is made
+        :raise AccessError: when the user is not an IoT user
+        :return: the ``window.odoo.mqtt_config`` dict (JSON-serializable)
+        """
+        credentials = self.env.user.get_or_create_iot_credentials()
+        credential = (
+            self.env["iot.credentials"].sudo().browse(credentials["credential_id"])
+        )
+        username = credentials["username"]
+        if not (
+            isinstance(client_id, str)
+            and re.fullmatch(CLIENT_ID_RE % re.escape(username), client_id)
+        ):
+            client_id = f"odoo_user_{username}_{secrets.token_hex(4)}"
+        # With Mosquitto's files, each session secret has a login of its own
+        # (Mosquitto holds one secret per name), and its ACL section cannot
+        # know the client id: show the rules that broker will apply.
+        mosquitto = self.env["iot.mosquitto.sync"].sudo()._is_enabled()
+        rules = self.env["iot.broker"]._rules(
+            credential, None if mosquitto else client_id
+        )
+        expires_at = fields.Datetime.to_datetime(credentials["expires_at"])
+        expires_in = (
+            max(0, int((expires_at - fields.Datetime.now()).total_seconds()))
+            if expires_at
+            else None
+        )
+        broker_url = (
+            self.env["ir.config_parameter"].sudo().get_param("iot_base.mqtt_broker_url")
+            or DEFAULT_BROKER_URL
+        )
+        return {
+            "broker_url": broker_url,
+            "client_id": client_id,
+            "credentials": {
+                "username": self.env.user._iot_broker_username(credentials),
+                "password": credentials["password"],
+                "is_superuser": credentials["is_superuser"],
+            },
+            "expires_at": credentials["expires_at"],
+            "expires_in": expires_in,
+            "namespace": credential.company_id.iot_mqtt_namespace or "",
+            "acl": [_rule_to_dict(rule) for rule in rules],
+            "default_subscriptions": _suggested_filters(rules),
+            "default_publish_topic": _suggested_topic(rules),
+            "refresh_route": "/iot/app/config",
+        }
+
+
+def _rule_to_dict(rule):
+    return {
+        "permission": rule.permission,
+        "action": rule.action,
+        "topic": rule.topic,
+        "qos": sorted(rule.qos) if rule.qos is not None else None,
+        "retain": rule.retain,
+    }
+
+
+def _suggested_filters(rules):
+    """The allowed subscribe filters of the rules themselves, in rule order."""
+    suggestions = []
+    for rule in rules:
+        if (
+            rule.permission == topic_acl.ALLOW
+            and rule.action in (topic_acl.SUBSCRIBE, topic_acl.ALL)
+            and rule.topic not in suggestions
+            and topic_acl.authorize(rules, topic_acl.SUBSCRIBE, rule.topic)
+            == topic_acl.ALLOW
+        ):
+            suggestions.append(rule.topic)
+        if len(suggestions) == MAX_SUGGESTIONS:
+            break
+    return suggestions
+
+
+def _suggested_topic(rules):
+    """A topic the user may publish to, to pre-fill the publish form."""
+    for rule in rules:
+        if rule.permission != topic_acl.ALLOW or rule.action not in (
+            topic_acl.PUBLISH,
+            topic_acl.ALL,
+        ):
+            continue
+        levels = ["console" if level in ("+", "#") else level for level in rule.levels]
+        topic = "/".join(levels)
+        if topic_acl.authorize(rules, topic_acl.PUBLISH, topic) == topic_acl.ALLOW:
+            return topic
+    return ""

@@ -1,0 +1,382 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import re
+import secrets
+import string
+
+from odoo import _, api, fields, models
+from odoo.exceptions import ValidationError
+
+from .iot_credentials import USERNAME_RE
+
+MAC_SEPARATORS_RE = re.compile(r"[\s:.\-]")
+HEX12_RE = re.compile(r"^[0-9a-f]{12}$")
+HARDWARE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9:._\-]{0,127}$")
+DEFAULT_USERNAME_PATTERN = "device_{random8}"
+RANDOM_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def normalize_hardware_id(value):
+    """``AA-BB-CC-DD-EE-FF`` and ``aabb.ccdd.eeff`` -> ``aa:bb:cc:dd:ee:ff``;
+    any other id is trimmed and lower-cased. None when unusable."""
+    if not isinstance(value, str):
+        return None
+    cleaned = value.strip().lower()
+    compact = MAC_SEPARATORS_RE.sub("", cleaned)
+    if HEX12_RE.match(compact):
+        return ":".join(compact[i : i + 2] for i in range(0, 12, 2))
+    return cleaned if HARDWARE_ID_RE.match(cleaned) else None
+
+
+class IotMqttDevice(models.Model):
+    _name = "iot.mqtt.device"
+    _description = "MQTT Device"
+    _order = "name, id"
+    _check_company_auto = True
+
+    name = fields.Char(required=True)
+    hardware_id = fields.Char(
+        "Hardware ID",
+        required=True,
+        index=True,
+        copy=False,
+        help="A stable identifier of the hardware, e.g. its MAC address. "
+        "Registering the same hardware ID again returns this device.",
+    )
+    company_id = fields.Many2one(
+        "res.company", required=True, default=lambda self: self.env.company, index=True
+    )
+    active = fields.Boolean(default=True)
+    tag_ids = fields.Many2many("iot.mqtt.device.tag", string="Tags")
+    fleet_id = fields.Many2one("iot.mqtt.fleet", check_company=True)
+    firmware_version = fields.Char()
+    credential_id = fields.Many2one(
+        "iot.credentials",
+        string="MQTT Credential",
+        readonly=True,
+        copy=False,
+        ondelete="restrict",
+        check_company=True,
+    )
+    username = fields.Char(related="credential_id.username", string="MQTT Username")
+    last_seen = fields.Datetime(
+        related="credential_id.last_auth_at", string="Last Seen"
+    )
+    state = fields.Selection(
+        [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")],
+        compute="_compute_state",
+    )
+    topic_prefix = fields.Char(compute="_compute_topic_prefix")
+    note = fields.Text()
+
+    _sql_constraints = [
+        (
+            "hardware_company_uniq",
+            "unique (company_id, hardware_id)",
+            "A device with this hardware ID is registered already.",
+        )
+    ]
+
+    @api.depends("credential_id.active", "credential_id.is_expired")
+    def _compute_state(self):
+        for device in self:
+            credential = device.credential_id
+            if not credential.active:
+                device.state = "revoked"
+            elif credential.is_expired:
+                device.state = "expired"
+            else:
+                device.state = "active"
+
+    @api.depends("credential_id.username", "company_id.iot_mqtt_namespace")
+    def _compute_topic_prefix(self):
+        for device in self:
+            device.topic_prefix = (
+                f"{device.company_id.iot_mqtt_namespace}/devices/{device.username}"
+                if device.username
+                else False
+            )
+
+    @api.constrains("hardware_id")
+    def _check_hardware_id(self):
+        for device in self:
+            if normalize_hardware_id(device.hardware_id) != device.hardware_id:
+                raise ValidationError(
+                    _("%(hw)r is not a usable hardware ID.", hw=device.hardware_id)
+                )
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            if "hardware_id" in vals:
+                vals["hardware_id"] = (
+                    normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
+                )
+        devices = super().create(vals_list)
+        for device in devices.filtered(lambda d: not d.credential_id):
+            device.credential_id = device._create_credential()
+        return devices
+
+    def write(self, vals):
+        if "hardware_id" in vals:
+            vals["hardware_id"] = (
+                normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
+            )
+        res = super().write(vals)
+        if "active" in vals:
+            credentials = self.credential_id.sudo()
+            if vals["active"]:
+                credentials.filtered(lambda c: not c.active).action_unarchive()
+            else:
+                credentials.filtered("active").action_archive()
+        return res
+
+    def unlink(self):
+        credentials = self.credential_id.sudo()
+        res = super().unlink()
+        # revoked with the device; its secrets go with it (ON DELETE CASCADE)
+        credentials.unlink()
+        return res
+
+    # ------------------------------------------------------------------
+    # Credentials
+    # ------------------------------------------------------------------
+
+    def _username_from_pattern(self):
+        """The company's pattern, e.g. ``device_{random8}`` or seed 003's
+        ``device:{tenant}:{hardware_id}``, made unique."""
+        self.ensure_one()
+        pattern = (
+            self.company_id.iot_device_username_pattern or DEFAULT_USERNAME_PATTERN
+        )
+        credentials = self.env["iot.credentials"].sudo()
+        for _attempt in range(5):
+            values = {
+                "random8": "".join(secrets.choice(RANDOM_ALPHABET) for _i in range(8)),
+                "tenant": self.company_id.iot_mqtt_namespace or "",
+                "hardware_id": MAC_SEPARATORS_RE.sub("", self.hardware_id or ""),
+                "name": re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_"),
+            }
+            try:
+                username = pattern.format(**values)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValidationError(
+                    _("The device username pattern %(p)r is not valid.", p=pattern)
+                ) from exc
+            if not USERNAME_RE.match(username):
+                raise ValidationError(
+                    _(
+                        "The device username pattern %(p)r gives %(u)r, which is "
+                        "not a valid MQTT username.",
+                        p=pattern,
+                        u=username,
+                    )
+                )
+            if "{random8}" in pattern and credentials.with_context(
+                active_test=False
+            ).search_count([("username", "=", username)]):
+                continue
+            return credentials._free_username(username)
+        raise ValidationError(_("Could not find a free device username."))
+
+    def _create_credential(self):
+        self.ensure_one()
+        return (
+            self.env["iot.credentials"]
+            .sudo()
+            .create(
+                {
+                    "username": self._username_from_pattern(),
+                    "kind": "device",
+                    "company_id": self.company_id.id,
+                    "note": _(
+                        "Device %(name)s (%(hw)s)", name=self.name, hw=self.hardware_id
+                    ),
+                }
+            )
+        )
+
+    def _issue_device_secret(self):
+        """A new long-lived secret for the device (the previous one stops
+        working); returned in clear, once."""
+        self.ensure_one()
+        self.check_access("write")
+        credential = self.credential_id.sudo()
+        if not credential.active:
+            credential.action_unarchive()
+        self.env["iot.credentials.secret"].sudo()._revoke_credentials(
+            credential, "long_lived"
+        )
+        return credential._issue_secret("long_lived")[0]
+
+    @api.model
+    def _register_device(
+        self, hardware_id, name=None, company=None, rotate=False, **values
+    ):
+        """Register a device by hardware ID, idempotently.
+
+        :return: (device, secret or None): the secret only when one was
+            issued now (new device, revoked device brought back, or
+            ``rotate``); an existing device keeps its secret.
+        """
+        normalized = normalize_hardware_id(hardware_id)
+        if not normalized:
+            raise ValidationError(
+                _("%(hw)r is not a usable hardware ID.", hw=hardware_id)
+            )
+        company = company or self.env.company
+        device = self.with_context(active_test=False).search(
+            [("hardware_id", "=", normalized), ("company_id", "=", company.id)], limit=1
+        )
+        secret = None
+        if not device:
+            device = self.create(
+                dict(
+                    values,
+                    hardware_id=normalized,
+                    name=name or normalized,
+                    company_id=company.id,
+                )
+            )
+            secret = device._issue_device_secret()
+        else:
+            if values:
+                device.write(values)
+            if not device.active:
+                device.active = True
+                rotate = True
+            if rotate:
+                secret = device._issue_device_secret()
+        return device, secret
+
+    @api.model
+    def _find_by_hardware_id(self, hardware_id, company=None):
+        normalized = normalize_hardware_id(hardware_id)
+        if not normalized:
+            return self.browse()
+        return self.with_context(active_test=False).search(
+            [
+                ("hardware_id", "=", normalized),
+                ("company_id", "=", (company or self.env.company).id),
+            ],
+            limit=1,
+        )
+
+    @api.model
+    def _provision(self, payload):
+        """Register a device from a provisioning API payload.
+
+        :return: (device, secret or None, created)
+        :raise ValidationError: with a message fit for the API client
+        """
+        schema = {
+            "hardware_id": str,
+            "name": str,
+            "firmware_version": str,
+            "fleet": str,
+            "tags": list,
+            "rotate": bool,
+        }
+        for key, value in payload.items():
+            if (
+                key in schema
+                and value is not None
+                and not isinstance(value, schema[key])
+            ):
+                raise ValidationError(
+                    _("%(key)s must be a %(type)s.", key=key, type=schema[key].__name__)
+                )
+        if not payload.get("hardware_id"):
+            raise ValidationError(_("hardware_id is required."))
+        tags = payload.get("tags") or []
+        if not all(isinstance(tag, str) and tag.strip() for tag in tags):
+            raise ValidationError(_("tags must be a list of names."))
+        values = {}
+        if payload.get("firmware_version"):
+            values["firmware_version"] = payload["firmware_version"][:64]
+        if payload.get("fleet"):
+            values["fleet_id"] = self._get_or_create_named(
+                "iot.mqtt.fleet", payload["fleet"]
+            ).id
+        if tags:
+            values["tag_ids"] = [
+                (4, self._get_or_create_named("iot.mqtt.device.tag", tag).id)
+                for tag in tags
+            ]
+        existed = bool(self._find_by_hardware_id(payload["hardware_id"]))
+        device, secret = self._register_device(
+            payload["hardware_id"],
+            name=(payload.get("name") or "")[:128] or None,
+            rotate=bool(payload.get("rotate")),
+            **values,
+        )
+        return device, secret, not existed
+
+    @api.model
+    def _get_or_create_named(self, model, name):
+        name = name.strip()[:64]
+        records = self.env[model]
+        domain = [("name", "=", name)]
+        if "company_id" in records._fields:
+            domain.append(("company_id", "=", self.env.company.id))
+        return records.search(domain, limit=1) or records.create({"name": name})
+
+    def _provisioning_reply(self, secret):
+        """What a device needs to connect (seed 002's reply)."""
+        self.ensure_one()
+        params = self.env["ir.config_parameter"].sudo()
+        settings = self.env["iot.mqtt.client"]._settings()
+        return {
+            "device_id": self.id,
+            "hardware_id": self.hardware_id,
+            "name": self.name,
+            "username": self.username,
+            # only when issued by this call: it is never shown again
+            "password": secret,
+            "broker": {
+                "host": settings["host"],
+                "port": settings["port"],
+                "tls": settings["tls"],
+                "websocket_url": params.get_param(
+                    "iot_base.mqtt_broker_url", "ws://localhost:8083/mqtt"
+                ),
+            },
+            "topics": self._topics(),
+        }
+
+    # ------------------------------------------------------------------
+    # Actions
+    # ------------------------------------------------------------------
+
+    def action_rotate_secret(self):
+        self.ensure_one()
+        secret = self._issue_device_secret()
+        return self.credential_id._action_show_secret(secret)
+
+    def action_revoke(self):
+        self.check_access("write")
+        self.action_archive()
+
+    def action_send_command(self):
+        return self._action_command_wizard()
+
+    def _action_command_wizard(self, fleet=None):
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "iot.mqtt.command",
+            "name": _("Send Command"),
+            "views": [(False, "form")],
+            "target": "new",
+            "context": {
+                "default_device_ids": self.ids,
+                "default_fleet_id": fleet.id if fleet else False,
+            },
+        }
+
+    def _topics(self):
+        self.ensure_one()
+        prefix = self.topic_prefix
+        return {
+            "telemetry": f"{prefix}/telemetry",
+            "status": f"{prefix}/status",
+            "commands": f"{prefix}/commands",
+        }

@@ -1,0 +1,149 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+from psycopg2 import IntegrityError
+
+from odoo.exceptions import ValidationError
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from odoo.addons.iot_base.tools import topic_acl
+
+from .common import IotCommonCase
+
+
+@tagged("post_install", "-at_install")
+class TestAclRules(IotCommonCase):
+    def test_namespaces(self):
+        self.assertTrue(self.company.iot_mqtt_namespace)
+        twin = self.env["res.company"].create({"name": self.company.name + "!"})
+        self.assertNotEqual(twin.iot_mqtt_namespace, self.company.iot_mqtt_namespace)
+        twin.name = "Renamed"
+        self.assertTrue(
+            twin.iot_mqtt_namespace.startswith(self.company.iot_mqtt_namespace)
+        )
+        for bad in ("a/b", "+", "#", "$sys", "", "UPPER", "x" * 64):
+            with (
+                self.subTest(bad=bad),
+                self.assertRaises(ValidationError),
+                self.env.cr.savepoint(),
+            ):
+                twin.iot_mqtt_namespace = bad
+                twin.flush_recordset()
+        with (
+            self.assertRaises(IntegrityError),
+            self.env.cr.savepoint(),
+            mute_logger("odoo.sql_db"),
+        ):
+            twin.iot_mqtt_namespace = self.company.iot_mqtt_namespace
+            twin.flush_recordset()
+
+    def test_rule_validation(self):
+        Rule = self.env["iot.acl.rule"]
+        for topic, qos in [
+            ("a/#/b", ""),
+            ("a+/b", ""),
+            ("${password}/x", ""),
+            ("a", "3"),
+            ("a", "x"),
+            ("", ""),
+        ]:
+            with (
+                self.subTest(topic=topic, qos=qos),
+                self.assertRaises(ValidationError),
+                self.env.cr.savepoint(),
+            ):
+                Rule.create({"name": "bad", "topic": topic, "qos": qos})
+        rule = Rule.create(
+            {"name": "ok", "topic": "${namespace}/x/${clientid}", "qos": "0,1"}
+        )
+        self.assertEqual(rule._qos_levels(), frozenset({0, 1}))
+
+    def test_rules_follow_changes(self):
+        self.iot_user.with_user(self.iot_user).get_or_create_iot_credentials()
+        credential = self.Credentials.search([("user_id", "=", self.iot_user.id)])
+        ns = self.company.iot_mqtt_namespace
+        before = self.env["iot.acl.rule"]._rules_for(credential, "c1")
+        self.assertEqual(
+            [r.topic for r in before],
+            [
+                f"{ns}/devices/+/telemetry/#",
+                f"{ns}/devices/+/status/#",
+                f"{ns}/users/{credential.username}/#",
+            ],
+        )
+        # a rule for this credential only, first in line, is seen at once
+        self.env["iot.acl.rule"].create(
+            {
+                "name": "No status for this one",
+                "sequence": 1,
+                "permission": "deny",
+                "action": "subscribe",
+                "topic": "${namespace}/devices/+/status/#",
+                "credential_ids": [(4, credential.id)],
+            }
+        )
+        rules = self.env["iot.acl.rule"]._rules_for(credential, "c1")
+        self.assertEqual(len(rules), 4)
+        self.assertEqual(
+            topic_acl.authorize(rules, "subscribe", f"{ns}/devices/+/status/#"), "deny"
+        )
+        self.assertEqual(
+            topic_acl.authorize(rules, "subscribe", f"{ns}/devices/+/telemetry/#"),
+            "allow",
+        )
+        other = self.Credentials.search(
+            [("user_id", "=", self.iot_manager.id)]
+        ) or self.Credentials.create(
+            {"username": "user_x", "kind": "user", "user_id": self.iot_manager.id}
+        )
+        self.assertEqual(
+            topic_acl.authorize(
+                self.env["iot.acl.rule"]._rules_for(other, "c1"),
+                "subscribe",
+                f"{ns}/devices/+/status/#",
+            ),
+            "allow",
+        )
+
+    def test_company_scoped_rule_and_namespace_change(self):
+        device = self._device("device_scope01")
+        self.env["iot.acl.rule"].create(
+            {
+                "name": "Other company only",
+                "sequence": 1,
+                "topic": "shared/#",
+                "company_id": self.other_company.id,
+            }
+        )
+        rules = self.env["iot.acl.rule"]._rules_for(device, "c1")
+        self.assertEqual(topic_acl.authorize(rules, "publish", "shared/x"), "deny")
+        self.company.iot_mqtt_namespace = "renamed_ns"
+        rules = self.env["iot.acl.rule"]._rules_for(device, "c1")
+        self.assertEqual(
+            topic_acl.authorize(
+                rules, "publish", "renamed_ns/devices/device_scope01/telemetry/t"
+            ),
+            "allow",
+        )
+
+    def test_clientid_placeholder(self):
+        device = self._device("device_cid01")
+        self.env["iot.acl.rule"].create(
+            {
+                "name": "Per-client inbox",
+                "sequence": 1,
+                "topic": "inbox/${clientid}/#",
+                "credential_kind": "device",
+            }
+        )
+        rules = self.env["iot.acl.rule"]._rules_for(device, "client-7")
+        self.assertEqual(
+            topic_acl.authorize(rules, "publish", "inbox/client-7/x"), "allow"
+        )
+        self.assertEqual(
+            topic_acl.authorize(rules, "publish", "inbox/client-8/x"), "deny"
+        )
+        # a client id that would inject a wildcard never widens a rule
+        rules = self.env["iot.acl.rule"]._rules_for(device, "#")
+        self.assertEqual(
+            topic_acl.authorize(rules, "publish", "inbox/anything/x"), "deny"
+        )

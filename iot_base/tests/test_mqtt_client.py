@@ -1,0 +1,141 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""Odoo's own MQTT client (paho-mqtt) against a real Mosquitto on loopback."""
+
+import json
+import socket
+import time
+
+from odoo.exceptions import UserError
+from odoo.tests import tagged
+
+from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+
+from .common import IotCommonCase
+from .mosquitto_broker import MosquittoBroker, free_port
+
+
+@tagged("post_install", "-at_install")
+class TestMqttClient(IotCommonCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.broker = MosquittoBroker()
+        cls.broker.start()
+        cls.addClassCleanup(cls.broker.stop)
+        params = cls.env["ir.config_parameter"].sudo()
+        params.set_param(mosq.ENABLED_PARAM, "True")
+        params.set_param(mosq.PASSWORD_FILE_PARAM, cls.broker.password_file)
+        params.set_param(mosq.ACL_FILE_PARAM, cls.broker.acl_file)
+        params.set_param(mosq.PID_FILE_PARAM, cls.broker.pid_file)
+        params.set_param("iot_base.mqtt_host", cls.broker.host)
+        params.set_param("iot_base.mqtt_port", str(cls.broker.port))
+        params.set_param("iot_base.mqtt_timeout", "3")
+        cls.Device = cls.env["iot.mqtt.device"]
+        cls.fleet = cls.env["iot.mqtt.fleet"].create({"name": "Pumps"})
+        cls.pump1, cls.pump1_secret = cls.Device._register_device(
+            "pump-1", fleet_id=cls.fleet.id
+        )
+        cls.pump2, cls.pump2_secret = cls.Device._register_device(
+            "pump-2", fleet_id=cls.fleet.id
+        )
+        cls.other, cls.other_secret = cls.Device._register_device("valve-1")
+        cls.env["iot.mqtt.client"]._publisher_login()
+        result = cls.env["iot.mosquitto.sync"]._sync(force=True)
+        assert result["ok"], result
+
+    def _subscribed(self, device, secret):
+        client, reason = self.broker.client(device.username, secret)
+        self.assertFalse(reason.is_failure, reason)
+        self.addCleanup(self.broker.close_client, client)
+        topic = f"{device._topics()['commands']}/#"
+        info = client.subscribe(topic, qos=1)
+        self.assertEqual(info[0], 0)
+        time.sleep(0.2)  # SUBACK
+        return client
+
+    def _wait_for(self, client, count, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while len(client.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return client.received
+
+    def test_command_to_device(self):
+        listener = self._subscribed(self.pump1, self.pump1_secret)
+        wizard = (
+            self.env["iot.mqtt.command"]
+            .with_user(self.iot_manager)
+            .create(
+                {
+                    "device_ids": [(6, 0, self.pump1.ids)],
+                    "command": "reboot",
+                    "payload": '{"delay": 5}',
+                    "qos": "1",
+                }
+            )
+        )
+        action = wizard.action_send()
+        self.assertEqual(action["params"]["type"], "success")
+        received = self._wait_for(listener, 1)
+        self.assertEqual(
+            received, [(f"{self.pump1._topics()['commands']}/reboot", b'{"delay": 5}')]
+        )
+
+    def test_command_to_fleet(self):
+        listeners = [
+            self._subscribed(self.pump1, self.pump1_secret),
+            self._subscribed(self.pump2, self.pump2_secret),
+            self._subscribed(self.other, self.other_secret),
+        ]
+        wizard = self.env["iot.mqtt.command"].create(
+            {
+                "fleet_id": self.fleet.id,
+                "command": "update",
+                "payload": '{"v": "2.1"}',
+            }
+        )
+        wizard.action_send()
+        for listener, device in zip(
+            listeners[:2], (self.pump1, self.pump2), strict=True
+        ):
+            received = self._wait_for(listener, 1)
+            self.assertEqual(len(received), 1)
+            self.assertEqual(received[0][0], f"{device._topics()['commands']}/update")
+            self.assertEqual(json.loads(received[0][1]), {"v": "2.1"})
+        time.sleep(0.3)
+        self.assertEqual(listeners[2].received, [], "valve-1 is not in the fleet")
+
+    def test_test_connection(self):
+        self.assertIn(
+            str(self.broker.port), self.env["iot.mqtt.client"]._test_connection()
+        )
+
+    def test_broker_down_is_a_clear_error(self):
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.mqtt_port", str(free_port()))
+        with self.assertRaisesRegex(UserError, "Cannot reach the MQTT broker"):
+            self.env["iot.mqtt.client"]._send_command(self.pump1, "ping", {})
+
+    def test_silent_broker_gives_up_at_the_timeout(self):
+        # accepts TCP connections and never answers: only the timeout ends it
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(1)
+            params = self.env["ir.config_parameter"].sudo()
+            params.set_param("iot_base.mqtt_port", str(silent.getsockname()[1]))
+            params.set_param("iot_base.mqtt_timeout", "1")
+            start = time.monotonic()
+            with self.assertRaisesRegex(UserError, "did not answer within 1.0 seconds"):
+                self.env["iot.mqtt.client"]._send_command(self.pump1, "ping", {})
+            # a functional bound (the worker is released), not a speed target
+            self.assertLess(time.monotonic() - start, 10)
+
+    def test_refused_connection_reports_the_broker_reason(self):
+        # a publisher whose hash is not in the broker's file: the broker's
+        # own refusal reaches the user
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.publisher_secret_version", "2"
+        )
+        with self.assertRaisesRegex(
+            UserError, "refused Odoo's connection: Not authorized"
+        ):
+            self.env["iot.mqtt.client"]._test_connection()

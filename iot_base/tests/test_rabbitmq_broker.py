@@ -1,0 +1,217 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""A real RabbitMQ 3.10 node, whose only users are Odoo's credentials, driven
+by real MQTT clients (paho-mqtt) over TCP and WebSocket.
+
+The node calls this test's Odoo server (HttpCase), which answers inside the
+test transaction: the records created here are what the broker sees. The
+node is started once for the class and always stopped; without RabbitMQ
+installed the class fails (it never skips).
+"""
+
+import os
+import queue
+import uuid
+from unittest.mock import patch
+
+import paho.mqtt.client as mqtt
+
+from odoo.tests import BaseCase, HttpCase, new_test_user, tagged
+
+from .brokers import BrokerError, RabbitMQBroker, rabbitmq_config
+
+TOKEN = "rabbit-broker-t0ken"
+WAIT = 15  # seconds, for anything the broker must do
+QUIET = 2  # seconds of silence that prove a message was not delivered
+
+
+@tagged("post_install", "-at_install")
+class TestRabbitmqBroker(HttpCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.env["ir.config_parameter"].sudo().set_param("iot_base.auth_token", TOKEN)
+        cls.ns = cls.env.ref("base.main_company").iot_mqtt_namespace
+        Credentials = cls.env["iot.credentials"]
+        cls.device = Credentials.create({"username": "device_rmq01", "kind": "device"})
+        cls.device_secret = cls.device.action_rotate_secret()["context"][
+            "default_secret"
+        ]
+        cls.other = Credentials.create({"username": "device_rmq02", "kind": "device"})
+        user = new_test_user(
+            cls.env,
+            login="rabbit.console@example.com",
+            groups="base.group_user,iot_base.iot_base_group_user",
+        )
+        cls.user_creds = user.with_user(user).get_or_create_iot_credentials()
+        cls.broker = RabbitMQBroker(cls.base_url(), TOKEN)
+        cls.addClassCleanup(cls.broker.stop)
+        cls.broker.start()
+
+    def _client(self, username, password, transport="tcp", expect_rc=0):
+        """A connected paho client (loop running, disconnected at cleanup)
+        with queues of what it receives; asserts the CONNACK code."""
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"t-{uuid.uuid4().hex[:12]}",
+            transport=transport,
+            reconnect_on_failure=False,  # a refused CONNECT must stay refused
+        )
+        client.connacks, client.subacks, client.messages = (
+            queue.Queue() for _ in range(3)
+        )
+        client.disconnected = queue.Queue()
+        client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
+        client.on_subscribe = lambda _c, _u, mid, rcs, _p: client.subacks.put(
+            (mid, rcs)
+        )
+        client.on_message = lambda _c, _u, msg: client.messages.put(
+            (msg.topic, msg.payload)
+        )
+        client.on_disconnect = lambda _c, _u, _f, rc, _p: client.disconnected.put(rc)
+        if transport == "websockets":
+            client.ws_set_options(path="/mqtt")
+        client.username_pw_set(username, password)
+        port = (
+            self.broker.ws_port if transport == "websockets" else self.broker.mqtt_port
+        )
+        client.connect("127.0.0.1", port, keepalive=30)
+        client.loop_start()
+        self.addCleanup(client.loop_stop)
+        self.addCleanup(client.disconnect)
+        rc = client.connacks.get(timeout=WAIT)
+        self.assertEqual(rc.value, expect_rc, f"CONNACK: {rc}")
+        return client
+
+    def _subscribe(self, client, topic_filter, qos=1):
+        _result, mid = client.subscribe(topic_filter, qos=qos)
+        got_mid, reason_codes = client.subacks.get(timeout=WAIT)
+        self.assertEqual(got_mid, mid)
+        return reason_codes[0]
+
+    def _publish(self, client, topic, payload, qos=1):
+        info = client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout=WAIT)
+        return info
+
+    def _assert_denied(self, action, topic):
+        """Odoo's topic rules made the decision (not some other failure)."""
+        log = self.env["iot.auth.log"].search(
+            [
+                ("endpoint", "=", "rabbitmq"),
+                ("username", "=", "device_rmq01"),
+                ("action", "=", action),
+                ("topic", "=", topic),
+            ]
+        )
+        self.assertTrue(log)
+        self.assertEqual(set(log.mapped("reason")), {"topic_denied"})
+
+    def _device(self, transport="tcp"):
+        return self._client("device_rmq01", self.device_secret, transport)
+
+    def _user(self, transport="tcp"):
+        return self._client(
+            self.user_creds["username"], self.user_creds["password"], transport
+        )
+
+    def test_device_telemetry_reaches_user(self):
+        user = self._user()
+        granted = self._subscribe(user, f"{self.ns}/devices/+/telemetry/#")
+        self.assertFalse(granted.is_failure, granted)
+        device = self._device()
+        topic = f"{self.ns}/devices/device_rmq01/telemetry/temp"
+        self.assertTrue(self._publish(device, topic, b"21.5").is_published())
+        self.assertEqual(user.messages.get(timeout=WAIT), (topic, b"21.5"))
+        log = self.env["iot.auth.log"].search(
+            [("endpoint", "=", "rabbitmq"), ("username", "=", "device_rmq01")], limit=1
+        )
+        self.assertEqual((log.result, log.reason), ("allow", "ok"))
+
+    def test_wrong_secret_refused(self):
+        wrong = self.device_secret[:8] + "0" * 32
+        # RabbitMQ 3.10 answers a refused login with CONNACK code 4
+        # (bad user name or password), paho's reason code 134
+        for username, password in [
+            ("device_rmq01", wrong),
+            ("nobody", wrong),
+            ("device_rmq02", wrong),
+        ]:
+            with self.subTest(username=username):
+                client = self._client(username, password, expect_rc=134)
+                client.loop_stop()
+        log = self.env["iot.auth.log"].search(
+            [("endpoint", "=", "rabbitmq"), ("username", "=", "device_rmq01")], limit=1
+        )
+        self.assertEqual((log.result, log.reason), ("deny", "invalid_credentials"))
+        # anonymous login is disabled
+        client = self._client(None, None, expect_rc=134)
+        client.loop_stop()
+
+    def test_forbidden_subscription(self):
+        device = self._device()
+        # RabbitMQ 3.10 sends no SUBACK 0x80: the refused queue.bind closes
+        # the client's channel, and with it the MQTT connection
+        device.subscribe(f"{self.ns}/devices/device_rmq02/commands/#", qos=1)
+        device.disconnected.get(timeout=WAIT)
+        self.assertTrue(device.subacks.empty(), "no subscription may be granted")
+        self._assert_denied("subscribe", f"{self.ns}/devices/device_rmq02/commands/#")
+        # its own commands are fine
+        device = self._device()
+        granted = self._subscribe(device, f"{self.ns}/devices/device_rmq01/commands/#")
+        self.assertFalse(granted.is_failure, granted)
+
+    def test_forbidden_publish_not_delivered(self):
+        user = self._user()
+        self._subscribe(user, f"{self.ns}/devices/+/telemetry/#")
+        device = self._device()
+        # another device's telemetry: refused, and the publisher disconnected
+        device.publish(
+            f"{self.ns}/devices/device_rmq02/telemetry/temp", b"forged", qos=0
+        )
+        device.disconnected.get(timeout=WAIT)
+        self._assert_denied("publish", f"{self.ns}/devices/device_rmq02/telemetry/temp")
+        # a message published after it arrives, the forged one never did
+        device = self._device()
+        topic = f"{self.ns}/devices/device_rmq01/telemetry/temp"
+        self._publish(device, topic, b"genuine")
+        self.assertEqual(user.messages.get(timeout=WAIT), (topic, b"genuine"))
+        with self.assertRaises(queue.Empty):
+            user.messages.get(timeout=QUIET)
+
+    def test_websocket(self):
+        user = self._user(transport="websockets")
+        self._subscribe(user, f"{self.ns}/devices/+/status/#")
+        device = self._device(transport="websockets")
+        topic = f"{self.ns}/devices/device_rmq01/status"
+        self._publish(device, topic, b"online")
+        self.assertEqual(user.messages.get(timeout=WAIT), (topic, b"online"))
+        self.assertTrue(self.broker.ws_url.endswith("/mqtt"))
+
+
+@tagged("post_install", "-at_install")
+class TestRabbitmqBrokerSupport(BaseCase):
+    def test_missing_server_fails_clearly(self):
+        with (
+            patch.dict(
+                os.environ, {"IOT_RABBITMQ_SERVER": "/nonexistent/rabbitmq-server"}
+            ),
+            self.assertRaisesRegex(BrokerError, "RabbitMQ is not installed"),
+        ):
+            RabbitMQBroker("http://127.0.0.1:1", TOKEN).start()
+
+    def test_config(self):
+        conf = rabbitmq_config("http://127.0.0.1:8069/", "tok", 1884, 8083, 5673)
+        for line in [
+            "auth_backends.1 = http",
+            "auth_http.http_method = post",
+            "auth_http.user_path = http://127.0.0.1:8069/iot/rabbitmq/tok/user",
+            "auth_http.vhost_path = http://127.0.0.1:8069/iot/rabbitmq/tok/vhost",
+            "auth_http.resource_path = http://127.0.0.1:8069/iot/rabbitmq/tok/resource",
+            "auth_http.topic_path = http://127.0.0.1:8069/iot/rabbitmq/tok/topic",
+            "mqtt.allow_anonymous = false",
+            "mqtt.listeners.tcp.1 = 127.0.0.1:1884",
+            "web_mqtt.tcp.listener = 127.0.0.1:8083",
+            "web_mqtt.ws_path = /mqtt",
+            "listeners.tcp.1 = 127.0.0.1:5673",
+        ]:
+            self.assertIn(line + "\n", conf)
