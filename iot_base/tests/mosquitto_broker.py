@@ -99,7 +99,8 @@ class MosquittoBroker:
                 conf.write(self.config())
             self._log_handle = open(self.log_file, "wb")  # noqa: SIM115
             self.process = subprocess.Popen(
-                [self.binary, "-c", self.path("mosquitto.conf")],
+                # line-buffered stdout: log() shows the log while it runs
+                ["stdbuf", "-oL", self.binary, "-c", self.path("mosquitto.conf")],
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_handle,
                 stderr=subprocess.STDOUT,
