@@ -6,7 +6,7 @@ import socket
 import time
 
 from odoo.exceptions import UserError
-from odoo.tests import tagged
+from odoo.tests import HttpCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 
@@ -139,3 +139,99 @@ class TestMqttClient(IotCommonCase):
             UserError, "refused Odoo's connection: Not authorized"
         ):
             self.env["iot.mqtt.client"]._test_connection()
+
+
+@tagged("post_install", "-at_install")
+class TestProvisionedDeviceOnMosquitto(HttpCase):
+    """Seed 002's flow end to end: a device provisioned through the API
+    connects to Mosquitto after the sync, and is cut off once revoked."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.broker = MosquittoBroker()
+        cls.broker.start()
+        cls.addClassCleanup(cls.broker.stop)
+        params = cls.env["ir.config_parameter"].sudo()
+        params.set_param(mosq.ENABLED_PARAM, "True")
+        params.set_param(mosq.PASSWORD_FILE_PARAM, cls.broker.password_file)
+        params.set_param(mosq.ACL_FILE_PARAM, cls.broker.acl_file)
+        params.set_param(mosq.PID_FILE_PARAM, cls.broker.pid_file)
+        manager = new_test_user(
+            cls.env,
+            login="mosq.prov",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+        )
+        cls.key = (
+            cls.env["res.users.apikeys"]
+            .with_user(manager)
+            .sudo()
+            ._generate(None, "prov", None)
+        )
+
+    def _call(self, method, path, body=None):
+        return self.opener.request(
+            method,
+            self.base_url() + path,
+            data=json.dumps(body) if body is not None else None,
+            headers={
+                "Authorization": f"Bearer {self.key}",
+                "Content-Type": "application/json",
+            },
+            timeout=30,
+        )
+
+    def _sync(self):
+        # what the after-commit hook does in production (tests never commit)
+        result = self.env["iot.mosquitto.sync"]._sync(force=True)
+        self.assertTrue(result["ok"], result)
+
+    def test_provision_connect_revoke(self):
+        reply = self._call(
+            "POST", "/iot/provision/devices", {"hardware_id": "AA:00:00:00:00:01"}
+        )
+        self.assertEqual(reply.status_code, 201, reply.text)
+        device = reply.json()
+        username, secret, topics = (
+            device["username"],
+            device["password"],
+            device["topics"],
+        )
+        self.assertFalse(
+            self.broker.can_connect(username, secret), "not before the sync"
+        )
+        self._sync()
+        for transport in ("tcp", "websockets"):
+            self.assertTrue(
+                self.broker.wait_connect(username, secret, transport), transport
+            )
+        self.assertFalse(self.broker.can_connect(username, secret[:-1] + "x"))
+        # its telemetry reaches a subscriber (Odoo's own superuser login)
+        observer_name, observer_secret = self.env["iot.mqtt.client"]._publisher_login()
+        self._sync()
+        observer, reason = self.broker.client(observer_name, observer_secret)
+        self.addCleanup(self.broker.close_client, observer)
+        self.assertFalse(reason.is_failure, reason)
+        observer.subscribe(f"{topics['telemetry']}/#", qos=1)
+        client, reason = self.broker.client(username, secret)
+        self.addCleanup(self.broker.close_client, client)
+        self.assertFalse(reason.is_failure, reason)
+        deadline = time.monotonic() + 5
+        while not observer.received and time.monotonic() < deadline:
+            client.publish(f"{topics['telemetry']}/temp", b"21.5", qos=1)
+            time.sleep(0.2)
+        self.assertIn((f"{topics['telemetry']}/temp", b"21.5"), observer.received)
+        # revoked through the API: disconnected at the next sync
+        self.assertEqual(
+            self._call(
+                "DELETE", "/iot/provision/devices/AA:00:00:00:00:01"
+            ).status_code,
+            200,
+        )
+        self._sync()
+        deadline = time.monotonic() + 5
+        while not client.disconnects and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(client.disconnects, 1, "revoked device dropped by the reload")
+        self.assertFalse(self.broker.can_connect(username, secret))
+        self.assertTrue(self.broker.can_connect(observer_name, observer_secret))
