@@ -66,37 +66,42 @@ class IotAuthThrottle(models.Model):
         now = fields.Datetime.now()
         window_start = now - timedelta(seconds=settings["throttle_window_seconds"])
         blocked_until = now + timedelta(seconds=settings["throttle_cooldown_seconds"])
-        for key in self._keys(username, peer):
+        # one statement for both keys (rows locked in the same order as before)
+        self.env.cr.execute(
+            SQL(
+                """
+            INSERT INTO iot_auth_throttle AS t (key, failures, window_start)
+            SELECT key, 1, %(now)s FROM unnest(%(keys)s::varchar[]) AS key
+            ON CONFLICT (key) DO UPDATE SET
+                failures = CASE WHEN t.window_start < %(window_start)s
+                                THEN 1 ELSE t.failures + 1 END,
+                window_start = CASE WHEN t.window_start < %(window_start)s
+                                    THEN %(now)s ELSE t.window_start END
+            RETURNING key, failures
+            """,
+                keys=self._keys(username, peer),
+                now=now,
+                window_start=window_start,
+            )
+        )
+        reached = [
+            key
+            for key, failures in self.env.cr.fetchall()
+            if failures >= settings["throttle_max_failures"]
+        ]
+        if reached:
             self.env.cr.execute(
                 SQL(
                     """
-                INSERT INTO iot_auth_throttle AS t (key, failures, window_start)
-                VALUES (%(key)s, 1, %(now)s)
-                ON CONFLICT (key) DO UPDATE SET
-                    failures = CASE WHEN t.window_start < %(window_start)s
-                                    THEN 1 ELSE t.failures + 1 END,
-                    window_start = CASE WHEN t.window_start < %(window_start)s
-                                        THEN %(now)s ELSE t.window_start END
-                RETURNING failures
+                UPDATE iot_auth_throttle SET blocked_until = %s, failures = 0,
+                    window_start = %s
+                 WHERE key IN %s
                 """,
-                    key=key,
-                    now=now,
-                    window_start=window_start,
+                    blocked_until,
+                    now,
+                    tuple(reached),
                 )
             )
-            if self.env.cr.fetchone()[0] >= settings["throttle_max_failures"]:
-                self.env.cr.execute(
-                    SQL(
-                        """
-                    UPDATE iot_auth_throttle SET blocked_until = %s, failures = 0,
-                        window_start = %s
-                     WHERE key = %s
-                    """,
-                        blocked_until,
-                        now,
-                        key,
-                    )
-                )
 
     @api.autovacuum
     def _gc_throttle(self):

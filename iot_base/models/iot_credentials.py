@@ -207,7 +207,7 @@ class IotCredentials(models.Model):
             return self.browse(), None
         self.env.cr.execute(
             self._live_query(
-                SQL("s.hash, s.expires_at, c.last_auth_at"),
+                SQL("s.hash, s.expires_at, c.last_auth_at, %s", self._hot_columns()),
                 username,
                 SQL(
                     "JOIN iot_credentials_secret s ON s.credential_id = c.id "
@@ -217,14 +217,11 @@ class IotCredentials(models.Model):
                 ),
             )
         )
-        for (
-            credential_id,
-            secret_hash,
-            expires_at,
-            last_auth_at,
-        ) in self.env.cr.fetchall():
+        for row in self.env.cr.fetchall():
+            credential_id, secret_hash, expires_at, last_auth_at = row[:4]
             if verify_secret(secret, secret_hash):
                 credential = self.sudo().browse(credential_id)
+                credential._prime_hot_cache(row[4:])
                 credential._touch_last_auth(last_auth_at)
                 return credential, expires_at
         return self.browse(), None
@@ -235,9 +232,35 @@ class IotCredentials(models.Model):
         (active, unexpired, owner active and still an IoT user)."""
         if not self._is_sane_username(username):
             return self.browse()
-        self.env.cr.execute(self._live_query(SQL("1"), username))
+        self.env.cr.execute(self._live_query(self._hot_columns(), username))
         row = self.env.cr.fetchone()
-        return self.sudo().browse(row[0]) if row else self.browse()
+        if not row:
+            return self.browse()
+        credential = self.sudo().browse(row[0])
+        credential._prime_hot_cache(row[1:])
+        return credential
+
+    # What the broker's replies read; fetched with the lookup itself so that
+    # building the reply costs no further query (the ORM would otherwise
+    # read the whole credential row, then the whole res_company row).
+    _HOT_FIELDS = ("username", "kind", "is_superuser", "company_id", "user_id")
+
+    @api.model
+    def _hot_columns(self):
+        return SQL(", ").join(
+            [SQL.identifier("c", name) for name in self._HOT_FIELDS]
+            + [SQL("co.iot_mqtt_namespace")]
+        )
+
+    def _prime_hot_cache(self, values):
+        self.ensure_one()
+        cache = self.env.cache
+        for name, value in zip(self._HOT_FIELDS, values[:-1], strict=True):
+            field = self._fields[name]
+            cache.update(self, field, [field.convert_to_cache(value, self)])
+        company = self.env["res.company"].browse(values[3])
+        field = company._fields["iot_mqtt_namespace"]
+        cache.update(company, field, [field.convert_to_cache(values[-1], company)])
 
     @api.model
     def _is_sane_username(self, username):
@@ -253,6 +276,7 @@ class IotCredentials(models.Model):
             SELECT c.id, %(columns)s
               FROM iot_credentials c
               %(join)s
+              JOIN res_company co ON co.id = c.company_id
               LEFT JOIN res_users u ON u.id = c.user_id
              WHERE c.username = %(username)s
                AND c.active
