@@ -1,0 +1,604 @@
+#!/usr/bin/env python3
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""Mosquitto file sync of iot_base: full sync of 100,000 credentials, and
+"credential created" to "device can connect". See bench/MOSQUITTO.md.
+
+One command, everything throwaway:
+
+    python3 bench/bench_mosquitto.py              # ~1.5 minutes on 2 cores
+
+1. snapshots ``iot_base`` and installs it into a throwaway database;
+2. inside Odoo (this script again, ``--inner``): starts a Mosquitto 2.0 on
+   free loopback ports (iot_base/tests/mosquitto_broker.py), enables the
+   Mosquitto files, inserts N device credentials with real PBKDF2 secrets by
+   SQL (plus one IoT user with S session secrets: S per-secret logins with
+   ACL sections), and keeps C devices connected;
+3. full sync, R times: ``run_sync(force=True)`` (one SQL query, both files
+   built, written atomically, SIGHUP), then the time until Mosquitto has
+   reloaded, i.e. until a device added just before the sync is accepted
+   (a CONNECT sent right after the signal is answered once the reload is
+   done); the C connected devices are re-checked by the broker meanwhile;
+4. created -> connected, R times, through the real code path: a new
+   cursor creates a device credential and rotates its secret, commits (the
+   after-commit hook syncs and signals), then CONNECT is retried until
+   accepted;
+5. stops Mosquitto, drops the database, whatever happened.
+
+Prints a table (and JSON with --json). Exit 0 unless something failed.
+"""
+
+import argparse
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+BROKER_HELPER = REPO_ROOT / "iot_base" / "tests" / "mosquitto_broker.py"
+DEVICE_PREFIX = "bench_dev_"
+GOAL_SECONDS = 2.0
+
+
+def say(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def load_broker_module():
+    spec = importlib.util.spec_from_file_location("iot_mosquitto_broker", BROKER_HELPER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------
+# A minimal MQTT 3.1.1 client: CONNECT, read CONNACK (no library in the loop)
+# ---------------------------------------------------------------------------
+
+
+def _utf8(text):
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def connect_packet(client_id, username, password, keepalive=0):
+    variable = _utf8("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", keepalive)
+    payload = _utf8(client_id) + _utf8(username) + _utf8(password)
+    body = variable + payload
+    length, encoded = len(body), b""
+    while True:
+        byte, length = length % 128, length // 128
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    return b"\x10" + encoded + body
+
+
+def mqtt_connect(host, port, username, password, timeout=10.0, keep=False):
+    """CONNACK return code (0 = accepted); with ``keep``, (code, socket)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(connect_packet(f"b{secrets.token_hex(6)}", username, password))
+        data = b""
+        while len(data) < 4:
+            chunk = sock.recv(4 - len(data))
+            if not chunk:
+                return (255, None) if keep else 255
+            data += chunk
+        code = data[3]
+        if keep and code == 0:
+            result, sock = (code, sock), None
+            return result
+        return (code, None) if keep else code
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def wait_accepted(host, port, username, password, timeout=30.0):
+    """Seconds until a CONNECT of ``username`` is accepted."""
+    start = time.monotonic()
+    while True:
+        try:
+            if mqtt_connect(host, port, username, password) == 0:
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"{username} still refused after {timeout} s")
+        time.sleep(0.002)
+
+
+# ---------------------------------------------------------------------------
+# Inside Odoo
+# ---------------------------------------------------------------------------
+
+
+def ab64(raw):
+    return base64.b64encode(raw).decode().replace("+", ".").rstrip("=")
+
+
+def stored_secret():
+    """(secret, index, hash) like iot_base.tools.secret_hash.new_secret, with
+    hashlib directly (same format, faster to make 100,000 of them)."""
+    secret = secrets.token_hex(20)
+    salt = os.urandom(12)
+    key = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, 101, 64)
+    return secret, secret[:8], f"$pbkdf2-sha512$101${ab64(salt)}${ab64(key)}"
+
+
+def insert_devices(cr, env, names):
+    """Device credentials with one long-lived secret each, by SQL; returns
+    {username: secret}."""
+    from psycopg2.extras import execute_values  # noqa: PLC0415
+
+    company = env.ref("base.main_company").id
+    returned = execute_values(
+        cr._obj,
+        """
+        INSERT INTO iot_credentials (username, kind, company_id, active, is_superuser,
+            create_uid, create_date, write_uid, write_date)
+        VALUES %s RETURNING id, username
+        """,
+        [(name, "device", company, True, False, 1, 1) for name in names],
+        template="(%s, %s, %s, %s, %s, %s, (now() at time zone 'utc'), %s, "
+        "(now() at time zone 'utc'))",
+        page_size=10000,
+        fetch=True,
+    )
+    ids = {username: cid for cid, username in returned}
+    rows, clear = [], {}
+    for name in names:
+        secret, index, hash_ = stored_secret()
+        clear[name] = secret
+        rows.append((ids[name], "long_lived", index, hash_))
+    execute_values(
+        cr._obj,
+        "INSERT INTO iot_credentials_secret (credential_id, secret_type, index, hash) "
+        "VALUES %s",
+        rows,
+        page_size=10000,
+    )
+    return clear
+
+
+def inner(spec, odoo_args):
+    os.environ["TZ"] = "UTC"
+    import odoo  # noqa: PLC0415
+    from odoo import SUPERUSER_ID, api  # noqa: PLC0415
+
+    odoo.tools.config.parse_config(odoo_args)
+    dbname = odoo.tools.config["db_name"]
+    registry = odoo.modules.registry.Registry(dbname)  # imports iot_base
+    sync_module = sys.modules["odoo.addons.iot_base.models.iot_mosquitto_sync"]
+    run_sync = sync_module.run_sync
+    broker_module = load_broker_module()
+    broker = broker_module.MosquittoBroker()
+    out = {"runs": [], "created": []}
+    broker.start()
+    held = []
+    try:
+        host, port = broker.host, broker.port
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            params = env["ir.config_parameter"].sudo()
+            params.set_param(sync_module.ENABLED_PARAM, "True")
+            params.set_param(sync_module.PASSWORD_FILE_PARAM, broker.password_file)
+            params.set_param(sync_module.ACL_FILE_PARAM, broker.acl_file)
+            params.set_param(sync_module.PID_FILE_PARAM, broker.pid_file)
+
+        t0 = time.monotonic()
+        count = spec["credentials"]
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            names = [f"{DEVICE_PREFIX}{i:06d}" for i in range(count)]
+            clear = insert_devices(cr, env, names)
+            user = env["res.users"].create(
+                {
+                    "name": "Bench Console",
+                    "login": "bench.console@example.com",
+                    "groups_id": [
+                        (
+                            6,
+                            0,
+                            [
+                                env.ref("base.group_user").id,
+                                env.ref("iot_base.iot_base_group_user").id,
+                            ],
+                        )
+                    ],
+                }
+            )
+            sessions = [
+                user.with_user(user).get_or_create_iot_credentials()
+                for _i in range(spec["sessions"])
+            ]
+            cr.execute("ANALYZE iot_credentials")
+            cr.execute("ANALYZE iot_credentials_secret")
+            cr.postcommit.clear()  # the first sync is measured below
+        out["setup_seconds"] = round(time.monotonic() - t0, 1)
+        say(
+            f"   {count} devices and {len(sessions)} session secrets in "
+            f"{out['setup_seconds']} s"
+        )
+
+        first = run_sync(dbname, force=True)
+        if not first.get("ok"):
+            raise RuntimeError(f"first sync failed: {first.get('error')}")
+        out["first_sync"] = first
+        out["files"] = {
+            "password_bytes": os.path.getsize(broker.password_file),
+            "acl_bytes": os.path.getsize(broker.acl_file),
+        }
+        wait_accepted(host, port, names[-1], clear[names[-1]])
+
+        for i in range(spec["connected"]):
+            name = names[i]
+            code, sock = mqtt_connect(host, port, name, clear[name], keep=True)
+            if code != 0:
+                raise RuntimeError(f"{name} refused ({code})")
+            held.append(sock)
+
+        for run in range(spec["runs"]):
+            # a device the broker does not know yet tells when it has reloaded
+            with registry.cursor() as cr:
+                env = api.Environment(cr, SUPERUSER_ID, {})
+                name = f"bench_new_{run:03d}"
+                secret = insert_devices(cr, env, [name])[name]
+                cr.postcommit.clear()
+            if mqtt_connect(host, port, name, secret) == 0:
+                raise RuntimeError("accepted before the sync")
+            start = time.monotonic()
+            result = run_sync(dbname, force=True)
+            synced = time.monotonic()
+            if not result.get("ok"):
+                raise RuntimeError(f"sync failed: {result.get('error')}")
+            reload_wait = wait_accepted(host, port, name, secret)
+            total = time.monotonic() - start
+            out["runs"].append(
+                {
+                    "total": total,
+                    "sync": synced - start,
+                    "reload_wait": reload_wait,
+                    "query": result["query_seconds"],
+                    "password_build": result["password_build_seconds"],
+                    "acl_build": result["acl_build_seconds"],
+                    "write": result["write_seconds"],
+                    "logins": result["logins"],
+                    "sections": result["sections"],
+                    "pattern_lines": result["pattern_lines"],
+                }
+            )
+            say(
+                f"   full sync {run + 1}: {total:.3f} s (sync {synced - start:.3f}, "
+                f"reload {reload_wait:.3f})"
+            )
+
+        alive = 0
+        for sock in held:
+            try:
+                sock.setblocking(False)
+                alive += sock.recv(1) != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        out["still_connected"] = alive
+
+        for run in range(spec["runs"]):
+            name = f"bench_created_{run:03d}"
+            start = time.monotonic()
+            with registry.cursor() as cr:
+                env = api.Environment(cr, SUPERUSER_ID, {})
+                device = env["iot.credentials"].create(
+                    {"username": name, "kind": "device"}
+                )
+                secret = device.action_rotate_secret()["context"]["default_secret"]
+                committing = time.monotonic()
+                # leaving the block commits: the after-commit hook syncs
+            committed = time.monotonic()
+            connect_wait = wait_accepted(host, port, name, secret)
+            total = time.monotonic() - start
+            out["created"].append(
+                {
+                    "total": total,
+                    "create": committing - start,
+                    "commit_and_sync": committed - committing,
+                    "connect_wait": connect_wait,
+                }
+            )
+            say(f"   created -> connected {run + 1}: {total:.3f} s")
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            out["last_result"] = env["iot.mosquitto.sync"]._last_result()
+    finally:
+        for sock in held:
+            sock.close()
+        broker.stop()
+    print("BENCH_MOSQUITTO " + json.dumps(out, default=str))
+
+
+# ---------------------------------------------------------------------------
+# Outside: database, report
+# ---------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="iot_bench_mosq_"))
+        self.db = f"iot_bench_mosq_{os.getpid()}"
+        self.db_created = False
+        import odoo  # noqa: PLC0415 - only to find Odoo's own addons
+
+        base_addons = Path(odoo.__file__).parent / "addons"
+        snapshot = self.tmp / "addons"
+        snapshot.mkdir()
+        shutil.copytree(
+            Path(args.addon_dir).resolve(),
+            snapshot / "iot_base",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"),
+        )
+        self.addons_path = f"{base_addons},{snapshot}"
+
+    def odoo_opts(self):
+        a = self.args
+        opts = [
+            f"--addons-path={self.addons_path}",
+            "-d",
+            self.db,
+            f"--data-dir={self.tmp / 'data'}",
+            "--without-demo=all",
+            "--max-cron-threads=0",
+        ]
+        for flag, value in (
+            ("db_host", a.db_host),
+            ("db_port", a.db_port),
+            ("db_user", a.db_user),
+            ("db_password", a.db_password),
+        ):
+            if value:
+                opts.append(f"--{flag}={value}")
+        return opts
+
+    def env(self):
+        return dict(os.environ, TZ="UTC")
+
+    def install(self):
+        say(f"== installing iot_base into throwaway database {self.db}")
+        self.db_created = True
+        with open(self.tmp / "install.log", "w") as log:
+            rc = subprocess.call(
+                [
+                    sys.executable,
+                    str(BENCH_DIR / "odoo_launcher.py"),
+                    *self.odoo_opts(),
+                    "-i",
+                    "iot_base",
+                    "--stop-after-init",
+                    "--log-level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env(),
+            )
+        text = (self.tmp / "install.log").read_text()
+        if rc != 0 or "ERROR" in text:
+            raise RuntimeError(f"installing iot_base failed (rc={rc}):\n{text[-3000:]}")
+
+    def measure(self):
+        a = self.args
+        spec = {
+            "credentials": a.credentials,
+            "sessions": a.sessions,
+            "connected": a.connected,
+            "runs": a.runs,
+        }
+        say(
+            f"== {a.credentials} devices, {a.sessions} session secrets, "
+            f"{a.connected} devices connected, {a.runs} runs"
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__)),
+                "--inner",
+                json.dumps(spec),
+                "--",
+                *self.odoo_opts(),
+                "--log-level=warn",
+            ],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        sys.stderr.write(out.stderr)
+        line = next(
+            (x for x in out.stdout.splitlines() if x.startswith("BENCH_MOSQUITTO ")),
+            None,
+        )
+        if out.returncode != 0 or line is None:
+            raise RuntimeError(
+                f"measurement failed (rc={out.returncode}):\n{out.stdout[-2000:]}"
+            )
+        return json.loads(line[len("BENCH_MOSQUITTO ") :])
+
+    def drop(self):
+        if not self.db_created:
+            return
+        if self.args.keep_db:
+            say(f"database {self.db} kept")
+            return
+        cmd = ["dropdb", "--if-exists", "--force", self.db]
+        for flag, value in (
+            ("-h", self.args.db_host),
+            ("-p", self.args.db_port),
+            ("-U", self.args.db_user),
+        ):
+            if value:
+                cmd += [flag, str(value)]
+        env = dict(os.environ)
+        if self.args.db_password:
+            env["PGPASSWORD"] = self.args.db_password
+        subprocess.call(cmd, env=env)
+
+    def cleanup(self):
+        try:
+            self.drop()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def median_max(values):
+    return statistics.median(values), max(values)
+
+
+def report(args, data):
+    runs, created = data["runs"], data["created"]
+    lines = [
+        f"Mosquitto sync benchmark: {args.credentials} device credentials + "
+        f"{args.sessions} session secrets, {args.connected} devices connected "
+        f"during the syncs, {len(runs)} runs (median / max)",
+        f"machine: {os.cpu_count()} CPUs, {machine()}, "
+        f"mosquitto {mosquitto_version()}, Python {sys.version.split()[0]}",
+        f"files: password {data['files']['password_bytes']:,} bytes, "
+        f"ACL {data['files']['acl_bytes']:,} bytes "
+        f"({runs[0]['logins']} logins, {runs[0]['pattern_lines']} pattern lines, "
+        f"{runs[0]['sections']} user sections)",
+        "",
+        "full sync (force):              median    max",
+    ]
+    for key, label in (
+        ("query", "  SQL query"),
+        ("password_build", "  password file built"),
+        ("acl_build", "  ACL file built"),
+        ("write", "  both files written"),
+        ("sync", "  run_sync() returned"),
+        ("reload_wait", "  then broker reloaded"),
+        ("total", "  TOTAL until a new login works"),
+    ):
+        med, top = median_max([r[key] for r in runs])
+        lines.append(f"{label:<31} {med:6.3f} s {top:6.3f} s")
+    med, _top = median_max([r["total"] for r in runs])
+    verdict = "MET" if med < GOAL_SECONDS else "MISSED"
+    lines.append(f"goal: full sync under {GOAL_SECONDS:.0f} s -> {verdict}")
+    lines.append(
+        f"connected devices still connected after the syncs: "
+        f"{data['still_connected']}/{args.connected}"
+    )
+    lines += ["", "created -> can connect (ORM create + rotate, commit, hook):"]
+    for key, label in (
+        ("create", "  create + rotate secret"),
+        ("commit_and_sync", "  commit (hook syncs)"),
+        ("connect_wait", "  then CONNECT accepted"),
+        ("total", "  TOTAL"),
+    ):
+        med, top = median_max([r[key] for r in created])
+        lines.append(f"{label:<31} {med:6.3f} s {top:6.3f} s")
+    return "\n".join(lines)
+
+
+def machine():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def mosquitto_version():
+    try:
+        out = subprocess.run(
+            ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True, check=False
+        )
+        return out.stdout.split("\n", 1)[0].split()[-1]
+    except OSError:
+        return "missing"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--credentials", type=int, default=100_000)
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=20,
+        help="session secrets of one console user (per-secret logins)",
+    )
+    parser.add_argument(
+        "--connected",
+        type=int,
+        default=1000,
+        help="devices kept connected during the syncs",
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--addon-dir", default=str(REPO_ROOT / "iot_base"))
+    parser.add_argument("--db-host", default=os.environ.get("DB_HOST"))
+    parser.add_argument("--db-port", default=os.environ.get("DB_PORT"))
+    parser.add_argument("--db-user", default=os.environ.get("DB_USER"))
+    parser.add_argument("--db-password", default=os.environ.get("DB_PASSWORD"))
+    parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="debug: keep the database (its name is printed)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--inner"]:
+        inner(json.loads(argv[1]), argv[3:])
+        return 0
+    args = parse_args(argv)
+    bench = Bench(args)
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        bench.install()
+        data = bench.measure()
+        text = report(args, data)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(
+                    {"args": vars(args), "data": data, "report": text},
+                    handle,
+                    indent=1,
+                    default=str,
+                )
+        return 0
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        say(f"benchmark failed: {exc}")
+        return 1
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
