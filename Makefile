@@ -3,12 +3,13 @@
 #               last line "N passed, N failed" (TEST_TAGS=... for a subset)
 #   make run    serve Odoo with iot_base on http://localhost:8069 (admin/admin)
 #   make lint   ruff + pylint-odoo (OCA mandatory checks)
+#   make bench  benchmark /iot/auth and /iot/acl against an Odoo floor (~4 min)
 SHELL := /bin/bash
 
-.PHONY: help test run lint
+.PHONY: help test run lint bench
 
 help:
-	@sed -n '2,5s/^# \{0,1\}//p' Makefile
+	@sed -n '2,6s/^# \{0,1\}//p' Makefile
 
 test:
 	@bash scripts/test.sh
@@ -24,3 +25,6 @@ lint:
 .PHONY: screenshot
 screenshot:
 	@python3 scripts/screenshot.py
+
+bench:
+	@python3 bench/bench_auth.py
