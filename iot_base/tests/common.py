@@ -1,6 +1,24 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 from odoo.tests import TransactionCase, new_test_user
 
+from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+
+from .mosquitto_broker import MosquittoBroker
+
+
+def start_synced_mosquitto(cls):
+    """Start a Mosquitto on loopback for test class ``cls`` (stopped by a
+    class cleanup) and point Odoo's file sync at its files."""
+    broker = MosquittoBroker()
+    cls.addClassCleanup(broker.stop)
+    broker.start()
+    params = cls.env["ir.config_parameter"].sudo()
+    params.set_param(mosq.ENABLED_PARAM, "True")
+    params.set_param(mosq.PASSWORD_FILE_PARAM, broker.password_file)
+    params.set_param(mosq.ACL_FILE_PARAM, broker.acl_file)
+    params.set_param(mosq.PID_FILE_PARAM, broker.pid_file)
+    return broker
+
 
 class IotCommonCase(TransactionCase):
     """Users of every kind the access matrix speaks of."""

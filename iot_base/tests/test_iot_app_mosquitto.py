@@ -14,9 +14,7 @@ from unittest.mock import patch
 
 from odoo.tests import HttpCase, new_test_user, tagged
 
-from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
-
-from .mosquitto_broker import MosquittoBroker
+from .common import start_synced_mosquitto
 
 WAIT = 10  # seconds, for anything the broker must do
 
@@ -35,14 +33,8 @@ class TestIotAppMosquitto(HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.broker = MosquittoBroker()
-        cls.addClassCleanup(cls.broker.stop)
-        cls.broker.start()
+        cls.broker = start_synced_mosquitto(cls)
         params = cls.env["ir.config_parameter"].sudo()
-        params.set_param(mosq.ENABLED_PARAM, "True")
-        params.set_param(mosq.PASSWORD_FILE_PARAM, cls.broker.password_file)
-        params.set_param(mosq.ACL_FILE_PARAM, cls.broker.acl_file)
-        params.set_param(mosq.PID_FILE_PARAM, cls.broker.pid_file)
         # Mosquitto 2.0's websockets listener serves MQTT on any path
         params.set_param(
             "iot_base.mqtt_broker_url", f"ws://127.0.0.1:{cls.broker.ws_port}"

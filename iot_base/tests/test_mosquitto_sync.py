@@ -30,8 +30,8 @@ from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash, new_secret
 
-from .common import IotCommonCase
-from .mosquitto_broker import BrokerError, MosquittoBroker, free_port
+from .common import IotCommonCase, start_synced_mosquitto
+from .mosquitto_broker import BrokerError, free_port
 
 WAIT = 5  # seconds for anything the broker must do
 LOGGER = "odoo.addons.iot_base.models.iot_mosquitto_sync"
@@ -103,14 +103,7 @@ class TestMosquittoSync(IotCommonCase):
         super().setUpClass()
         cls.registry.enter_test_mode(cls.cr)
         cls.addClassCleanup(cls.registry.leave_test_mode)
-        cls.broker = MosquittoBroker()
-        cls.addClassCleanup(cls.broker.stop)
-        cls.broker.start()
-        params = cls.env["ir.config_parameter"].sudo()
-        params.set_param(mosq.ENABLED_PARAM, "True")
-        params.set_param(mosq.PASSWORD_FILE_PARAM, cls.broker.password_file)
-        params.set_param(mosq.ACL_FILE_PARAM, cls.broker.acl_file)
-        params.set_param(mosq.PID_FILE_PARAM, cls.broker.pid_file)
+        cls.broker = start_synced_mosquitto(cls)
         cls.ns = cls.company.iot_mqtt_namespace
         cls.observer = cls.Credentials.create(
             {"username": "svc_observer", "kind": "service", "is_superuser": True}

@@ -8,10 +8,8 @@ import time
 from odoo.exceptions import UserError
 from odoo.tests import HttpCase, new_test_user, tagged
 
-from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
-
-from .common import IotCommonCase
-from .mosquitto_broker import MosquittoBroker, free_port
+from .common import IotCommonCase, start_synced_mosquitto
+from .mosquitto_broker import free_port
 
 
 @tagged("post_install", "-at_install")
@@ -19,14 +17,8 @@ class TestMqttClient(IotCommonCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.broker = MosquittoBroker()
-        cls.broker.start()
-        cls.addClassCleanup(cls.broker.stop)
+        cls.broker = start_synced_mosquitto(cls)
         params = cls.env["ir.config_parameter"].sudo()
-        params.set_param(mosq.ENABLED_PARAM, "True")
-        params.set_param(mosq.PASSWORD_FILE_PARAM, cls.broker.password_file)
-        params.set_param(mosq.ACL_FILE_PARAM, cls.broker.acl_file)
-        params.set_param(mosq.PID_FILE_PARAM, cls.broker.pid_file)
         params.set_param("iot_base.mqtt_host", cls.broker.host)
         params.set_param("iot_base.mqtt_port", str(cls.broker.port))
         params.set_param("iot_base.mqtt_timeout", "3")
@@ -149,14 +141,7 @@ class TestProvisionedDeviceOnMosquitto(HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.broker = MosquittoBroker()
-        cls.broker.start()
-        cls.addClassCleanup(cls.broker.stop)
-        params = cls.env["ir.config_parameter"].sudo()
-        params.set_param(mosq.ENABLED_PARAM, "True")
-        params.set_param(mosq.PASSWORD_FILE_PARAM, cls.broker.password_file)
-        params.set_param(mosq.ACL_FILE_PARAM, cls.broker.acl_file)
-        params.set_param(mosq.PID_FILE_PARAM, cls.broker.pid_file)
+        cls.broker = start_synced_mosquitto(cls)
         manager = new_test_user(
             cls.env,
             login="mosq.prov",
