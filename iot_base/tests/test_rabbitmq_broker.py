@@ -95,14 +95,16 @@ class TestRabbitmqBroker(HttpCase):
 
     def _assert_denied(self, action, topic):
         """Odoo's topic rules made the decision (not some other failure)."""
-        log = self.env["iot.auth.log"].search(
-            [
-                ("endpoint", "=", "rabbitmq"),
-                ("username", "=", "device_rmq01"),
-                ("action", "=", action),
-                ("topic", "=", topic),
-            ]
-        )
+        # the broker's calls share the test cursor: take the test lock
+        with self.registry.test_lock:
+            log = self.env["iot.auth.log"].search(
+                [
+                    ("endpoint", "=", "rabbitmq"),
+                    ("username", "=", "device_rmq01"),
+                    ("action", "=", action),
+                    ("topic", "=", topic),
+                ]
+            )
         self.assertTrue(log)
         self.assertEqual(set(log.mapped("reason")), {"topic_denied"})
 
@@ -122,9 +124,12 @@ class TestRabbitmqBroker(HttpCase):
         topic = f"{self.ns}/devices/device_rmq01/telemetry/temp"
         self.assertTrue(self._publish(device, topic, b"21.5").is_published())
         self.assertEqual(user.messages.get(timeout=WAIT), (topic, b"21.5"))
-        log = self.env["iot.auth.log"].search(
-            [("endpoint", "=", "rabbitmq"), ("username", "=", "device_rmq01")], limit=1
-        )
+        # the broker's calls share the test cursor: take the test lock
+        with self.registry.test_lock:
+            log = self.env["iot.auth.log"].search(
+                [("endpoint", "=", "rabbitmq"), ("username", "=", "device_rmq01")],
+                limit=1,
+            )
         self.assertEqual((log.result, log.reason), ("allow", "ok"))
 
     def test_wrong_secret_refused(self):
@@ -139,9 +144,12 @@ class TestRabbitmqBroker(HttpCase):
             with self.subTest(username=username):
                 client = self._client(username, password, expect_rc=134)
                 client.loop_stop()
-        log = self.env["iot.auth.log"].search(
-            [("endpoint", "=", "rabbitmq"), ("username", "=", "device_rmq01")], limit=1
-        )
+        # the broker's calls share the test cursor: take the test lock
+        with self.registry.test_lock:
+            log = self.env["iot.auth.log"].search(
+                [("endpoint", "=", "rabbitmq"), ("username", "=", "device_rmq01")],
+                limit=1,
+            )
         self.assertEqual((log.result, log.reason), ("deny", "invalid_credentials"))
         # anonymous login is disabled
         client = self._client(None, None, expect_rc=134)
