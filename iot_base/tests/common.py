@@ -1,4 +1,6 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import time
+
 from odoo.tests import TransactionCase, new_test_user
 
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
@@ -18,6 +20,41 @@ def start_synced_mosquitto(cls):
     params.set_param(mosq.ACL_FILE_PARAM, broker.acl_file)
     params.set_param(mosq.PID_FILE_PARAM, broker.pid_file)
     return broker
+
+
+class MosquittoClientMixin:
+    """paho clients against ``self.broker`` (a MosquittoBroker), for tests."""
+
+    broker_wait = 10  # seconds, for anything the broker must do
+
+    def connect(self, username, password, transport="tcp", client_id=None):
+        """A connected client, closed at cleanup (fails the test otherwise);
+        retried while Mosquitto reloads (it handles SIGHUP asynchronously)."""
+        deadline = time.monotonic() + self.broker_wait
+        while True:
+            client, reason = self.broker.client(
+                username, password, transport, client_id=client_id
+            )
+            if reason is not None and not reason.is_failure:
+                self.addCleanup(self.broker.close_client, client)
+                return client
+            if time.monotonic() > deadline:
+                log = self.broker.log()[-1500:]
+                self.fail(f"{username} refused ({reason}):\n{log}")
+            time.sleep(0.05)
+
+    def wait_for(self, predicate, what):
+        deadline = time.monotonic() + self.broker_wait
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}")
+            time.sleep(0.02)
+
+    def subscribe(self, client, topic_filter):
+        subacks = []
+        client.on_subscribe = lambda *args: subacks.append(args)
+        client.subscribe(topic_filter, qos=1)
+        self.wait_for(lambda: subacks, f"SUBACK of {topic_filter}")
 
 
 class IotCommonCase(TransactionCase):

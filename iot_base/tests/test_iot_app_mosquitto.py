@@ -9,14 +9,11 @@ page's response is sent, as after the commit in production.
 """
 
 import threading
-import time
 from unittest.mock import patch
 
 from odoo.tests import HttpCase, new_test_user, tagged
 
-from .common import start_synced_mosquitto
-
-WAIT = 10  # seconds, for anything the broker must do
+from .common import MosquittoClientMixin, start_synced_mosquitto
 
 
 def _sync_now(self):
@@ -27,7 +24,7 @@ def _sync_now(self):
 
 
 @tagged("post_install", "-at_install")
-class TestIotAppMosquitto(HttpCase):
+class TestIotAppMosquitto(MosquittoClientMixin, HttpCase):
     sync_results = []
 
     @classmethod
@@ -64,34 +61,6 @@ class TestIotAppMosquitto(HttpCase):
         failed = [r for r in self.sync_results if not r["ok"]]
         self.assertFalse(failed, f"failed syncs: {failed}")
 
-    def _connect(self, username, password, client_id=None):
-        """A connected paho client (TCP), closed at cleanup; retried while
-        Mosquitto reloads (it handles SIGHUP asynchronously)."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            client, reason = self.broker.client(username, password, client_id=client_id)
-            if reason is not None and not reason.is_failure:
-                self.addCleanup(self.broker.close_client, client)
-                return client
-            if time.monotonic() > deadline:
-                self.fail(
-                    f"{username} refused ({reason}):\n{self.broker.log()[-1500:]}"
-                )
-            time.sleep(0.05)
-
-    def _wait_for(self, predicate, what):
-        deadline = time.monotonic() + WAIT
-        while not predicate():
-            if time.monotonic() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            time.sleep(0.02)
-
-    def _subscribe(self, client, topic_filter):
-        subacks = []
-        client.on_subscribe = lambda *args: subacks.append(args)
-        client.subscribe(topic_filter, qos=1)
-        self._wait_for(lambda: subacks, f"SUBACK of {topic_filter}")
-
     def _page_config(self):
         """What one more /iot/app tab of the user gets."""
         return self.env["iot.app"].with_user(self.iot_user)._page_config()
@@ -100,7 +69,7 @@ class TestIotAppMosquitto(HttpCase):
         """The page connects (with a per-secret login), gets the message of a
         device that exists only in this broker's files, and its own message
         reaches another client of the user."""
-        device = self._connect("device_mosq01", self.device_secret)
+        device = self.connect("device_mosq01", self.device_secret)
         stop = threading.Event()
 
         def publish():  # a device sending telemetry until the test ends
@@ -115,17 +84,17 @@ class TestIotAppMosquitto(HttpCase):
         self.addCleanup(thread.join, 5)
         self.addCleanup(stop.set)
         config = self._page_config()  # the user's other client: a paho one
-        listener = self._connect(
+        listener = self.connect(
             config["credentials"]["username"],
             config["credentials"]["password"],
-            config["client_id"],
+            client_id=config["client_id"],
         )
         own = config["default_publish_topic"].rsplit("/", 1)[0]
-        self._subscribe(listener, f"{own}/#")
+        self.subscribe(listener, f"{own}/#")
         self.start_tour(
             "/iot/app", "iot_app_mosquitto", login=self.iot_user.login, timeout=180
         )
-        self._wait_for(lambda: listener.received, "the page's message")
+        self.wait_for(lambda: listener.received, "the page's message")
         self.assertEqual(listener.received, [(f"{own}/chat", b"hello mosquitto")])
 
     def test_two_tabs(self):
@@ -137,16 +106,16 @@ class TestIotAppMosquitto(HttpCase):
         for login in logins:
             self.assertRegex(login, rf"^{username}~\d+$")
         clients = [
-            self._connect(
+            self.connect(
                 c["credentials"]["username"],
                 c["credentials"]["password"],
-                c["client_id"],
+                client_id=c["client_id"],
             )
             for c in (first, second)
         ]
         own = first["default_publish_topic"].rsplit("/", 1)[0]
-        self._subscribe(clients[1], f"{own}/#")
+        self.subscribe(clients[1], f"{own}/#")
         clients[0].publish(f"{own}/chat", b"from tab 1", qos=1)
-        self._wait_for(lambda: clients[1].received, "tab 1's message in tab 2")
+        self.wait_for(lambda: clients[1].received, "tab 1's message in tab 2")
         self.assertEqual(clients[1].received, [(f"{own}/chat", b"from tab 1")])
         self.assertEqual([c.disconnects for c in clients], [0, 0], "no takeover")

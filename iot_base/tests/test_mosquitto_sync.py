@@ -30,7 +30,7 @@ from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash, new_secret
 
-from .common import IotCommonCase, start_synced_mosquitto
+from .common import IotCommonCase, MosquittoClientMixin, start_synced_mosquitto
 from .mosquitto_broker import BrokerError, free_port
 
 WAIT = 5  # seconds for anything the broker must do
@@ -97,7 +97,7 @@ def ours_allows_always(rules, access, topic):
 
 
 @tagged("post_install", "-at_install")
-class TestMosquittoSync(IotCommonCase):
+class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -114,12 +114,6 @@ class TestMosquittoSync(IotCommonCase):
 
     def setUp(self):
         super().setUp()
-        self.clients = []
-        self.addCleanup(self._close_clients)
-
-    def _close_clients(self):
-        for client in self.clients:
-            self.broker.close_client(client)
 
     # helpers ------------------------------------------------------------
 
@@ -134,38 +128,8 @@ class TestMosquittoSync(IotCommonCase):
         device, secret = self._device_with_secret(username)
         return device, secret
 
-    def connect(self, username, password, transport="tcp", client_id=None):
-        """A connected client (fails the test otherwise)."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            client, reason = self.broker.client(
-                username, password, transport, client_id=client_id
-            )
-            if reason is not None and not reason.is_failure:
-                self.clients.append(client)
-                return client
-            # the broker reloads asynchronously after SIGHUP
-            if time.monotonic() > deadline:
-                self.fail(
-                    f"{username} refused ({reason}):\n{self.broker.log()[-1500:]}"
-                )
-            time.sleep(0.05)
-
     def refused(self, username, password, transport="tcp"):
         return not self.broker.can_connect(username, password, transport)
-
-    def wait_for(self, predicate, what):
-        deadline = time.monotonic() + WAIT
-        while not predicate():
-            if time.monotonic() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            time.sleep(0.02)
-
-    def subscribe(self, client, topic_filter):
-        subacks = []
-        client.on_subscribe = lambda *args: subacks.append(args)
-        client.subscribe(topic_filter, qos=1)
-        self.wait_for(lambda: subacks, f"SUBACK of {topic_filter}")
 
     def publish(self, client, topic, payload=b"x"):
         info = client.publish(topic, payload, qos=1)
