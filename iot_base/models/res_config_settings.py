@@ -22,9 +22,12 @@ class ResConfigSettings(models.TransientModel):
         config_parameter="iot_base.mqtt_broker_url",
         default=DEFAULT_BROKER_URL,
     )
+    # Every secret setting carries groups="base.group_system": default_get()
+    # and get_values() below honour it like read() does.
     iot_auth_token = fields.Char(
         "Broker Token",
         config_parameter="iot_base.auth_token",
+        groups="base.group_system",
         help="Shared secret the broker puts in /iot/auth/<token> "
         "(or sends as 'Authorization: Bearer <token>').",
     )
@@ -80,8 +83,30 @@ class ResConfigSettings(models.TransientModel):
         related="company_id.iot_device_username_pattern", readonly=False
     )
 
+    @api.model
+    def default_get(self, fields):
+        # Odoo's default_get reads config parameters as superuser and ignores
+        # field groups: drop what the caller may not read.
+        allowed = [name for name in fields if self._iot_may_read(name)]
+        res = super().default_get(allowed)
+        return {name: value for name, value in res.items() if name in allowed}
+
+    def get_values(self):
+        res = super().get_values()
+        return {name: value for name, value in res.items() if self._iot_may_read(name)}
+
+    def _iot_may_read(self, name):
+        field = self._fields.get(name)
+        return field is None or field.is_accessible(self.env)
+
+    def _iot_check_system(self):
+        """The settings' actions are for whoever may write the settings
+        (``base.group_system``, by the model's access rights)."""
+        self.check_access("write")
+
     def action_iot_test_connection(self):
         self.ensure_one()
+        self._iot_check_system()
         self.execute()
         message = self.env["iot.mqtt.client"]._test_connection()
         return {
@@ -92,6 +117,7 @@ class ResConfigSettings(models.TransientModel):
 
     def action_iot_generate_auth_token(self):
         self.ensure_one()
+        self._iot_check_system()
         self.env["ir.config_parameter"].sudo().set_param(
             "iot_base.auth_token", secrets.token_urlsafe(32)
         )
@@ -145,4 +171,5 @@ class ResConfigSettings(models.TransientModel):
 
     def action_iot_mosquitto_sync_now(self):
         self.ensure_one()
+        self._iot_check_system()
         return self.env["iot.mosquitto.sync"]._action_sync_now()
