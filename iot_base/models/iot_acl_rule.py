@@ -83,6 +83,35 @@ class IotAclRule(models.Model):
                     _("QoS must list levels among 0, 1 and 2, e.g. '0,1'.")
                 ) from exc
 
+    @api.constrains("topic", "permission", "company_id")
+    def _check_company_scope(self):
+        """Outside system administrators, a rule belongs to one of the
+        writer's companies and allows nothing outside its namespace: the
+        first level of an allow rule's filter is ``${namespace}``, which is
+        that company's namespace whatever it is renamed to."""
+        if self.env.is_system():
+            return
+        for rule in self:
+            if rule.company_id not in self.env.companies:
+                raise ValidationError(
+                    _(
+                        "Only administrators can make a topic rule for every "
+                        "company or for a company you do not manage."
+                    )
+                )
+            if (
+                rule.permission == "allow"
+                and (rule.topic or "").split("/")[0] != "${namespace}"
+            ):
+                raise ValidationError(
+                    _(
+                        "%(topic)r reaches outside your company's topics: an allow "
+                        "rule's filter starts with ${namespace}/, e.g. "
+                        "${namespace}/devices/#.",
+                        topic=rule.topic,
+                    )
+                )
+
     def _qos_levels(self):
         self.ensure_one()
         if not (self.qos or "").strip():

@@ -3,7 +3,7 @@ import re
 from datetime import timedelta
 
 from odoo import _, api, fields, models
-from odoo.exceptions import ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools import SQL
 
 from ..tools.secret_hash import INDEX_SIZE, MAX_SECRET_LENGTH, verify_secret
@@ -121,12 +121,23 @@ class IotCredentials(models.Model):
         for vals in vals_list:
             if vals.get("username"):
                 vals["username"] = vals["username"].strip()
+        if any(vals.get("is_superuser") for vals in vals_list):
+            self._check_superuser_change()
         credentials = super().create(vals_list)
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return credentials
 
     def write(self, vals):
+        if "is_superuser" in vals and any(
+            credential.is_superuser != bool(vals["is_superuser"]) for credential in self
+        ):
+            self._check_superuser_change()
         res = super().write(vals)
+        if "company_id" in vals:
+            # Odoo checks record rules before a write only: moving a
+            # credential (whose secret the writer knows) into a company the
+            # writer does not manage must fail too.
+            self.check_access("write")
         if "active" in vals and not vals["active"]:
             # Revoking is final: unarchiving must not bring old secrets back.
             self.env["iot.credentials.secret"].sudo()._revoke_credentials(self)
@@ -138,6 +149,30 @@ class IotCredentials(models.Model):
         res = super().unlink()
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res
+
+    def _check_superuser_change(self):
+        """Broker superusers skip every topic check of every company: only
+        system administrators make or unmake them. (Writing or deleting a
+        superuser credential is refused to others by its record rules.)"""
+        if not self.env.is_system():
+            raise AccessError(
+                _("Only administrators can make or unmake a broker superuser.")
+            )
+
+    @api.ondelete(at_uninstall=False)
+    def _unlink_except_odoo_publisher(self):
+        # iot.mqtt.client connects as this credential, found by its xmlid
+        publisher = self.env.ref(
+            "iot_base.iot_credentials_odoo_publisher", raise_if_not_found=False
+        )
+        if publisher and publisher in self:
+            raise UserError(
+                _(
+                    "%(name)s is Odoo's own MQTT client: revoke it instead of "
+                    "deleting it.",
+                    name=publisher.username,
+                )
+            )
 
     # ------------------------------------------------------------------
     # Usernames

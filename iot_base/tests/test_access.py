@@ -1,6 +1,8 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
-from odoo.exceptions import AccessError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
+
+from odoo.addons.iot_base.tools import topic_acl
 
 from .common import IotCommonCase
 
@@ -65,7 +67,7 @@ class TestAccess(IotCommonCase):
         self.assertIn(self.own["username"], visible)
         self.assertNotIn("device_other", visible)
         device = self.device.with_user(manager)
-        device.write({"is_superuser": True, "note": "rack 4"})
+        device.write({"note": "rack 4"})
         self.assertTrue(device.action_rotate_secret()["context"]["default_secret"])
         self.assertTrue(
             self.env["iot.credentials.secret"].with_user(manager).search([])
@@ -138,3 +140,264 @@ class TestAccess(IotCommonCase):
         self.assertGreaterEqual(len(token), 40)
         settings.action_iot_generate_auth_token()
         self.assertNotEqual(params.get_param("iot_base.auth_token"), token)
+
+
+@tagged("post_install", "-at_install")
+class TestCompanyManagers(IotCommonCase):
+    """The manager of company B (``other_manager``) attacks company A and
+    what the addon ships; the manager of A works on A."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.admin = cls.env.ref("base.user_admin")
+        cls.publisher = cls.env.ref("iot_base.iot_credentials_odoo_publisher")
+        cls.device_a = cls._device(cls, "device_a01")
+        cls.device_b = cls._device(cls, "device_b01", company=cls.other_company)
+        cls.superuser_a = cls._device(
+            cls, "service_bridge_a", kind="service", is_superuser=True
+        )
+        cls.superuser_a.action_rotate_secret()
+        cls.shipped_rule = cls.env.ref("iot_base.iot_acl_rule_device_telemetry")
+        cls.ns_a = cls.company.iot_mqtt_namespace
+        cls.ns_b = cls.other_company.iot_mqtt_namespace
+        cls.Rule = cls.env["iot.acl.rule"]
+
+    def _as(self, user, records):
+        return records.with_user(user)
+
+    def test_superuser_flag_is_for_admins(self):
+        for manager, credential in (
+            (self.other_manager, self.device_b),
+            (self.iot_manager, self.device_a),
+        ):
+            with self.assertRaises(AccessError):
+                credential.with_user(manager).write({"is_superuser": True})
+            with self.assertRaises(AccessError):
+                self.Credentials.with_user(manager).create(
+                    {
+                        "username": f"service_{manager.id}",
+                        "kind": "service",
+                        "is_superuser": True,
+                    }
+                )
+            wizard = (
+                self.env["iot.credentials.new"]
+                .with_user(manager)
+                .create({"username": f"svc_{manager.id}", "is_superuser": True})
+            )
+            with self.assertRaises(AccessError):
+                wizard.action_create()
+        # nor may a manager touch a superuser credential of their company
+        superuser = self.superuser_a.with_user(self.iot_manager)
+        self.assertTrue(superuser.is_superuser, "readable")
+        for attack in (
+            lambda: superuser.write({"is_superuser": False}),
+            lambda: superuser.write({"note": "mine now"}),
+            superuser.action_rotate_secret,
+            superuser.action_revoke,
+            superuser.action_archive,
+            superuser.unlink,
+        ):
+            with self.assertRaises(AccessError), self.env.cr.savepoint():
+                attack()
+        with self.assertRaises(AccessError):
+            superuser.secret_ids.unlink()
+        self.assertFalse(self.device_a.is_superuser)
+        self.assertTrue(self.superuser_a.active)
+        # an administrator may
+        self.device_a.with_user(self.admin).write({"is_superuser": True})
+        self.assertTrue(self.device_a.is_superuser)
+        self.device_a.with_user(self.admin).write({"is_superuser": False})
+        # and the manager still manages the ordinary credentials of A
+        self.device_a.with_user(self.iot_manager).write({"note": "rack 4"})
+        self.assertTrue(
+            self.device_a.with_user(self.iot_manager).action_rotate_secret()
+        )
+        self.device_a.with_user(self.iot_manager).action_revoke()
+
+    def test_odoo_publisher_is_protected(self):
+        publisher = self.publisher.with_user(self.iot_manager)
+        self.assertEqual(publisher.username, "odoo_publisher")
+        for attack in (
+            publisher.unlink,
+            publisher.action_revoke,
+            lambda: publisher.write({"username": "odoo_publisher_x"}),
+        ):
+            with self.assertRaises(AccessError), self.env.cr.savepoint():
+                attack()
+        with self.assertRaises(AccessError):
+            self.publisher.with_user(self.other_manager).read(["username"])
+        # not even an administrator deletes it: the MQTT client needs it
+        with self.assertRaises(UserError), self.env.cr.savepoint():
+            self.publisher.with_user(self.admin).unlink()
+        self.assertTrue(self.env.ref("iot_base.iot_credentials_odoo_publisher"))
+        self.assertTrue(self.publisher.active)
+        self.assertEqual(
+            self.env["iot.mqtt.client"]._publisher_login()[0], "odoo_publisher"
+        )
+
+    def test_global_rules_are_for_admins(self):
+        Rule = self.Rule.with_user(self.other_manager)
+        shipped = self.shipped_rule.with_user(self.other_manager)
+        self.assertTrue(shipped.read(["topic"]), "managers read global rules")
+        for attack in (
+            lambda: shipped.write({"topic": "#"}),
+            lambda: shipped.write({"company_id": self.other_company.id}),
+            lambda: shipped.write({"active": False}),
+            shipped.unlink,
+        ):
+            with self.assertRaises(AccessError), self.env.cr.savepoint():
+                attack()
+        for topic in ("#", "${namespace}/#"):
+            with self.assertRaises(ValidationError), self.env.cr.savepoint():
+                Rule.create({"name": "global", "topic": topic})
+        self.assertEqual(
+            self.shipped_rule.topic, "${namespace}/devices/${username}/telemetry/#"
+        )
+        # an administrator changes them
+        self.shipped_rule.with_user(self.admin).write({"qos": "0,1"})
+        self.Rule.with_user(self.admin).create({"name": "bridge", "topic": "#"})
+
+    def test_company_rules_stay_in_their_namespace(self):
+        Rule = self.Rule.with_user(self.other_manager)
+        outside = [
+            "#",
+            "+/#",
+            f"{self.ns_a}/#",
+            f"{self.ns_b}/#",
+            "${username}/#",
+            "${clientid}/#",
+            "${namespace}x/#",
+            "$SYS/#",
+        ]
+        for topic in outside:
+            with (
+                self.subTest(topic=topic),
+                self.assertRaises(ValidationError),
+                self.env.cr.savepoint(),
+            ):
+                Rule.create(
+                    {
+                        "name": "wide",
+                        "topic": topic,
+                        "company_id": self.other_company.id,
+                    }
+                )
+        # the other company's rules are out of reach
+        with self.assertRaises(ValidationError), self.env.cr.savepoint():
+            Rule.create(
+                {"name": "A", "topic": "${namespace}/#", "company_id": self.company.id}
+            )
+        rule_a = self.Rule.create(
+            {
+                "name": "A own",
+                "topic": "${namespace}/a/#",
+                "company_id": self.company.id,
+            }
+        )
+        with self.assertRaises(AccessError):
+            rule_a.with_user(self.other_manager).write({"topic": "${namespace}/#"})
+        # what B may do: allow within its namespace, deny anything
+        rule = Rule.create(
+            {
+                "name": "B fleet",
+                "topic": "${namespace}/fleet/#",
+                "company_id": self.other_company.id,
+            }
+        )
+        Rule.create(
+            {
+                "name": "B quiet",
+                "permission": "deny",
+                "topic": "#",
+                "company_id": self.other_company.id,
+            }
+        )
+        for attack in (
+            {"topic": "#"},
+            {"topic": f"{self.ns_a}/#"},
+            {"company_id": False},
+            {"company_id": self.company.id},
+        ):
+            with (
+                self.subTest(attack=attack),
+                self.assertRaises(ValidationError),
+                self.env.cr.savepoint(),
+            ):
+                rule.write(attack)
+        rule.write({"topic": "${namespace}/fleet/+/cmd", "sequence": 2})
+        # and in effect: no device of A reaches B's namespace
+        rules = self.Rule._rules_for(self.device_a, "c1")
+        for topic in (f"{self.ns_b}/x", f"{self.ns_b}/fleet/1/cmd"):
+            self.assertEqual(topic_acl.authorize(rules, "publish", topic), "deny")
+
+    def test_company_records_out_of_reach(self):
+        manager = self.other_manager
+        device_a = self.env["iot.mqtt.device"].create(
+            {"name": "A", "hardware_id": "sensor-a", "company_id": self.company.id}
+        )
+        fleet_a = self.env["iot.mqtt.fleet"].create(
+            {"name": "A fleet", "company_id": self.company.id}
+        )
+        for records in (self.device_a, device_a, fleet_a, device_a.credential_id):
+            with self.subTest(model=records._name):
+                records = records.with_user(manager)
+                for attack in (
+                    lambda records=records: records.read(["display_name"]),
+                    lambda records=records: (
+                        records.write({"active": False})
+                        if "active" in records._fields
+                        else records.write({"name": "x"})
+                    ),
+                    records.unlink,
+                ):
+                    with self.assertRaises(AccessError), self.env.cr.savepoint():
+                        attack()
+        for model, vals in (
+            ("iot.credentials", {"username": "device_intruder", "kind": "device"}),
+            ("iot.mqtt.device", {"name": "intruder", "hardware_id": "intruder-1"}),
+            ("iot.mqtt.fleet", {"name": "intruder"}),
+        ):
+            with (
+                self.subTest(model=model),
+                self.assertRaises(AccessError),
+                self.env.cr.savepoint(),
+            ):
+                self.env[model].with_user(manager).create(
+                    dict(vals, company_id=self.company.id)
+                )
+        # B's own records: B manages them, but cannot move them into A
+        own = self.device_b.with_user(manager)
+        own.write({"note": "mine"})
+        with self.assertRaises(AccessError), self.env.cr.savepoint():
+            own.write({"company_id": self.company.id})
+        self.assertEqual(self.device_b.company_id, self.other_company)
+
+    def test_audit_and_throttle_rows_of_managers(self):
+        Log = self.env["iot.auth.log"]
+        Log._record("auth", "allow", "ok", "device_a01", credential_id=self.device_a.id)
+        Log._record("auth", "allow", "ok", "device_b01", credential_id=self.device_b.id)
+        Log._record("auth", "deny", "invalid_credentials", "ghost", peer="10.0.0.7")
+        self.env["iot.auth.throttle"]._register_failure("ghost", "10.0.0.7")
+        seen = {
+            user: Log.with_user(user).search([]).mapped("username")
+            for user in (self.iot_manager, self.other_manager, self.admin)
+        }
+        self.assertIn("device_a01", seen[self.iot_manager])
+        self.assertNotIn("device_b01", seen[self.iot_manager])
+        self.assertEqual(seen[self.other_manager], ["device_b01"])
+        self.assertNotIn("ghost", seen[self.iot_manager], "company-less: admins only")
+        self.assertTrue({"device_a01", "device_b01", "ghost"} <= set(seen[self.admin]))
+        self.assertEqual(
+            Log.with_user(self.other_manager).read_group(
+                [], ["username"], ["username"]
+            )[0]["username"],
+            "device_b01",
+        )
+        for manager in (self.iot_manager, self.other_manager):
+            with self.assertRaises(AccessError):
+                self.env["iot.auth.throttle"].with_user(manager).search_read([])
+        self.assertTrue(
+            self.env["iot.auth.throttle"].with_user(self.admin).search_count([])
+        )
