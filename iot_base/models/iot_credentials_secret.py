@@ -8,6 +8,9 @@ from ..tools.secret_hash import INDEX_SIZE, new_secret
 
 _logger = logging.getLogger(__name__)
 
+MAX_SESSION_SECRETS_PARAM = "iot_base.max_session_secrets"
+DEFAULT_MAX_SESSION_SECRETS = 20
+
 
 class IotCredentialsSecret(models.Model):
     """A secret of an MQTT credential, stored like ``res.users.apikeys``.
@@ -95,12 +98,43 @@ class IotCredentialsSecret(models.Model):
                 secret_hash,
             )
         )
+        if secret_type == "session":
+            self._trim_sessions(credential)
         self.invalidate_model()
         _logger.info(
             "MQTT %s secret issued for credential #%s", secret_type, credential.id
         )
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return secret
+
+    @api.model
+    def _max_session_secrets(self):
+        param = (
+            self.env["ir.config_parameter"].sudo().get_param(MAX_SESSION_SECRETS_PARAM)
+        )
+        try:
+            value = int(param)
+        except (TypeError, ValueError):
+            return DEFAULT_MAX_SESSION_SECRETS
+        return value if value > 0 else DEFAULT_MAX_SESSION_SECRETS
+
+    @api.model
+    def _trim_sessions(self, credential):
+        """Keep the newest session secrets of ``credential`` up to the cap:
+        each console load issues one, so the oldest go first."""
+        self.env.cr.execute(
+            SQL(
+                """
+            DELETE FROM %(table)s WHERE id IN (
+                SELECT id FROM %(table)s
+                 WHERE credential_id = %(credential)s AND secret_type = 'session'
+                 ORDER BY id DESC OFFSET %(keep)s)
+            """,
+                table=SQL.identifier(self._table),
+                credential=credential.id,
+                keep=self._max_session_secrets(),
+            )
+        )
 
     @api.model
     def _revoke_credentials(self, credentials, secret_type=None):

@@ -3,6 +3,7 @@ import secrets
 
 from odoo import api, fields, models
 
+from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
 from .iot_mosquitto_sync import (
     ACL_FILE_PARAM,
     ENABLED_PARAM,
@@ -35,6 +36,13 @@ class ResConfigSettings(models.TransientModel):
         "Session Secret Lifetime (hours)",
         config_parameter="iot_base.session_lifetime_hours",
         default=DEFAULT_SESSION_LIFETIME_HOURS,
+    )
+    iot_max_session_secrets = fields.Integer(
+        "Session Secrets per Credential",
+        config_parameter="iot_base.max_session_secrets",
+        default=DEFAULT_MAX_SESSION_SECRETS,
+        help="Live session secrets one credential may hold (one per console "
+        "load); issuing one more deletes the oldest.",
     )
 
     iot_throttle_max_failures = fields.Integer(

@@ -88,7 +88,8 @@ class ResUsers(models.Model):
         Finds the user's first active credential of kind User, or creates
         one named ``user_<login sanitized>``. Secrets are stored hashed, so
         each call issues a new short-lived session secret; earlier unexpired
-        ones keep working (several tabs).
+        ones keep working (several tabs), up to ``iot_base.max_session_secrets``
+        per credential: beyond it the oldest is deleted.
 
         :return: dict with ``username``, ``password``, ``is_superuser``,
             ``expires_at`` (UTC, ``YYYY-MM-DD HH:MM:SS``) and ``credential_id``

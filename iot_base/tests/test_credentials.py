@@ -133,6 +133,52 @@ class TestCredentials(IotCommonCase):
             self.env["iot.credentials.secret"]._gc_expired_secrets()
             self.assertEqual(self._secret_rows(credential), [])
 
+    def test_session_secrets_are_capped(self):
+        """Every console load issues a session secret: at most N live ones
+        per credential (default 20), the oldest go first."""
+        user = self.iot_user.with_user(self.iot_user)
+        issued = [user.get_or_create_iot_credentials() for _load in range(25)]
+        credential = self._user_credentials(self.iot_user)
+        self.assertEqual(len(self._secret_rows(credential)), 20)
+        username = issued[0]["username"]
+        for creds in issued[:5]:
+            self.assertFalse(self._authenticate(username, creds["password"]))
+        for creds in issued[5:]:
+            self.assertEqual(
+                self._authenticate(username, creds["password"]), credential
+            )
+        # a device's long-lived secret is not a session: never trimmed
+        device, device_secret = self._device_with_secret()
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_session_secrets", "3"
+        )
+        issued.append(user.get_or_create_iot_credentials())
+        self.assertEqual(len(self._secret_rows(credential)), 3)
+        self.assertFalse(self._authenticate(username, issued[-4]["password"]))
+        self.assertTrue(self._authenticate(username, issued[-1]["password"]))
+        self.assertEqual(self._authenticate(device.username, device_secret), device)
+        # another user's sessions are theirs: not counted, not trimmed
+        other = self.iot_user2.with_user(self.iot_user2)
+        other_creds = other.get_or_create_iot_credentials()
+        user.get_or_create_iot_credentials()
+        self.assertTrue(
+            self._authenticate(other_creds["username"], other_creds["password"])
+        )
+        for value in ("abc", "-1", "0"):
+            self.env["ir.config_parameter"].sudo().set_param(
+                "iot_base.max_session_secrets", value
+            )
+            self.assertEqual(
+                self.env["iot.credentials.secret"]._max_session_secrets(), 20
+            )
+
+    def test_max_session_secrets_setting(self):
+        settings = self.env["res.config.settings"].create({})
+        self.assertEqual(settings.iot_max_session_secrets, 20)
+        settings.iot_max_session_secrets = 5
+        settings.execute()
+        self.assertEqual(self.env["iot.credentials.secret"]._max_session_secrets(), 5)
+
     def test_bad_lifetime_parameter_falls_back(self):
         for value in ("abc", "-3", "0"):
             self.env["ir.config_parameter"].sudo().set_param(
