@@ -7,7 +7,8 @@ import re
 import secrets
 
 from odoo.exceptions import AccessError, MissingError, UserError
-from odoo.tests import tagged
+from odoo.tests import HttpCase, JsonRpcException, new_test_user, tagged
+from odoo.tools import mute_logger
 
 from .common import IotCommonCase
 
@@ -302,3 +303,66 @@ class TestSecurityMatrix(IotCommonCase):
         self.assertEqual(params.get_param("iot_base.auth_token"), self.token)
         self.settings.with_user(self.admin).action_iot_generate_auth_token()
         self.assertNotEqual(params.get_param("iot_base.auth_token"), self.token)
+
+
+@tagged("post_install", "-at_install")
+class TestSecretSettingsOverRpc(HttpCase):
+    """The attack of issue 8 as it was made: JSON-RPC of a logged-in user."""
+
+    def setUp(self):
+        super().setUp()
+        self.token = secrets.token_urlsafe(32)
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.auth_token", self.token
+        )
+        self.users = [
+            new_test_user(self.env, login="rpc.portal", groups="base.group_portal"),
+            new_test_user(self.env, login="rpc.internal", groups="base.group_user"),
+            new_test_user(
+                self.env,
+                login="rpc.manager",
+                groups="base.group_user,iot_base.iot_base_group_manager",
+            ),
+        ]
+        self.settings_id = self.env["res.config.settings"].create({}).id
+
+    def _call(self, method, args, kwargs=None):
+        return self.make_jsonrpc_request(
+            f"/web/dataset/call_kw/res.config.settings/{method}",
+            {
+                "model": "res.config.settings",
+                "method": method,
+                "args": args,
+                "kwargs": kwargs or {},
+            },
+        )
+
+    def _assert_no_token(self, method, args):
+        """Refused, or answered without the token."""
+        try:
+            with mute_logger("odoo.http"):
+                result = self._call(method, args)
+        except JsonRpcException:
+            return
+        self.assertNotIn(self.token, repr(result), method)
+
+    def test_rpc_paths(self):
+        for user in self.users:
+            with self.subTest(user=user.login):
+                self.authenticate(user.login, user.login)
+                values = self._call("default_get", [["iot_auth_token"]])
+                self.assertNotIn("iot_auth_token", values)
+                ids = [self.settings_id]
+                for method, args in (
+                    ("default_get", [list(self.env["res.config.settings"]._fields)]),
+                    ("onchange", [[], {}, [], {"iot_auth_token": {}}]),
+                    ("read", [ids, ["iot_auth_token"]]),
+                    ("web_read", [ids, {"iot_auth_token": {}}]),
+                    ("get_values", [ids]),
+                    ("action_iot_generate_auth_token", [ids]),
+                ):
+                    self._assert_no_token(method, args)
+        self.assertEqual(
+            self.env["ir.config_parameter"].sudo().get_param("iot_base.auth_token"),
+            self.token,
+        )
