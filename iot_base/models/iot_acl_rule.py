@@ -83,30 +83,43 @@ class IotAclRule(models.Model):
                     _("QoS must list levels among 0, 1 and 2, e.g. '0,1'.")
                 ) from exc
 
-    @api.constrains("topic", "permission", "company_id")
+    @api.constrains(
+        "name",
+        "sequence",
+        "active",
+        "permission",
+        "action",
+        "topic",
+        "qos",
+        "retain",
+        "credential_kind",
+        "group_ids",
+        "credential_ids",
+        "company_id",
+    )
     def _check_company_scope(self):
         """Outside system administrators, a rule belongs to one of the
-        writer's companies and allows nothing outside its namespace: the
-        first level of an allow rule's filter is ``${namespace}``, which is
-        that company's namespace whatever it is renamed to."""
+        writer's companies and its filter lies in that company's namespace:
+        its first level is ``${namespace}``, which stays the company's own
+        whatever the namespace is renamed to. Checked before a change as
+        well (see write and unlink): an administrator's rule beyond the
+        namespace (an allow to widen, a deny to drop) is theirs alone."""
         if self.env.is_system():
             return
         for rule in self:
             if rule.company_id not in self.env.companies:
                 raise ValidationError(
                     _(
-                        "Only administrators can make a topic rule for every "
+                        "Only administrators can change a topic rule for every "
                         "company or for a company you do not manage."
                     )
                 )
-            if (
-                rule.permission == "allow"
-                and (rule.topic or "").split("/")[0] != "${namespace}"
-            ):
+            if (rule.topic or "").split("/")[0] != "${namespace}":
                 raise ValidationError(
                     _(
-                        "%(topic)r reaches outside your company's topics: an allow "
-                        "rule's filter starts with ${namespace}/, e.g. "
+                        "%(topic)r reaches outside your company's topics: only "
+                        "administrators change such rules. A company rule's "
+                        "filter starts with ${namespace}/, e.g. "
                         "${namespace}/devices/#.",
                         topic=rule.topic,
                     )
@@ -127,10 +140,14 @@ class IotAclRule(models.Model):
         return super().create(vals_list)
 
     def write(self, vals):
+        self.check_access("write")
+        self._check_company_scope()
         self._rules_changed()
         return super().write(vals)
 
     def unlink(self):
+        self.check_access("unlink")
+        self._check_company_scope()
         self._rules_changed()
         return super().unlink()
 

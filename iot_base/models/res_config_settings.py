@@ -92,10 +92,10 @@ class ResConfigSettings(models.TransientModel):
     )
 
     @api.model
-    def default_get(self, fields):
+    def default_get(self, fields_list):
         # Odoo's default_get reads config parameters as superuser and ignores
         # field groups: drop what the caller may not read.
-        allowed = [name for name in fields if self._iot_may_read(name)]
+        allowed = [name for name in fields_list if self._iot_may_read(name)]
         res = super().default_get(allowed)
         return {name: value for name, value in res.items() if name in allowed}
 

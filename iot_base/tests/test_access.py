@@ -309,11 +309,21 @@ class TestCompanyManagers(IotCommonCase):
         Rule.create(
             {
                 "name": "B quiet",
+                "sequence": 1,
                 "permission": "deny",
-                "topic": "#",
+                "topic": "${namespace}/quiet/#",
                 "company_id": self.other_company.id,
             }
         )
+        with self.assertRaises(ValidationError), self.env.cr.savepoint():
+            Rule.create(
+                {
+                    "name": "B deny beyond",
+                    "permission": "deny",
+                    "topic": "#",
+                    "company_id": self.other_company.id,
+                }
+            )
         for attack in (
             {"topic": "#"},
             {"topic": f"{self.ns_a}/#"},
@@ -327,6 +337,41 @@ class TestCompanyManagers(IotCommonCase):
             ):
                 rule.write(attack)
         rule.write({"topic": "${namespace}/fleet/+/cmd", "sequence": 2})
+        # an administrator's rules for B beyond its namespace stay as the
+        # administrator made them: an allow is not widened, a deny not dropped
+        bridge = self.Rule.create(
+            {
+                "name": "B bridge",
+                "sequence": 2,
+                "topic": "bridge/#",
+                "company_id": self.other_company.id,
+                "credential_ids": [(4, self.device_b.id)],
+            }
+        )
+        guard = self.Rule.create(
+            {
+                "name": "B bridge secrets",
+                "sequence": 1,
+                "permission": "deny",
+                "topic": "bridge/secret/#",
+                "company_id": self.other_company.id,
+            }
+        )
+        for record, attack in (
+            (bridge, {"credential_ids": [(5,)]}),
+            (bridge, {"topic": "${namespace}/bridge/#"}),
+            (guard, {"topic": "${namespace}/x", "sequence": 99}),
+            (guard, {"active": False}),
+        ):
+            with (
+                self.subTest(attack=attack),
+                self.assertRaises(ValidationError),
+                self.env.cr.savepoint(),
+            ):
+                record.with_user(self.other_manager).write(attack)
+        for record in (bridge, guard):
+            with self.assertRaises(ValidationError), self.env.cr.savepoint():
+                record.with_user(self.other_manager).unlink()
         # and in effect: no device of A reaches B's namespace
         rules = self.Rule._rules_for(self.device_a, "c1")
         for topic in (f"{self.ns_b}/x", f"{self.ns_b}/fleet/1/cmd"):
