@@ -63,8 +63,15 @@ class IotAclRule(models.Model):
     )
     company_id = fields.Many2one(
         "res.company",
-        help="If set, the rule applies to this company's credentials only.",
+        default=lambda self: self._default_company_id(),
+        help="If set, the rule applies to this company's credentials only. "
+        "Rules for every company are made by administrators.",
     )
+
+    @api.model
+    def _default_company_id(self):
+        # only administrators make rules for every company (data files too)
+        return False if self.env.is_system() else self.env.company
 
     @api.constrains("topic", "qos")
     def _check_topic(self):

@@ -251,7 +251,7 @@ class TestCompanyManagers(IotCommonCase):
                 attack()
         for topic in ("#", "${namespace}/#"):
             with self.assertRaises(ValidationError), self.env.cr.savepoint():
-                Rule.create({"name": "global", "topic": topic})
+                Rule.create({"name": "global", "topic": topic, "company_id": False})
         self.assertEqual(
             self.shipped_rule.topic, "${namespace}/devices/${username}/telemetry/#"
         )
@@ -337,6 +337,12 @@ class TestCompanyManagers(IotCommonCase):
             ):
                 rule.write(attack)
         rule.write({"topic": "${namespace}/fleet/+/cmd", "sequence": 2})
+        # a manager's new rule is their company's without saying so
+        self.assertEqual(
+            Rule.create({"name": "B default", "topic": "${namespace}/d/#"}).company_id,
+            self.other_company,
+        )
+        self.assertFalse(self.Rule.create({"name": "G", "topic": "g/#"}).company_id)
         # an administrator's rules for B beyond its namespace stay as the
         # administrator made them: an allow is not widened, a deny not dropped
         bridge = self.Rule.create(
