@@ -6,6 +6,7 @@ from unittest.mock import patch
 
 from psycopg2 import OperationalError
 
+from odoo import sql_db
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
@@ -318,6 +319,30 @@ class TestBrokerHttp(HttpCase):
         ):
             response = self._auth("device_ab12cd34", self.device_secret)
         self.assertReply(response, "ignore", status=503)
+
+    def test_held_lock_is_no_opinion_within_emqx_timeout(self):
+        """A table of the hot path locked by another transaction: the broker
+        gets "no opinion" well inside EMQX's 5 s, never an allow, and the
+        request is not replayed into a longer wait."""
+        # a table this test's transaction has not locked (else NOWAIT fails)
+        other = sql_db.db_connect(self.env.cr.dbname).cursor()
+        self.addCleanup(other.close)
+        other.execute("LOCK TABLE iot_auth_throttle IN ACCESS EXCLUSIVE MODE NOWAIT")
+        try:
+            start = time.monotonic()
+            with mute_logger(
+                "odoo.addons.iot_base.controllers.auth",
+                "odoo.addons.iot_base.models.ir_http",
+                "odoo.sql_db",  # "bad query": the statement that timed out
+            ):
+                response = self._auth("device_ab12cd34", self.device_secret)
+            elapsed = time.monotonic() - start
+        finally:
+            other.rollback()
+        self.assertReply(response, "ignore", status=503)
+        self.assertLess(elapsed, 4)
+        # and once the lock is gone, the same request gets in
+        self.assertReply(self._auth("device_ab12cd34", self.device_secret), "allow")
 
     def _auth_from(self, peer, username, password):
         body = {"username": username, "password": password, "clientid": "c1"}
