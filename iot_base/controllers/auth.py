@@ -6,39 +6,32 @@ import logging
 import re
 
 from psycopg2 import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
 
 from odoo import http
 from odoo.http import request
 
+from ..tools import log_redaction
+
 _logger = logging.getLogger(__name__)
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 # EMQX's bodies are a few hundred bytes; anything much bigger is not EMQX.
 MAX_BODY = 16 * 1024
 DENY = {"result": "deny"}
-# the broker token, when a broker puts it in the URL path
-TOKEN_IN_PATH_RE = re.compile(
-    r"(/iot/(?:auth|acl)/)[^/\s?\"]+|(/iot/rabbitmq/)[^/\s?\"]+(?=/)"
-)
-# and a password, when a broker uses the GET variant
-PASSWORD_IN_QUERY_RE = re.compile(r"(/iot/\S*[?&]password=)[^&\s\"]*")
+# JSON nested deeper than this is not a broker's (EMQX sends flat objects)
+MAX_JSON_DEPTH = 32
+
+log_redaction.install()
 
 
-class _RedactBrokerToken(logging.Filter):
-    """Keep the broker token out of the HTTP access log (``werkzeug``)."""
-
-    def filter(self, record):
-        message = record.getMessage()
-        if "/iot/" in message:
-            redacted = TOKEN_IN_PATH_RE.sub(
-                lambda m: (m.group(1) or m.group(2)) + "***", message
-            )
-            redacted = PASSWORD_IN_QUERY_RE.sub(r"\1***", redacted)
-            if redacted != message:
-                record.msg, record.args = redacted, ()
-        return True
-
-
-logging.getLogger("werkzeug").addFilter(_RedactBrokerToken())
+def _emqx_reply(kind):
+    """EMQX's answers when the route cannot decide (see models/ir_http.py):
+    a deny, or "no opinion" (any status but 200) when the database is down."""
+    if kind == "unavailable":
+        return _json({"result": "ignore"}, status=503)
+    return _json(DENY)
 
 
 class IotBrokerController(http.Controller):
@@ -50,8 +43,10 @@ class IotBrokerController(http.Controller):
         csrf=False,
         save_session=False,
         readonly=False,
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_emqx_reply,
     )
-    def iot_auth(self, token=None, **_params):
+    def iot_auth(self, token=None):
         return self._answer("auth", token)
 
     @http.route(
@@ -62,34 +57,45 @@ class IotBrokerController(http.Controller):
         csrf=False,
         save_session=False,
         readonly=False,
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_emqx_reply,
     )
-    def iot_acl(self, token=None, **_params):
+    def iot_acl(self, token=None):
         return self._answer("acl", token)
 
     def _answer(self, endpoint, token):
         broker = request.env["iot.broker"].sudo()
         try:
-            peer = request.httprequest.remote_addr or ""
+            remote = request.httprequest.remote_addr or ""
             if not broker._check_token([token, _bearer()]):
                 _logger.warning(
                     "MQTT %s request from %s refused: wrong or missing broker token",
                     endpoint,
-                    peer,
+                    remote,
                 )
-                return _json(broker._refuse(endpoint, "bad_token", peer=peer))
+                return _json(broker._refuse(endpoint, "bad_token", peer=remote))
             values = _read_values()
             if values is None:
-                return _json(broker._refuse(endpoint, "bad_request", peer=peer))
+                return _json(broker._refuse(endpoint, "bad_request", peer=remote))
+            # the client's address, only as EMQX reports it (``${peerhost}``):
+            # the connection's own address is the broker's, shared by every
+            # client, and must never be throttled
             peerhost = values.get("peerhost")
-            if isinstance(peerhost, str) and peerhost:
-                peer = peerhost
+            peer = peerhost if isinstance(peerhost, str) else ""
             if endpoint == "auth":
                 return _json(broker._emqx_authenticate(values, peer))
             return _json(broker._emqx_authorize(values, peer))
-        except (OperationalError, InterfaceError):
-            # the database cannot answer: "no opinion", never an allow
-            _logger.exception("MQTT %s request: database unavailable", endpoint)
-            return _json({"result": "ignore"}, status=503)
+        except (OperationalError, InterfaceError) as exc:
+            # the database cannot answer in time: "no opinion", never an
+            # allow, and never replayed (service.model.retrying would
+            # multiply the wait past EMQX's 5 s)
+            request.env.cr.rollback()
+            _logger.warning(
+                "MQTT %s request: database unavailable (%s)",
+                endpoint,
+                type(exc).__name__,
+            )
+            return _emqx_reply("unavailable")
 
 
 def _bearer():
@@ -99,27 +105,53 @@ def _bearer():
 
 
 def _read_values():
-    """The request's fields as a dict, or None when the body is unusable.
+    """The request's fields as a dict of clean strings (and other JSON
+    values), or None when the body is unusable.
 
     EMQX renders a JSON body from its template (every value a string); a
     form-encoded body and the GET variant (query string) are accepted too.
+    Whatever PostgreSQL or the audit trail could not store (NUL, lone
+    surrogates) makes the whole request a bad one, answered in protocol.
     """
     httprequest = request.httprequest
     if httprequest.method == "GET":
-        return dict(httprequest.args.items())
+        return _clean(dict(httprequest.args.items()))
     # a declared length is required (EMQX always sends one), so that an
-    # oversized body is refused before anything reads it
-    if httprequest.content_length is None or httprequest.content_length > MAX_BODY:
+    # oversized or chunked body is refused before anything reads it (see
+    # models/ir_http.py: Odoo's form parser does not read it either)
+    if (
+        httprequest.headers.get("Transfer-Encoding")
+        or httprequest.content_length is None
+        or httprequest.content_length > MAX_BODY
+    ):
         return None
     if httprequest.mimetype == "application/x-www-form-urlencoded":
         # Odoo has parsed the form already, before dispatching
-        return dict(httprequest.form.items())
-    body = httprequest.get_data(cache=False)
+        return _clean(dict(httprequest.form.items()))
     try:
+        body = httprequest.get_data(cache=False)
         values = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError, HTTPException):
+        # RecursionError: JSON nested thousands deep
         return None
-    return values if isinstance(values, dict) else None
+    return _clean(values) if isinstance(values, dict) else None
+
+
+def _clean(values):
+    """``values`` if every key and string in it can be stored, else None."""
+    stack = [(values, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return None
+        if isinstance(value, str):
+            if "\x00" in value or _SURROGATE_RE.search(value):
+                return None
+        elif isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return values
 
 
 def _json(data, status=200):

@@ -20,12 +20,18 @@ from psycopg2 import InterfaceError, OperationalError
 from odoo import http
 from odoo.http import request
 
-from .auth import _bearer, _read_values
+from .auth import MAX_BODY, _bearer, _read_values
 
 _logger = logging.getLogger(__name__)
 
 CHECKS = "any(user,vhost,resource,topic)"
 DENY = "deny"
+
+
+def _rabbitmq_reply(kind):
+    """RabbitMQ's answers when the route cannot decide (models/ir_http.py):
+    any status but 200/201 is an error RabbitMQ treats as a deny."""
+    return _text(DENY, status=503 if kind == "unavailable" else 200)
 
 
 class IotRabbitmqController(http.Controller):
@@ -40,8 +46,10 @@ class IotRabbitmqController(http.Controller):
         csrf=False,
         save_session=False,
         readonly=False,  # the audit log is written on GET too
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_rabbitmq_reply,
     )
-    def iot_rabbitmq(self, check, token=None, **_params):
+    def iot_rabbitmq(self, check, token=None):
         broker = request.env["iot.broker"].sudo()
         try:
             peer = request.httprequest.remote_addr or ""
@@ -61,10 +69,15 @@ class IotRabbitmqController(http.Controller):
             if isinstance(values.get("ip"), str) and values["ip"]:
                 peer = values["ip"]
             return _text(broker._rabbitmq_decide(check, values, peer))
-        except (OperationalError, InterfaceError):
-            # any status but 200/201 is an error RabbitMQ treats as a deny
-            _logger.exception("RabbitMQ %s request: database unavailable", check)
-            return _text(DENY, status=503)
+        except (OperationalError, InterfaceError) as exc:
+            # never replayed: see controllers/auth.py
+            request.env.cr.rollback()
+            _logger.warning(
+                "RabbitMQ %s request: database unavailable (%s)",
+                check,
+                type(exc).__name__,
+            )
+            return _rabbitmq_reply("unavailable")
 
 
 def _text(answer, status=200):

@@ -9,25 +9,42 @@ DEFAULTS = {
     "iot_base.throttle_window_seconds": 60,
     "iot_base.throttle_cooldown_seconds": 300,
 }
+# A peer (one address, possibly a NAT in front of many devices) may fail
+# this many times more than one username from it before it is blocked.
+PEER_FACTOR = 5
 
 
 class IotAuthThrottle(models.Model):
-    """Failed authentications per username and per peer address.
+    """Failed broker logins, one row per failure and key, appended only.
 
-    Written only on failures; a request only reads it, so the allow path
-    never contends on it. Shared by all workers through the database.
+    Keys are the client's address (``peer:``) and the username from that
+    address (``pair:``), never a username alone: a username is not a secret,
+    so whoever blocks it would lock its owner out; secrets are 160 random
+    bits, so limiting guesses per username protects nothing. No address
+    (RabbitMQ's user check, EMQX without ``peerhost``), no throttle: the
+    address Odoo sees then is the broker's, shared by every client.
+
+    Rows are only ever inserted (never updated): concurrent failures never
+    conflict, even under REPEATABLE READ. A failure that reaches the limit
+    carries ``blocked_until``; a login only reads.
     """
 
     _name = "iot.auth.throttle"
     _description = "MQTT Authentication Throttle"
     _log_access = False
+    _order = "failed_at desc, id desc"
 
-    key = fields.Char(required=True, readonly=True)
-    failures = fields.Integer(readonly=True)
-    window_start = fields.Datetime(readonly=True)
-    blocked_until = fields.Datetime(readonly=True, index=True)
+    key = fields.Char(required=True, readonly=True, index=True)
+    failed_at = fields.Datetime(required=True, readonly=True)
+    blocked_until = fields.Datetime(readonly=True)
 
-    _sql_constraints = [("key_unique", "unique(key)", "One row per key.")]
+    def init(self):
+        # rows were one per key, updated in place, until 18.0.1.x: the
+        # uniqueness would make the appended rows conflict
+        self.env.cr.execute(
+            "ALTER TABLE iot_auth_throttle DROP CONSTRAINT IF EXISTS"
+            " iot_auth_throttle_key_unique"
+        )
 
     @api.model
     def _settings(self):
@@ -43,18 +60,25 @@ class IotAuthThrottle(models.Model):
 
     @api.model
     def _keys(self, username, peer):
-        keys = [f"user:{username}"[:300]]
-        if peer:
-            keys.append(f"peer:{peer}"[:300])
-        return keys
+        """{key: failures allowed in a window} for a login from ``peer``."""
+        if not peer:
+            return {}
+        limit = self._settings()["throttle_max_failures"]
+        return {
+            f"peer:{peer}"[:300]: limit * PEER_FACTOR,
+            f"pair:{peer}|{username}"[:300]: limit,
+        }
 
     @api.model
     def _is_blocked(self, username, peer):
+        keys = self._keys(username, peer)
+        if not keys:
+            return False
         self.env.cr.execute(
             SQL(
                 "SELECT 1 FROM iot_auth_throttle"
                 " WHERE key IN %s AND blocked_until > %s LIMIT 1",
-                tuple(self._keys(username, peer)),
+                tuple(keys),
                 fields.Datetime.now(),
             )
         )
@@ -62,46 +86,32 @@ class IotAuthThrottle(models.Model):
 
     @api.model
     def _register_failure(self, username, peer):
+        keys = self._keys(username, peer)
+        if not keys:
+            return
         settings = self._settings()
         now = fields.Datetime.now()
-        window_start = now - timedelta(seconds=settings["throttle_window_seconds"])
-        blocked_until = now + timedelta(seconds=settings["throttle_cooldown_seconds"])
-        # one statement for both keys (rows locked in the same order as before)
+        # failures counted in the window include this one; concurrent ones
+        # not yet committed are missed, which only delays a block a little
         self.env.cr.execute(
             SQL(
                 """
-            INSERT INTO iot_auth_throttle AS t (key, failures, window_start)
-            SELECT key, 1, %(now)s FROM unnest(%(keys)s::varchar[]) AS key
-            ON CONFLICT (key) DO UPDATE SET
-                failures = CASE WHEN t.window_start < %(window_start)s
-                                THEN 1 ELSE t.failures + 1 END,
-                window_start = CASE WHEN t.window_start < %(window_start)s
-                                    THEN %(now)s ELSE t.window_start END
-            RETURNING key, failures
+            INSERT INTO iot_auth_throttle (key, failed_at, blocked_until)
+            SELECT k.key, %(now)s,
+                   CASE WHEN (SELECT count(*) FROM iot_auth_throttle t
+                               WHERE t.key = k.key AND t.failed_at > %(since)s
+                             ) + 1 >= k.max_failures
+                        THEN %(until)s::timestamp END
+              FROM unnest(%(keys)s::varchar[], %(limits)s::int[])
+                   AS k(key, max_failures)
             """,
-                keys=self._keys(username, peer),
                 now=now,
-                window_start=window_start,
+                since=now - timedelta(seconds=settings["throttle_window_seconds"]),
+                until=now + timedelta(seconds=settings["throttle_cooldown_seconds"]),
+                keys=list(keys),
+                limits=list(keys.values()),
             )
         )
-        reached = [
-            key
-            for key, failures in self.env.cr.fetchall()
-            if failures >= settings["throttle_max_failures"]
-        ]
-        if reached:
-            self.env.cr.execute(
-                SQL(
-                    """
-                UPDATE iot_auth_throttle SET blocked_until = %s, failures = 0,
-                    window_start = %s
-                 WHERE key IN %s
-                """,
-                    blocked_until,
-                    now,
-                    tuple(reached),
-                )
-            )
 
     @api.autovacuum
     def _gc_throttle(self):
@@ -111,7 +121,7 @@ class IotAuthThrottle(models.Model):
             SQL(
                 """
             DELETE FROM iot_auth_throttle
-             WHERE (blocked_until IS NULL OR blocked_until < %s) AND window_start < %s
+             WHERE (blocked_until IS NULL OR blocked_until < %s) AND failed_at < %s
             """,
                 now,
                 now - timedelta(seconds=settings["throttle_window_seconds"]),

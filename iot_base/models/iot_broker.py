@@ -10,12 +10,19 @@ import hmac
 from datetime import timezone
 
 from odoo import api, models
+from odoo.tools import SQL
 
 from ..tools import topic_acl
 
 ALLOW = {"result": "allow"}
 DENY = {"result": "deny"}
 ALLOW_EVERYTHING = [topic_acl.Rule("allow", "all", "#")]
+# EMQX 5 gives up on its HTTP authenticator after 5 s (``request_timeout``):
+# a lock or a slow query on the hot path ends well before, with a "no
+# opinion" answer. Each statement is bounded; the first to fail ends the
+# request (it is never replayed).
+LOCK_TIMEOUT = "2s"
+STATEMENT_TIMEOUT = "3s"
 
 # RabbitMQ 3.10 ``rabbitmq_auth_backend_http``: same credentials, same topic
 # rules, same audit trail as the EMQX endpoints.
@@ -56,6 +63,17 @@ EXCHANGE_PERMISSIONS = ("write", "read")
 class IotBroker(models.AbstractModel):
     _name = "iot.broker"
     _description = "MQTT Broker Endpoints"
+
+    @api.model
+    def _limit_waits(self):
+        """Bound every wait of the current broker request's transaction."""
+        self.env.cr.execute(
+            SQL(
+                "SET LOCAL lock_timeout = %s; SET LOCAL statement_timeout = %s",
+                LOCK_TIMEOUT,
+                STATEMENT_TIMEOUT,
+            )
+        )
 
     @api.model
     def _check_token(self, candidates):
@@ -240,9 +258,9 @@ class IotBroker(models.AbstractModel):
 
     @api.model
     def _rabbitmq_user(self, values, peer):
-        # Throttled per username only: RabbitMQ 3.10 does not send the
-        # client's address here, and throttling the broker's own address
-        # would lock every client out after a few bad passwords.
+        # Not throttled: RabbitMQ 3.10 does not send the client's address
+        # here; throttling the broker's own address would lock every client
+        # out, and a username alone its owner (models/iot_auth_throttle.py).
         _credential, _expires_at, reason = self._check_login(
             "rabbitmq", values, peer, _client_id(values), ""
         )

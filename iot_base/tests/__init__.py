@@ -12,3 +12,5 @@ from . import test_iot_app
 from . import test_mqtt_client
 from . import test_iot_app_mosquitto
 from . import test_security_matrix
+from . import test_broker_fuzz
+from . import test_broker_log

@@ -6,6 +6,7 @@ from unittest.mock import patch
 
 from psycopg2 import OperationalError
 
+from odoo import sql_db
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
@@ -319,28 +320,120 @@ class TestBrokerHttp(HttpCase):
             response = self._auth("device_ab12cd34", self.device_secret)
         self.assertReply(response, "ignore", status=503)
 
+    def test_held_lock_is_no_opinion_within_emqx_timeout(self):
+        """A table of the hot path locked by another transaction: the broker
+        gets "no opinion" well inside EMQX's 5 s, never an allow, and the
+        request is not replayed into a longer wait."""
+        # a table this test's transaction has not locked (else NOWAIT fails)
+        other = sql_db.db_connect(self.env.cr.dbname).cursor()
+        self.addCleanup(other.close)
+        other.execute("LOCK TABLE iot_auth_throttle IN ACCESS EXCLUSIVE MODE NOWAIT")
+        try:
+            start = time.monotonic()
+            with mute_logger(
+                "odoo.addons.iot_base.controllers.auth",
+                "odoo.addons.iot_base.models.ir_http",
+                "odoo.sql_db",  # "bad query": the statement that timed out
+            ):
+                response = self._auth("device_ab12cd34", self.device_secret)
+            elapsed = time.monotonic() - start
+        finally:
+            other.rollback()
+        self.assertReply(response, "ignore", status=503)
+        self.assertLess(elapsed, 4)
+        # and once the lock is gone, the same request gets in
+        self.assertReply(self._auth("device_ab12cd34", self.device_secret), "allow")
+
+    def _auth_from(self, peer, username, password):
+        body = {"username": username, "password": password, "clientid": "c1"}
+        if peer:
+            body["peerhost"] = peer
+        return self._post("/iot/auth", body)
+
     def test_throttling(self):
         params = self.env["ir.config_parameter"].sudo()
         params.set_param("iot_base.throttle_max_failures", "3")
         for _attempt in range(3):
             self.assertReply(self._auth("device_ab12cd34", "f" * 40), "deny")
-        # now even the right secret is refused at once, without hashing
+        # now even the right secret is refused from that peer, without hashing
         with patch.object(credentials_module, "verify_secret") as verify:
             self.assertReply(self._auth("device_ab12cd34", self.device_secret), "deny")
             verify.assert_not_called()
         self.assertEqual(self._log(reason="throttled").username, "device_ab12cd34")
-        # the same peer address is throttled for other usernames too
-        self.assertReply(self._auth("service_bridge", self.superuser_secret), "deny")
-        # another peer, another username: unaffected
-        body = {
-            "username": "service_bridge",
-            "password": self.superuser_secret,
-            "peerhost": "10.9.9.9",
-        }
-        self.assertReply(self._post("/iot/auth", body), "allow")
+        # the same peer, another username: its own count
+        self.assertReply(self._auth("service_bridge", self.superuser_secret), "allow")
         # after the cool-down
         self.env.cr.execute("UPDATE iot_auth_throttle SET blocked_until = '2000-01-01'")
         self.assertReply(self._auth("device_ab12cd34", self.device_secret), "allow")
+
+    def test_no_lockout_from_another_peer(self):
+        """Failures from an attacker's address never stop the right secret
+        from another address, however many and however long."""
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.throttle_max_failures", "3"
+        )
+        for _attempt in range(12):
+            self.assertReply(
+                self._auth_from("10.6.6.6", "device_ab12cd34", "f" * 40), "deny"
+            )
+        # the attacker's peer is blocked, for this username and the others
+        with patch.object(credentials_module, "verify_secret") as verify:
+            self.assertReply(
+                self._auth_from("10.6.6.6", "device_ab12cd34", self.device_secret),
+                "deny",
+            )
+            verify.assert_not_called()
+        for index in range(12):
+            self._auth_from("10.6.6.6", f"device_guess{index:02d}", "f" * 40)
+        self.assertReply(
+            self._auth_from("10.6.6.6", "service_bridge", self.superuser_secret),
+            "deny",
+        )
+        # the device, from its own address, gets in
+        self.assertReply(
+            self._auth_from("10.1.2.3", "device_ab12cd34", self.device_secret),
+            "allow",
+        )
+        self.assertReply(
+            self._auth_from("10.1.2.4", "service_bridge", self.superuser_secret),
+            "allow",
+        )
+
+    def test_broker_address_never_throttled(self):
+        """Without ``peerhost`` the connection's address is the broker's:
+        blocking it would lock every client out."""
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.throttle_max_failures", "3"
+        )
+        for _attempt in range(20):
+            self.assertReply(self._auth_from("", "device_ab12cd34", "f" * 40), "deny")
+        self.assertReply(
+            self._auth_from("", "device_ab12cd34", self.device_secret), "allow"
+        )
+        self.assertReply(
+            self._auth_from("", "service_bridge", self.superuser_secret), "allow"
+        )
+        self.assertFalse(self.env["iot.auth.throttle"].search([]))
+
+    def test_secret_must_be_exact(self):
+        """HMAC pads a short key with zeros: the right secret plus a NUL
+        would hash the same, so the format is checked first."""
+        secret = self.device_secret
+        for variant in [
+            secret + "\x00",
+            secret + "\x00\x00",
+            secret.upper(),
+            secret + " ",
+            " " + secret,
+            secret + "\n",
+            secret[:-1],
+            secret + "0",
+        ]:
+            with self.subTest(variant=repr(variant[-3:])):
+                self.assertReply(
+                    self._auth_from("", "device_ab12cd34", variant), "deny"
+                )
+        self.assertReply(self._auth_from("", "device_ab12cd34", secret), "allow")
 
     def test_audit_log_access(self):
         self._auth("device_ab12cd34", self.device_secret)

@@ -1,13 +1,22 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import json
 import threading
 from unittest.mock import patch
 
+import requests
 from psycopg2.errors import SerializationFailure
 
 from odoo import SUPERUSER_ID, api
 from odoo.api import Transaction
-from odoo.modules.registry import Registry
-from odoo.tests import BaseCase, get_db_name, new_test_user, tagged
+from odoo.modules.registry import DummyRLock, Registry
+from odoo.tests import (
+    HOST,
+    BaseCase,
+    HttpCase,
+    get_db_name,
+    new_test_user,
+    tagged,
+)
 
 from odoo.addons.iot_base.models.iot_credentials import IotCredentials
 
@@ -96,3 +105,93 @@ class TestConcurrentFirstCall(BaseCase):
                     ),
                     credentials,
                 )
+
+
+@tagged("post_install", "-at_install")
+class TestConcurrentFailures(BaseCase):
+    """Wrong secrets sent at once, over HTTP, in real committed transactions.
+
+    Not an HttpCase: its requests share one test cursor and take turns, so
+    they could never conflict. Here the server's threads open their own
+    cursors, as Odoo's workers do (REPEATABLE READ, committed).
+    """
+
+    TOKEN = "concurrency-t0ken-for-tests"
+    DEVICE = "device_cc12cd34"
+    PARAMS = ("iot_base.auth_token", "iot_base.throttle_max_failures")
+
+    def setUp(self):
+        super().setUp()
+        self.registry = Registry(get_db_name())
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            params = env["ir.config_parameter"]
+            self.saved_params = {key: params.get_param(key) for key in self.PARAMS}
+            params.set_param("iot_base.auth_token", self.TOKEN)
+            params.set_param("iot_base.throttle_max_failures", "10")
+            device = env["iot.credentials"].create(
+                {"username": self.DEVICE, "kind": "device"}
+            )
+            self.device_id = device.id
+            self.secret = device.action_rotate_secret()["context"]["default_secret"]
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            for key, value in self.saved_params.items():
+                env["ir.config_parameter"].set_param(key, value or False)
+            cr.execute(
+                "DELETE FROM iot_auth_throttle WHERE key LIKE %s",
+                [f"%{self.DEVICE}%"],
+            )
+            cr.execute("DELETE FROM iot_auth_throttle WHERE key = 'peer:10.7.7.7'")
+            cr.execute("DELETE FROM iot_auth_log WHERE username = %s", [self.DEVICE])
+            env["iot.credentials"].browse(self.device_id).unlink()
+
+    def _auth(self, password, peer):
+        return requests.post(
+            f"http://{HOST}:{HttpCase.http_port()}/iot/auth/{self.TOKEN}",
+            json={"username": self.DEVICE, "password": password, "peerhost": peer},
+            timeout=30,
+        )
+
+    def test_parallel_wrong_secrets_never_fail(self):
+        # The test runner holds Registry._lock for the whole run; the server
+        # threads' registry look-up would wait for it. HttpCase swaps it for
+        # a dummy (Registry.enter_test_mode); so does this test, without
+        # the test mode's shared cursor.
+        dummy_lock = patch.object(Registry, "_lock", DummyRLock())
+        dummy_lock.start()
+        self.addCleanup(dummy_lock.stop)
+        parallel = 40
+        barrier = threading.Barrier(parallel, timeout=20)
+        answers, errors = [], []
+
+        def attempt():
+            try:
+                barrier.wait()
+                response = self._auth("f" * 40, "10.7.7.7")
+                answers.append((response.status_code, response.text))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=attempt) for _ in range(parallel)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(answers), parallel)
+        self.assertEqual(
+            [answer for answer in answers if answer[0] >= 500], [], "no 5xx"
+        )
+        self.assertEqual(
+            {(status, json.loads(text)["result"]) for status, text in answers},
+            {(200, "deny")},
+        )
+        # the attacker's address is blocked now; the device, elsewhere, is not
+        blocked = self._auth(self.secret, "10.7.7.7")
+        self.assertEqual(blocked.json()["result"], "deny")
+        allowed = self._auth(self.secret, "10.1.2.3")
+        self.assertEqual(allowed.json()["result"], "allow")

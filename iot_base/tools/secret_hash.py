@@ -2,6 +2,7 @@
 """How MQTT secrets are made, hashed and rendered for Mosquitto (no Odoo)."""
 
 import base64
+import re
 import secrets
 
 from passlib.context import CryptContext
@@ -11,6 +12,8 @@ INDEX_SIZE = 8  # clear hex prefix used to find the row, as for Odoo API keys
 # A secret is 40 hex digits; anything much longer is not ours and is refused
 # before it reaches the hash function.
 MAX_SECRET_LENGTH = 128
+# What every secret Odoo issues or derives looks like: ``token_hex`` output.
+SECRET_RE = re.compile(f"[0-9a-f]{{{2 * SECRET_SIZE}}}")
 # Secrets are 160 random bits, so a slow KDF adds no protection against
 # guessing: it only costs time on the broker's hot path (one check per MQTT
 # CONNECT). PBKDF2-SHA512 with a 12-byte salt and a 64-byte key is the format
@@ -30,8 +33,17 @@ def new_secret(secret=None):
     return secret, secret[:INDEX_SIZE], SECRET_CRYPT_CONTEXT.hash(secret)
 
 
+def is_secret_format(secret):
+    """Whether ``secret`` has the exact form of an issued secret.
+
+    Checked before hashing: HMAC pads a short key with zero bytes, so the
+    right secret plus a trailing NUL would otherwise hash the same.
+    """
+    return isinstance(secret, str) and SECRET_RE.fullmatch(secret) is not None
+
+
 def verify_secret(secret, secret_hash):
-    return SECRET_CRYPT_CONTEXT.verify(secret, secret_hash)
+    return is_secret_format(secret) and SECRET_CRYPT_CONTEXT.verify(secret, secret_hash)
 
 
 def _ab64_to_b64(value):
