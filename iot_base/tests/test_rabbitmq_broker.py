@@ -292,6 +292,24 @@ class TestRabbitmqBroker(HttpCase):
         self.assertEqual(set(log.mapped("reason")), {"clientid_denied"})
         self.assertEqual(set(log.mapped("clientid")), {"device_rmq01"})
 
+    def test_odoo_publisher_client_id(self):
+        """Odoo's own client connects with a client id of its credential."""
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.mqtt_host", "127.0.0.1")
+        params.set_param("iot_base.mqtt_port", str(self.broker.mqtt_port))
+        device = self._device()
+        commands = f"{self.ns}/devices/device_rmq01/commands"
+        self._subscribe(device, f"{commands}/#")
+        self.env["iot.mqtt.client"]._publish([(f"{commands}/ping", b"1", 1, False)])
+        self.assertEqual(device.messages.get(timeout=WAIT), (f"{commands}/ping", b"1"))
+        with self.registry.test_lock:
+            log = self.env["iot.auth.log"].search(
+                [("endpoint", "=", "rabbitmq"), ("username", "=", "odoo_publisher")],
+                limit=1,
+            )
+        self.assertEqual((log.result, log.reason), ("allow", "ok"))
+        self.assertRegex(log.clientid, r"^odoo_publisher~[0-9a-f]{16}$")
+
     def test_client_ids_of_the_policy(self):
         """Only the credential's own ids connect: its username, or
         ``<username>~<suffix>``; lookalikes and broker-made ids do not."""
