@@ -638,7 +638,7 @@ class Bench:
             return {
                 "username": user,
                 "password": password,
-                "clientid": f"{user}-c",
+                "clientid": f"{user}~c",
                 "peerhost": peer(i),
             }
 
@@ -650,7 +650,7 @@ class Bench:
         def acl_body(user, topic, i):
             return {
                 "username": user,
-                "clientid": f"{user}-c",
+                "clientid": f"{user}~c",
                 "action": "publish",
                 "topic": topic,
                 "qos": "0",

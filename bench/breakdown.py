@@ -91,12 +91,12 @@ def main():
     values = {
         "username": user,
         "password": secret,
-        "clientid": user + "-c",
+        "clientid": user + "~c",
         "peerhost": peer,
     }
     acl_values = {
         "username": user,
-        "clientid": user + "-c",
+        "clientid": user + "~c",
         "action": "publish",
         "topic": spec["topic"],
         "qos": "0",
@@ -163,7 +163,7 @@ def main():
                 "allow",
                 "ok",
                 username=user,
-                clientid=user + "-c",
+                clientid=user + "~c",
                 peer=peer,
                 credential_id=credential.id,
             ),
@@ -176,7 +176,7 @@ def main():
                 "allow",
                 "ok",
                 username=user,
-                clientid=user + "-c",
+                clientid=user + "~c",
                 peer=peer,
                 credential_id=credential.id,
             ),

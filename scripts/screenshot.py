@@ -194,7 +194,7 @@ def paho_client(config):
     broker = urllib.parse.urlsplit(config["broker_url"])
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"odoo_screenshot_{os.getpid()}",
+        client_id=config["client_id"],  # one the credential owns
         transport="websockets",
     )
     client.ws_set_options(path=broker.path or "/")

@@ -5,10 +5,12 @@ import secrets
 from odoo import api, fields, models
 
 from ..tools import topic_acl
+from .iot_credentials import CLIENT_ID_SEPARATOR, make_client_id
 
 # Server-made MQTT client ids of the console: one per page (tab), so that two
-# tabs of the same user never take over each other's session.
-CLIENT_ID_RE = r"odoo_user_%s_[0-9a-f]{8}"
+# tabs of the same user never take over each other's session; of the user's
+# credential (iot_credentials.client_id_owner).
+CLIENT_ID_RE = r"%s" + re.escape(CLIENT_ID_SEPARATOR) + r"[0-9a-f]{8}"
 MAX_SUGGESTIONS = 6
 DEFAULT_BROKER_URL = "ws://localhost:8083/mqtt"
 
@@ -37,15 +39,19 @@ class IotApp(models.AbstractModel):
             self.env["iot.credentials"].sudo().browse(credentials["credential_id"])
         )
         username = credentials["username"]
-        if not (
+        broker_username = self.env.user._iot_broker_username(credentials)
+        # With Mosquitto's files, each session secret has a login of its own
+        # (Mosquitto holds one secret per name), which the broker makes the
+        # client id (use_username_as_clientid), and its ACL section cannot
+        # know the client id: show the rules that broker will apply.
+        mosquitto = self.env["iot.mosquitto.sync"].sudo()._is_enabled()
+        if mosquitto:
+            client_id = broker_username
+        elif not (
             isinstance(client_id, str)
             and re.fullmatch(CLIENT_ID_RE % re.escape(username), client_id)
         ):
-            client_id = f"odoo_user_{username}_{secrets.token_hex(4)}"
-        # With Mosquitto's files, each session secret has a login of its own
-        # (Mosquitto holds one secret per name), and its ACL section cannot
-        # know the client id: show the rules that broker will apply.
-        mosquitto = self.env["iot.mosquitto.sync"].sudo()._is_enabled()
+            client_id = make_client_id(username, secrets.token_hex(4))
         rules = self.env["iot.broker"]._rules(
             credential, None if mosquitto else client_id
         )
@@ -63,7 +69,7 @@ class IotApp(models.AbstractModel):
             "broker_url": broker_url,
             "client_id": client_id,
             "credentials": {
-                "username": self.env.user._iot_broker_username(credentials),
+                "username": broker_username,
                 "password": credentials["password"],
                 "is_superuser": credentials["is_superuser"],
             },

@@ -15,6 +15,7 @@ REASONS = [
     ("bad_token", "Wrong broker token"),
     ("topic_denied", "Topic not allowed"),
     ("unknown_user", "Unknown or revoked user"),
+    ("clientid_denied", "Client ID of another credential"),
 ]
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_MAX_ROWS = 200000

@@ -13,6 +13,7 @@ from odoo import api, models
 from odoo.tools import SQL
 
 from ..tools import topic_acl
+from .iot_credentials import owns_client_id
 
 ALLOW = {"result": "allow"}
 DENY = {"result": "deny"}
@@ -153,6 +154,10 @@ class IotBroker(models.AbstractModel):
         clientid = values.get("clientid", "")
         if not isinstance(clientid, str):
             return self._refuse("auth", "bad_request", values, peer)
+        username = values.get("username")
+        # before the secret is checked: nothing to learn with a foreign id
+        if isinstance(username, str) and not owns_client_id(username, clientid):
+            return self._refuse("auth", "clientid_denied", values, peer)
         credential, expires_at, reason = self._check_login(
             "auth", values, peer, clientid, peer
         )
@@ -200,6 +205,8 @@ class IotBroker(models.AbstractModel):
             or retain is None
         ):
             return self._refuse("acl", "bad_request", values, peer)
+        if not owns_client_id(username, clientid):
+            return self._refuse("acl", "clientid_denied", values, peer)
         credential = self.env["iot.credentials"].sudo()._find_live(username)
         if not credential:
             return self._refuse("acl", "unknown_user", values, peer)
@@ -258,6 +265,8 @@ class IotBroker(models.AbstractModel):
 
     @api.model
     def _rabbitmq_user(self, values, peer):
+        if self._rabbitmq_foreign_client(values):
+            return self._rabbitmq_deny("clientid_denied", values, peer)
         # Not throttled: RabbitMQ 3.10 does not send the client's address
         # here; throttling the broker's own address would lock every client
         # out, and a username alone its owner (models/iot_auth_throttle.py).
@@ -276,6 +285,8 @@ class IotBroker(models.AbstractModel):
     def _rabbitmq_vhost(self, values, peer):
         if not self._rabbitmq_live(values):
             return self._rabbitmq_deny("unknown_user", values, peer)
+        if self._rabbitmq_foreign_client(values):
+            return self._rabbitmq_deny("clientid_denied", values, peer)
         if values.get("vhost") != self._rabbitmq_vhost_name():
             return self._rabbitmq_deny(
                 "topic_denied", values, peer, topic=f"vhost {values.get('vhost')}"
@@ -289,6 +300,8 @@ class IotBroker(models.AbstractModel):
         permission = values.get("permission")
         if not self._rabbitmq_live(values):
             return self._rabbitmq_deny("unknown_user", values, peer)
+        if self._rabbitmq_foreign_client(values):
+            return self._rabbitmq_deny("clientid_denied", values, peer)
         client_id = _client_id(values)
         if values.get("vhost") == self._rabbitmq_vhost_name() and (
             (
@@ -324,6 +337,10 @@ class IotBroker(models.AbstractModel):
         if not credential:
             return self._rabbitmq_deny("unknown_user", values, peer)
         topic = routing_key_to_mqtt(routing_key)
+        if self._rabbitmq_foreign_client(values):
+            return self._rabbitmq_deny(
+                "clientid_denied", values, peer, action=action, topic=topic
+            )
         if not (
             values.get("vhost") == self._rabbitmq_vhost_name()
             and values.get("name") == EXCHANGE
@@ -341,6 +358,17 @@ class IotBroker(models.AbstractModel):
     # ------------------------------------------------------------------
     # Helpers
     # ------------------------------------------------------------------
+
+    @api.model
+    def _rabbitmq_foreign_client(self, values):
+        """Whether the request names a client id the user does not own.
+
+        MQTT connections always have one (RabbitMQ makes one up for an
+        empty id, which no credential owns); plain AMQP connections have
+        none, and no queue either (see :meth:`_rabbitmq_resource`).
+        """
+        client_id = _client_id(values)
+        return bool(client_id) and not owns_client_id(values.get("username"), client_id)
 
     @api.model
     def _rabbitmq_live(self, values):

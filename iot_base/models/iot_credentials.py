@@ -11,6 +11,14 @@ from ..tools.secret_hash import INDEX_SIZE, MAX_SECRET_LENGTH, verify_secret
 # MQTT allows any UTF-8 username; ours must also be safe as a Mosquitto
 # password-file key, in ACL placeholders and in log lines.
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+# A client id belongs to one credential: the id equal to its username, or the
+# username, CLIENT_ID_SEPARATOR and a short suffix (one per connection). No
+# username can hold the separator, so no username is a prefix of another's
+# ids. It is also the separator of the per-secret Mosquitto logins
+# (iot_mosquitto_sync.LOGIN_SEPARATOR): such a login, which Mosquitto uses as
+# client id (use_username_as_clientid), is its credential's.
+CLIENT_ID_SEPARATOR = "~"
+CLIENT_ID_SUFFIX_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 # Changes of these fields change what a broker must be told (Mosquitto files)
 BROKER_FIELDS = {
     "username",
@@ -24,6 +32,32 @@ BROKER_FIELDS = {
 # How stale ``last_auth_at`` may get before an authentication refreshes it:
 # writing it on every CONNECT would make the broker's hot path contend.
 LAST_AUTH_RESOLUTION = timedelta(minutes=5)
+
+
+def client_id_owner(client_id):
+    """The username owning the MQTT client id ``client_id``, or None when no
+    credential may use it. The one place of the client id policy: every
+    broker check asks it."""
+    if not isinstance(client_id, str):
+        return None
+    username, separator, suffix = client_id.partition(CLIENT_ID_SEPARATOR)
+    if separator and not CLIENT_ID_SUFFIX_RE.fullmatch(suffix):
+        return None
+    return username if USERNAME_RE.fullmatch(username) else None
+
+
+def owns_client_id(username, client_id):
+    """Whether the credential named ``username`` may connect as ``client_id``."""
+    return isinstance(username, str) and client_id_owner(client_id) == username
+
+
+def make_client_id(username, suffix):
+    """A client id of the credential ``username`` (``suffix`` as the policy
+    allows it, e.g. a few random hex digits)."""
+    client_id = f"{username}{CLIENT_ID_SEPARATOR}{suffix}"
+    if not owns_client_id(username, client_id):
+        raise ValueError(f"not a client id of {username!r}: {client_id!r}")
+    return client_id
 
 
 class IotCredentials(models.Model):

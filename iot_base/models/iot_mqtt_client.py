@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import threading
 import time
 
@@ -18,6 +19,8 @@ import paho.mqtt.client as mqtt
 
 from odoo import _, api, models
 from odoo.exceptions import UserError
+
+from .iot_credentials import make_client_id
 
 _logger = logging.getLogger(__name__)
 
@@ -98,9 +101,9 @@ class IotMqttClient(models.AbstractModel):
 
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"odoo_publisher_{self.env.cr.dbname}_{threading.get_ident()}"[
-                :64
-            ],
+            # one per connection (workers publish at the same time), and one
+            # the publisher credential owns: brokers refuse any other
+            client_id=make_client_id(username, secrets.token_hex(8)),
             clean_session=True,
         )
         client.username_pw_set(username, secret)

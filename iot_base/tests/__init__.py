@@ -14,3 +14,4 @@ from . import test_iot_app_mosquitto
 from . import test_security_matrix
 from . import test_broker_fuzz
 from . import test_broker_log
+from . import test_client_id

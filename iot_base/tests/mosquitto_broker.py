@@ -127,10 +127,14 @@ class MosquittoBroker:
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "connection_messages true\n"
             f"{user}"
+            # a client id belongs to one login (the iot_base client id
+            # policy): per listener, as Mosquitto 2.0 reads it
             f"listener {self.port} {self.host}\n"
             "protocol mqtt\n"
+            "use_username_as_clientid true\n"
             f"listener {self.ws_port} {self.host}\n"
             "protocol websockets\n"
+            "use_username_as_clientid true\n"
             f"{self.extra_config}"
         )
 
@@ -202,7 +206,15 @@ class MosquittoBroker:
 
     # -- clients -----------------------------------------------------------
 
-    def client(self, username, password, transport="tcp", client_id=None, timeout=5.0):
+    def client(
+        self,
+        username,
+        password,
+        transport="tcp",
+        client_id=None,
+        timeout=5.0,
+        clean_session=True,
+    ):
         """A connected-or-refused paho client: (client, reason code).
 
         The client's network loop runs in a thread; call ``close_client``.
@@ -215,6 +227,7 @@ class MosquittoBroker:
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-{uuid.uuid4().hex[:12]}",
             transport=transport,
+            clean_session=clean_session,
             reconnect_on_failure=False,  # a refused CONNECT stays refused
         )
         client.username_pw_set(username, password)

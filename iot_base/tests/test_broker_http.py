@@ -80,19 +80,20 @@ class TestBrokerHttp(HttpCase):
             url, data=data, headers=dict(EMQX_HEADERS, **(headers or {}))
         )
 
-    def _auth(self, username, password, clientid="c1", **kw):
+    def _auth(self, username, password, clientid=None, **kw):
         body = {
             "username": username,
             "password": password,
-            "clientid": clientid,
+            # by default one the credential owns (the client id policy)
+            "clientid": f"{username}~c1" if clientid is None else clientid,
             "peerhost": "10.1.2.3",
         }
         return self._post("/iot/auth", body, **kw)
 
-    def _acl(self, username, action, topic, qos="0", retain="false", clientid="c1"):
+    def _acl(self, username, action, topic, qos="0", retain="false", clientid=None):
         body = {
             "username": username,
-            "clientid": clientid,
+            "clientid": f"{username}~c1" if clientid is None else clientid,
             "action": action,
             "topic": topic,
             "qos": qos,
@@ -142,7 +143,7 @@ class TestBrokerHttp(HttpCase):
         log = self._log(username=self.user_creds["username"], endpoint="auth")
         self.assertEqual(
             (log.result, log.reason, log.clientid, log.peer),
-            ("allow", "ok", "c1", "10.1.2.3"),
+            ("allow", "ok", f"{self.user_creds['username']}~c1", "10.1.2.3"),
         )
         self.assertNotIn(
             self.user_creds["password"], json.dumps(log.read()[0], default=str)
@@ -195,7 +196,11 @@ class TestBrokerHttp(HttpCase):
         self.assertReply(self._auth("device_ab12cd34", self.device_secret), "deny")
 
     def test_form_and_get_variants(self):
-        body = {"username": "device_ab12cd34", "password": self.device_secret}
+        body = {
+            "username": "device_ab12cd34",
+            "password": self.device_secret,
+            "clientid": "device_ab12cd34",
+        }
         self.assertReply(
             self._post(
                 "/iot/auth",
@@ -206,11 +211,16 @@ class TestBrokerHttp(HttpCase):
         )
         response = self.url_open(
             f"/iot/auth/{TOKEN}?username=device_ab12cd34&password={self.device_secret}"
+            "&clientid=device_ab12cd34"
         )
         self.assertReply(response, "allow")
 
     def test_token(self):
-        good = {"username": "device_ab12cd34", "password": self.device_secret}
+        good = {
+            "username": "device_ab12cd34",
+            "password": self.device_secret,
+            "clientid": "device_ab12cd34",
+        }
         with patch.object(credentials_module, "verify_secret") as verify:
             for token in ("wrong", TOKEN[:-1], TOKEN + "x", None):
                 with (
@@ -534,6 +544,7 @@ class TestBrokerHttp(HttpCase):
                 "/iot/acl",
                 {
                     "username": dev,
+                    "clientid": dev,
                     "action": "publish",
                     "qos": 1,
                     "retain": True,

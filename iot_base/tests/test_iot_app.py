@@ -17,12 +17,14 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 from odoo.tools.misc import file_path
 
+from ..models.iot_credentials import owns_client_id
 from ..tools import topic_acl
 from .brokers import RabbitMQBroker
 
 TOKEN = "iot-app-broker-t0ken"
 WAIT = 15  # seconds, for anything the broker must do
-CLIENT_ID_RE = r"odoo_user_%s_[0-9a-f]{8}"
+# the console's client ids: <username>~<8 hex digits> (the client id policy)
+CLIENT_ID_RE = r"^%s~[0-9a-f]{8}$"
 
 
 def _user(env, login, groups):
@@ -81,6 +83,7 @@ class TestIotAppPage(HttpCase):
         self.assertEqual(config["credentials"]["username"], username)
         self.assertIs(config["credentials"]["is_superuser"], False)
         self.assertRegex(config["client_id"], CLIENT_ID_RE % username)
+        self.assertTrue(owns_client_id(username, config["client_id"]))
         self.assertTrue(0 < config["expires_in"] <= 12 * 3600)
         self.assertEqual(
             config["default_subscriptions"],
@@ -153,8 +156,10 @@ class TestIotAppPage(HttpCase):
         self.assertEqual(self._secrets(self.iot_user), 2)
         # someone else's (or a made-up) client id is not taken over
         for forged in (
-            "odoo_user_user_admin_0a1b2c3d",
-            f"odoo_user_{username}_x",
+            "user_admin~0a1b2c3d",
+            f"{username}~x",
+            f"{username}x~0a1b2c3d",
+            f"odoo_user_{username}_0a1b2c3d",
             "#",
             42,
         ):
@@ -256,7 +261,7 @@ class BrokerCase(HttpCase):
         """A connected paho-mqtt client (TCP) with queues of what it gets."""
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"test_{uuid.uuid4().hex[:12]}",
+            client_id=f"{username}~{uuid.uuid4().hex[:12]}",
             reconnect_on_failure=False,
         )
         client.connacks, client.messages = queue.Queue(), queue.Queue()

@@ -101,10 +101,13 @@ class TestIotAppMosquitto(MosquittoClientMixin, HttpCase):
         """Two pages: two secrets with two logins, connected at the same time."""
         first, second = self._page_config(), self._page_config()
         logins = [c["credentials"]["username"] for c in (first, second)]
+        self.iot_user.invalidate_recordset(["iot_credential_ids"])  # just made
         username = self.iot_user.iot_credential_ids.username
         self.assertNotEqual(logins[0], logins[1])
         for login in logins:
             self.assertRegex(login, rf"^{username}~\d+$")
+        # the broker makes the login the client id: the page shows that one
+        self.assertEqual([c["client_id"] for c in (first, second)], logins)
         clients = [
             self.connect(
                 c["credentials"]["username"],

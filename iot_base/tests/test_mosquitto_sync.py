@@ -223,6 +223,55 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         self.connect("device_rev02", new_secret_)
         self.assertTrue(self.refused("device_rev02", other_secret))
 
+    # client ids: one login each -------------------------------------------
+
+    def test_client_id_takeover_refused(self):
+        """Device B, with its own valid login, connects with device A's
+        client id and clean_session=false: the broker makes B's client id its
+        login (use_username_as_clientid), so B gets none of A's queued
+        commands and A's session and connection stay A's."""
+        _a, secret_a = self.device("device_tko01")
+        _b, secret_b = self.device("device_tko02")
+        self.sync()
+        commands = f"{self.ns}/devices/device_tko01/commands"
+
+        def durable(username, secret, transport="tcp"):
+            client, reason = self.broker.client(
+                username,
+                secret,
+                transport,
+                client_id="device_tko01",
+                clean_session=False,
+            )
+            self.assertFalse(reason is None or reason.is_failure, reason)
+            self.addCleanup(self.broker.close_client, client)
+            return client
+
+        self.assertTrue(self.broker.wait_connect("device_tko01", secret_a))
+        device_a = durable("device_tko01", secret_a)
+        self.subscribe(device_a, f"{commands}/#")
+        self.broker.close_client(device_a)
+        observer = self.connect("svc_observer", self.observer_secret)
+        self.publish(observer, f"{commands}/door", b"door-code=4711")
+        for transport in ("tcp", "websockets"):
+            with self.subTest(transport=transport):
+                device_b = durable("device_tko02", secret_b, transport)
+                self.publish(observer, f"{commands}/door", b"door-code=0000")
+                time.sleep(0.5)
+                self.assertEqual(device_b.received, [])
+                self.broker.close_client(device_b)
+        device_a = durable("device_tko01", secret_a)
+        self.wait_for(lambda: len(device_a.received) == 3, "A's queued commands")
+        self.assertEqual(
+            [payload for _topic, payload in device_a.received],
+            [b"door-code=4711", b"door-code=0000", b"door-code=0000"],
+        )
+        # while A is connected, B with A's client id does not end A's session
+        durable("device_tko02", secret_b)
+        self.publish(observer, f"{commands}/light", b"on")
+        self.wait_for(lambda: len(device_a.received) == 4, "A's next command")
+        self.assertEqual(device_a.disconnects, 0)
+
     # session secrets: one login per secret --------------------------------
 
     def test_two_tabs_do_not_kick_each_other(self):
@@ -240,8 +289,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         self.assertIn(f"{login2}:$7$", passwd)
         self.assertNotIn(f"\n{tab1['username']}:", passwd)  # no long-lived secret
         client1 = self.connect(login1, tab1["password"], "websockets")
-        client2 = self.connect(login2, tab2["password"], "websockets")
-        client3 = self.connect(login1, tab1["password"])
+        client2 = self.connect(login2, tab2["password"])
         # a third tab (new secret, new sync, SIGHUP) does not log out the others
         tab3 = user.get_or_create_iot_credentials()
         result = self.sync()
@@ -249,9 +297,12 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         login3 = user._iot_broker_username(tab3)
         self.connect(login3, tab3["password"], "websockets")
         time.sleep(0.3)
-        self.assertEqual(
-            (client1.disconnects, client2.disconnects, client3.disconnects), (0, 0, 0)
-        )
+        self.assertEqual((client1.disconnects, client2.disconnects), (0, 0))
+        # the login is the client id (use_username_as_clientid): a second
+        # connection of one login replaces the first, whatever id it sends
+        self.connect(login1, tab1["password"], client_id=f"{login1}x")
+        self.wait_for(lambda: client1.disconnects, "the first connection replaced")
+        self.assertEqual(client2.disconnects, 0)
         # each secret only works with its own login
         self.assertTrue(self.refused(login2, tab1["password"]))
         self.assertTrue(self.refused(tab1["username"], tab1["password"]))
@@ -795,6 +846,11 @@ class TestMosquittoExampleConfig(BaseCase):
             capture_output=True,
         )
         os.chmod(key, 0o644)  # the broker drops to its own user in a temp dir
+        # a client id belongs to one login: on every listener
+        listeners = re.split(r"(?m)^(?=listener )", example)[1:]
+        self.assertEqual(len(listeners), 4)
+        for listener in listeners:
+            self.assertRegex(listener, r"(?m)^use_username_as_clientid true$")
         ports = {p: free_port() for p in ("1883", "8083", "8883", "8884")}
         config = example
         for old, new in ports.items():

@@ -8,8 +8,10 @@ node is started once for the class and always stopped; without RabbitMQ
 installed the class fails (it never skips).
 """
 
+import contextlib
 import os
 import queue
+import time
 import uuid
 from unittest.mock import patch
 
@@ -22,6 +24,7 @@ from .brokers import BrokerError, RabbitMQBroker, rabbitmq_config
 TOKEN = "rabbit-broker-t0ken"
 WAIT = 15  # seconds, for anything the broker must do
 QUIET = 2  # seconds of silence that prove a message was not delivered
+REFUSED = "refused"  # _client's expect_rc for a refusal in any form
 
 
 @tagged("post_install", "-at_install")
@@ -37,6 +40,13 @@ class TestRabbitmqBroker(HttpCase):
             "default_secret"
         ]
         cls.other = Credentials.create({"username": "device_rmq02", "kind": "device"})
+        cls.other_secret = cls.other.action_rotate_secret()["context"]["default_secret"]
+        cls.commander = Credentials.create(
+            {"username": "svc_rmq_commands", "kind": "service", "is_superuser": True}
+        )
+        cls.commander_secret = cls.commander.action_rotate_secret()["context"][
+            "default_secret"
+        ]
         user = new_test_user(
             cls.env,
             login="rabbit.console@example.com",
@@ -47,13 +57,23 @@ class TestRabbitmqBroker(HttpCase):
         cls.addClassCleanup(cls.broker.stop)
         cls.broker.start()
 
-    def _client(self, username, password, transport="tcp", expect_rc=0):
+    def _client(
+        self,
+        username,
+        password,
+        transport="tcp",
+        expect_rc=0,
+        client_id=None,
+        clean_session=True,
+    ):
         """A connected paho client (loop running, disconnected at cleanup)
-        with queues of what it receives; asserts the CONNACK code."""
+        with queues of what it receives; asserts the CONNACK code. Its client
+        id is by default one of the credential's own (``<username>~<hex>``)."""
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"t-{uuid.uuid4().hex[:12]}",
+            client_id=client_id or f"{username}~{uuid.uuid4().hex[:12]}",
             transport=transport,
+            clean_session=clean_session,
             reconnect_on_failure=False,  # a refused CONNECT must stay refused
         )
         client.connacks, client.subacks, client.messages = (
@@ -78,9 +98,25 @@ class TestRabbitmqBroker(HttpCase):
         client.loop_start()
         self.addCleanup(client.loop_stop)
         self.addCleanup(client.disconnect)
+        if expect_rc == REFUSED:
+            self._wait_refused(client)
+            return client
         rc = client.connacks.get(timeout=WAIT)
         self.assertEqual(rc.value, expect_rc, f"CONNACK: {rc}")
         return client
+
+    def _wait_refused(self, client):
+        """A refused CONNACK or, over WebSocket (web_mqtt 3.10 closes the
+        socket of a refused login without a CONNACK), a closed connection."""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                rc = client.connacks.get(timeout=0.05)
+                self.assertTrue(rc.is_failure, f"CONNACK: {rc}")
+                return
+            if not client.disconnected.empty():
+                return
+        self.fail("neither refused nor disconnected")
 
     def _subscribe(self, client, topic_filter, qos=1):
         _result, mid = client.subscribe(topic_filter, qos=qos)
@@ -194,6 +230,117 @@ class TestRabbitmqBroker(HttpCase):
         self._publish(device, topic, b"online")
         self.assertEqual(user.messages.get(timeout=WAIT), (topic, b"online"))
         self.assertTrue(self.broker.ws_url.endswith("/mqtt"))
+
+    def test_client_id_takeover_refused(self):
+        """Device B, with valid credentials of its own, presents device A's
+        client id with clean_session=false: refused, gets none of A's queued
+        commands, does not end A's connection; A gets every command."""
+        commands = f"{self.ns}/devices/device_rmq01/commands"
+        device_a = self._client(
+            "device_rmq01",
+            self.device_secret,
+            client_id="device_rmq01",
+            clean_session=False,
+        )
+        self.assertFalse(self._subscribe(device_a, f"{commands}/#").is_failure)
+        device_a.disconnect()
+        device_a.disconnected.get(timeout=WAIT)
+        device_a.loop_stop()
+        commander = self._client("svc_rmq_commands", self.commander_secret)
+        self._publish(commander, f"{commands}/door", b"door-code=4711")
+        for transport in ("tcp", "websockets"):
+            with self.subTest(transport=transport):
+                device_b = self._client(
+                    "device_rmq02",
+                    self.other_secret,
+                    transport,
+                    expect_rc=REFUSED,
+                    client_id="device_rmq01",
+                    clean_session=False,
+                )
+                device_b.loop_stop()
+                self.assertTrue(device_b.messages.empty())
+        device_a = self._client(
+            "device_rmq01",
+            self.device_secret,
+            client_id="device_rmq01",
+            clean_session=False,
+        )
+        self.assertEqual(
+            device_a.messages.get(timeout=WAIT), (f"{commands}/door", b"door-code=4711")
+        )
+        # while A is connected: refused again, and A is not kicked out
+        self._client(
+            "device_rmq02",
+            self.other_secret,
+            expect_rc=134,
+            client_id="device_rmq01",
+            clean_session=False,
+        ).loop_stop()
+        self._publish(commander, f"{commands}/light", b"on")
+        self.assertEqual(
+            device_a.messages.get(timeout=WAIT), (f"{commands}/light", b"on")
+        )
+        with self.assertRaises(queue.Empty):
+            device_a.disconnected.get(timeout=QUIET)
+        # the broker's calls share the test cursor: take the test lock
+        with self.registry.test_lock:
+            log = self.env["iot.auth.log"].search(
+                [("endpoint", "=", "rabbitmq"), ("username", "=", "device_rmq02")]
+            )
+        self.assertTrue(log)
+        self.assertEqual(set(log.mapped("reason")), {"clientid_denied"})
+        self.assertEqual(set(log.mapped("clientid")), {"device_rmq01"})
+
+    def test_odoo_publisher_client_id(self):
+        """Odoo's own client connects with a client id of its credential."""
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.mqtt_host", "127.0.0.1")
+        params.set_param("iot_base.mqtt_port", str(self.broker.mqtt_port))
+        device = self._device()
+        commands = f"{self.ns}/devices/device_rmq01/commands"
+        self._subscribe(device, f"{commands}/#")
+        self.env["iot.mqtt.client"]._publish([(f"{commands}/ping", b"1", 1, False)])
+        self.assertEqual(device.messages.get(timeout=WAIT), (f"{commands}/ping", b"1"))
+        with self.registry.test_lock:
+            log = self.env["iot.auth.log"].search(
+                [("endpoint", "=", "rabbitmq"), ("username", "=", "odoo_publisher")],
+                limit=1,
+            )
+        self.assertEqual((log.result, log.reason), ("allow", "ok"))
+        self.assertRegex(log.clientid, r"^odoo_publisher~[0-9a-f]{16}$")
+
+    def test_client_ids_of_the_policy(self):
+        """Only the credential's own ids connect: its username, or
+        ``<username>~<suffix>``; lookalikes and broker-made ids do not."""
+        for client_id in ("device_rmq01", "device_rmq01~a-1", "device_rmq01~x.y@z"):
+            with self.subTest(client_id=client_id):
+                self._client(
+                    "device_rmq01", self.device_secret, client_id=client_id
+                ).disconnect()
+        for client_id in (
+            "device_rmq01x",
+            "device_rmq01~",
+            "device_rmq01~a/b",
+            "device_rmq02~1",
+            self.user_creds["username"],
+        ):
+            with self.subTest(client_id=client_id):
+                self._client(
+                    "device_rmq01",
+                    self.device_secret,
+                    expect_rc=134,
+                    client_id=client_id,
+                ).loop_stop()
+        # an empty client id gets a name made up by RabbitMQ: nobody's
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
+        client.connacks = queue.Queue()
+        client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
+        client.username_pw_set("device_rmq01", self.device_secret)
+        client.connect("127.0.0.1", self.broker.mqtt_port, keepalive=30)
+        client.loop_start()
+        self.addCleanup(client.loop_stop)
+        self.assertEqual(client.connacks.get(timeout=WAIT).value, 134)
 
 
 @tagged("post_install", "-at_install")

@@ -17,7 +17,8 @@ from odoo.addons.iot_base.models.iot_broker import routing_key_to_mqtt
 TOKEN = "rabbit-t0ken-for-tests"
 CONTROLLER_LOGGER = "odoo.addons.iot_base.controllers.rabbitmq"
 DEVICE = "device_rb12cd34"
-CLIENT = "sensor-1"
+# a client id of DEVICE's (the client id policy: <username>~<suffix>)
+CLIENT = f"{DEVICE}~sensor-1"
 
 
 @tagged("post_install", "-at_install")
@@ -65,7 +66,7 @@ class TestRabbitmqHttp(HttpCase):
             username=username,
             password=password,
             vhost="/",
-            client_id=CLIENT,
+            client_id=f"{username}~sensor-1",
             **kw,
         )
 
@@ -94,7 +95,7 @@ class TestRabbitmqHttp(HttpCase):
             routing_key=routing_key,
             tags="",
             **{
-                "variable_map.client_id": CLIENT,
+                "variable_map.client_id": f"{username}~sensor-1",
                 "variable_map.username": username,
                 "variable_map.vhost": vhost,
             },
@@ -189,7 +190,7 @@ class TestRabbitmqHttp(HttpCase):
                         vhost=vhost,
                         ip="10.1.2.3",
                         tags="",
-                        client_id=CLIENT,
+                        client_id=f"{username}~sensor-1",
                     ),
                     expected,
                 )

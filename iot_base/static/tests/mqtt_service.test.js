@@ -116,7 +116,7 @@ const RULES = [
 function makeConfig(values = {}) {
     return {
         broker_url: "ws://broker.test:8083/mqtt",
-        client_id: "odoo_user_user_demo_0a1b2c3d",
+        client_id: "user_demo~0a1b2c3d",
         credentials: { username: "user_demo", password: "s3cret-1", is_superuser: false },
         expires_at: "2030-01-01 00:00:00",
         expires_in: 3600,
@@ -188,7 +188,7 @@ describe("config", () => {
         const [client] = clients;
         expect(client.url).toBe("ws://broker.test:8083/mqtt");
         expect(client.options).toMatchObject({
-            clientId: "odoo_user_user_demo_0a1b2c3d",
+            clientId: "user_demo~0a1b2c3d",
             username: "user_demo",
             password: "s3cret-1",
             clean: true,
@@ -201,7 +201,7 @@ describe("config", () => {
     test("client ids are per tab", () => {
         const a = makeClientId("user_demo");
         const b = makeClientId("user_demo");
-        expect(a).toMatch(/^odoo_user_user_demo_[0-9a-f]{8}$/);
+        expect(a).toMatch(/^user_demo~[0-9a-f]{8}$/);
         expect(a).not.toBe(b);
     });
 });
@@ -439,12 +439,12 @@ describe("session secret", () => {
         expect.verifySteps([]);
         await advanceTime(2000);
         await tick();
-        expect.verifySteps(["refresh odoo_user_user_demo_0a1b2c3d"]);
+        expect.verifySteps(["refresh user_demo~0a1b2c3d"]);
         expect(mqtt.state.secretRenewals).toBe(1);
         expect(clients).toHaveLength(2);
         expect(clients[0].ended).toBe(true);
         expect(clients[1].options.password).toBe("s3cret-2");
-        expect(clients[1].options.clientId).toBe("odoo_user_user_demo_0a1b2c3d");
+        expect(clients[1].options.clientId).toBe("user_demo~0a1b2c3d");
     });
 
     test("a refused secret is renewed once; refused again is an error, not a loop", async () => {
@@ -508,7 +508,7 @@ describe("session secret", () => {
     test("manual credentials are not renewed: refused is an error", async () => {
         const { mqtt, clients } = await setup();
         mqtt.connect({ url: "ws://broker.test/mqtt", username: "device_01", password: "wrong" });
-        expect(clients[0].options.clientId).toMatch(/^odoo_user_device_01_[0-9a-f]{8}$/);
+        expect(clients[0].options.clientId).toMatch(/^device_01~[0-9a-f]{8}$/);
         clients[0].refuse(4);
         await tick();
         expect(mqtt.state.status).toBe(STATUS.ERROR);

@@ -15,7 +15,7 @@ const encode = (text) => new TextEncoder().encode(text);
 
 const CONFIG = {
     broker_url: "ws://broker.test:8083/mqtt",
-    client_id: "odoo_user_user_demo_0a1b2c3d",
+    client_id: "user_demo~0a1b2c3d",
     credentials: { username: "user_demo", password: "s3cret-pw-1234", is_superuser: false },
     expires_in: 3600,
     namespace: "acme",

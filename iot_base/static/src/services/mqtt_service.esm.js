@@ -177,12 +177,15 @@ export function readOdooConfig() {
     return validateConfig(window.odoo?.mqtt_config);
 }
 
-/** `odoo_user_{username}_{8 random hex}`: unique per page, so per tab. */
+/**
+ * `{username}~{8 random hex}`: unique per page, so per tab, and a client id
+ * the credential owns (the brokers refuse any other; see iot_credentials.py).
+ */
 export function makeClientId(username) {
     const bytes = new Uint8Array(4);
     crypto.getRandomValues(bytes);
     const suffix = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-    return `odoo_user_${username}_${suffix}`;
+    return `${username}~${suffix}`;
 }
 
 function describeError(error) {
@@ -707,7 +710,7 @@ export const mqttService = {
          * @param {string} options.url ws:// or wss:// URL of the broker
          * @param {string} options.username
          * @param {string} options.password
-         * @param {string} [options.clientId] default `odoo_user_{username}_{random}`
+         * @param {string} [options.clientId] default `{username}~{random}`
          * @param {boolean} [options.isSuperuser]
          * @param {Object[]|null} [options.acl] topic rules checked before the broker
          * @param {Function} [options.refresh] async (clientId) => new config
