@@ -2,9 +2,11 @@
 import json
 import logging
 from datetime import datetime, timedelta
+from unittest.mock import patch
 
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, new_test_user, tagged
+from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models.iot_mqtt_device import (
     ProvisioningConflict,
@@ -167,6 +169,12 @@ class TestDevices(IotCommonCase):
             .create({"name": "Gate", "hardware_id": "GATE-1"})
         )
         with self.assertRaises(ValidationError):
+            again.action_register()
+        # nor does the wizard bring a revoked device back
+        self.env["iot.mqtt.device"].search(
+            [("hardware_id", "=", "gate-1")]
+        ).action_revoke()
+        with self.assertRaises(ProvisioningConflict):
             again.action_register()
 
     def test_command_wizard_validation(self):
@@ -523,6 +531,18 @@ class TestProvisioningApi(HttpCase):
                 reply["username"], reply["password"]
             )
         )
+
+    @mute_logger("odoo.http")
+    def test_unexpected_failure_is_json(self):
+        # a simulated bug: the answer is still JSON, and says nothing of it
+        Device = self.registry["iot.mqtt.device"]
+        with patch.object(Device, "_provision", side_effect=RuntimeError("boom")):
+            response = self._call(
+                "POST", "/iot/provision/devices", {"hardware_id": "bug-1"}
+            )
+        reply = self._assert_error(response, 500, "internal_error")
+        self.assertNotIn("boom", response.text)
+        self.assertEqual(set(reply), {"error", "code"})
 
     def test_secret_is_not_logged(self):
         with self.assertLogs(level="DEBUG") as logs:
