@@ -4,6 +4,8 @@ import logging
 from datetime import datetime, timedelta
 from unittest.mock import patch
 
+from psycopg2.errors import UniqueViolation
+
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
@@ -531,6 +533,23 @@ class TestProvisioningApi(HttpCase):
                 reply["username"], reply["password"]
             )
         )
+
+    @mute_logger("odoo.sql_db")
+    def test_concurrent_registration_is_a_conflict(self):
+        # as if another request created the fleet between our search and insert
+        Fleet = self.registry["iot.mqtt.fleet"]
+        with patch.object(Fleet, "create", side_effect=UniqueViolation()):
+            response = self._call(
+                "POST",
+                "/iot/provision/devices",
+                {"hardware_id": "race-1", "fleet": "Race"},
+            )
+        self._assert_error(response, 409, "concurrent")
+        self.assertFalse(self._devices("race-1"))
+        again = self._call(
+            "POST", "/iot/provision/devices", {"hardware_id": "race-1", "fleet": "Race"}
+        )
+        self.assertEqual(again.status_code, 201, again.text)
 
     @mute_logger("odoo.http")
     def test_unexpected_failure_is_json(self):
