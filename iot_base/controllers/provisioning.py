@@ -2,44 +2,91 @@
 """Device provisioning API, for factory tools and installers.
 
 Authenticated with an Odoo API key (``Authorization: Bearer <key>``) of a
-user in the IoT manager group.
+user in the IoT manager group; devices land in that user's current company.
+Every answer is JSON, errors included: ``{"error": <sentence>, "code": <word>}``.
 """
 
 import json
+import re
+
+import werkzeug.exceptions
 
 from odoo import _, http
-from odoo.exceptions import ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.http import request
 
+from ..models.iot_mqtt_device import ProvisioningConflict
+
 MAX_BODY = 64 * 1024
+# an Odoo API key is 40 hex digits: anything but printable ASCII is no key
+BEARER_RE = re.compile(r"bearer +([!-~]{1,256})", re.IGNORECASE)
+
+
+class IotProvisioningDispatcher(http.Dispatcher):
+    """Dispatcher of ``type="iot_provisioning"`` routes.
+
+    Odoo's ``http`` dispatcher parses form and multipart bodies of any type
+    before the endpoint runs and answers its own errors (404, 405, 413, ...)
+    with HTML pages; here the endpoint reads the body itself, bounded and JSON
+    only, and whatever Odoo raises around it is answered in JSON too.
+    """
+
+    routing_type = "iot_provisioning"
+
+    @classmethod
+    def is_compatible_with(cls, request):
+        return True
+
+    def dispatch(self, endpoint, args):
+        self.request.params = args
+        if not self.request.db:
+            return _error("No database is selected.", 503, "no_database")
+        return self.request.registry["ir.http"]._dispatch(endpoint)
+
+    def handle_error(self, exc):
+        if isinstance(exc, werkzeug.exceptions.HTTPException) and exc.code:
+            code = re.sub(r"\W+", "_", exc.name.lower())
+            return _error(exc.name, exc.code, code)
+        # Odoo has logged it; the client learns nothing of the internals
+        return _error("The request could not be handled.", 500, "internal_error")
 
 
 class IotProvisioningController(http.Controller):
     @http.route(
-        "/iot/provision/devices",
-        type="http",
-        auth="bearer",
-        methods=["POST"],
+        ["/iot/provision", "/iot/provision/<path:_rest>"],
+        type="iot_provisioning",
+        auth="none",
         csrf=False,
         save_session=False,
     )
+    def provision_not_found(self, **_params):
+        return _error(_("No such provisioning resource."), 404, "not_found")
+
+    @http.route(
+        "/iot/provision/devices",
+        type="iot_provisioning",
+        auth="none",
+        csrf=False,
+        save_session=False,
+        readonly=False,
+    )
     def provision_device(self, **_params):
-        denied = _check_manager()
+        denied = _check_method("POST") or _authenticate_manager()
         if denied:
             return denied
-        httprequest = request.httprequest
-        if (httprequest.content_length or 0) > MAX_BODY:
-            return _error(_("The request body is too large."), 413)
-        try:
-            body = json.loads(httprequest.get_data(cache=False).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return _error(_("The request body must be a JSON object."))
-        if not isinstance(body, dict):
-            return _error(_("The request body must be a JSON object."))
+        body, refused = _read_json_object()
+        if refused:
+            return refused
         try:
             device, secret, created = request.env["iot.mqtt.device"]._provision(body)
+        except ProvisioningConflict as exc:
+            return _error(exc.args[0], 409, exc.code)
         except ValidationError as exc:
-            return _error(exc.args[0])
+            return _error(exc.args[0], 400, "invalid")
+        except AccessError as exc:
+            return _error(exc.args[0], 403, "forbidden")
+        except UserError as exc:
+            return _error(exc.args[0], 422, "refused")
         return request.make_json_response(
             device._provisioning_reply(secret),
             status=201 if created else 200,
@@ -48,30 +95,101 @@ class IotProvisioningController(http.Controller):
 
     @http.route(
         "/iot/provision/devices/<string:hardware_id>",
-        type="http",
-        auth="bearer",
-        methods=["DELETE"],
+        type="iot_provisioning",
+        auth="none",
         csrf=False,
         save_session=False,
+        readonly=False,
     )
     def revoke_device(self, hardware_id, **_params):
-        denied = _check_manager()
+        denied = _check_method("DELETE") or _authenticate_manager()
         if denied:
             return denied
         device = request.env["iot.mqtt.device"]._find_by_hardware_id(hardware_id)
         if not device:
-            return _error(_("No device with this hardware ID."), 404)
+            return _error(_("No device with this hardware ID."), 404, "not_found")
         device.action_revoke()
         return request.make_json_response(
             {"hardware_id": device.hardware_id, "revoked": True}
         )
 
 
-def _check_manager():
-    if not request.env.user.has_group("iot_base.iot_base_group_manager"):
-        return _error(_("Only IoT managers may provision devices."), 403)
+def _check_method(allowed):
+    if request.httprequest.method != allowed:
+        return _error(
+            _("Use %(method)s here.", method=allowed),
+            405,
+            "method_not_allowed",
+            headers=[("Allow", allowed)],
+        )
     return None
 
 
-def _error(message, status=400):
-    return request.make_json_response({"error": message}, status=status)
+def _authenticate_manager():
+    """Become the user of the request's API key, an IoT manager; or the
+    401/403 answer. Checked here, not by ``auth="bearer"``, whose failures
+    Odoo answers with HTML pages."""
+    header = request.httprequest.headers.get("Authorization", "")
+    match = BEARER_RE.fullmatch(header.strip())
+    uid = match and request.env["res.users.apikeys"]._check_credentials(
+        scope="rpc", key=match[1]
+    )
+    if not uid:
+        return _error(
+            _("A valid Odoo API key is required: Authorization: Bearer <key>."),
+            401,
+            "unauthorized",
+            headers=[("WWW-Authenticate", "Bearer")],
+        )
+    request.update_env(user=uid)
+    if not request.env.user.has_group("iot_base.iot_base_group_manager"):
+        return _error(_("Only IoT managers may provision devices."), 403, "forbidden")
+    return None
+
+
+def _read_json_object():
+    """(the request body's JSON object, None), or (None, the error answer)."""
+    httprequest = request.httprequest
+    if httprequest.mimetype != "application/json":
+        return None, _error(
+            _("The request body must be JSON (Content-Type: application/json)."),
+            415,
+            "unsupported_media_type",
+        )
+    # werkzeug reads a chunked body to its end, unbounded: ask for a length
+    # (a proxy such as nginx buffers chunked uploads and sends one anyway)
+    if httprequest.headers.get("Transfer-Encoding", "identity").lower() != "identity":
+        return None, _error(
+            _("Send the request body with a Content-Length."), 411, "length_required"
+        )
+    if httprequest.content_length is None:
+        return None, _error(
+            _("Send the request body with a Content-Length."), 411, "length_required"
+        )
+    if httprequest.content_length > MAX_BODY:
+        return None, _error(
+            _("The request body is too large."), 413, "request_entity_too_large"
+        )
+    try:
+        data = httprequest.get_data(cache=False)
+    except (OSError, werkzeug.exceptions.ClientDisconnected):
+        return None, _error(
+            _("The request body could not be read."), 400, "bad_request"
+        )
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        return None, _error(
+            _("The request body must be a JSON object."), 400, "bad_request"
+        )
+    return body, None
+
+
+def _error(message, status, code, headers=()):
+    return request.make_json_response(
+        {"error": message, "code": code},
+        status=status,
+        headers=[("Cache-Control", "no-store"), *headers],
+    )

@@ -3,9 +3,12 @@ import re
 import secrets
 import string
 
-from odoo import _, api, fields, models
-from odoo.exceptions import ValidationError
+from psycopg2.errors import UniqueViolation
 
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError, ValidationError
+
+from ..tools.names import NAME_MAX, name_problem
 from .iot_credentials import USERNAME_RE
 
 MAC_SEPARATORS_RE = re.compile(r"[\s:.\-]")
@@ -13,6 +16,27 @@ HEX12_RE = re.compile(r"^[0-9a-f]{12}$")
 HARDWARE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9:._\-]{0,127}$")
 DEFAULT_USERNAME_PATTERN = "device_{random8}"
 RANDOM_ALPHABET = string.ascii_lowercase + string.digits
+FIRMWARE_MAX = 64
+MAX_TAGS = 32
+# what a provisioning request may carry, and the JSON type of each field
+PROVISION_FIELDS = {
+    "hardware_id": str,
+    "name": str,
+    "firmware_version": str,
+    "fleet": str,
+    "tags": list,
+    "rotate": bool,
+}
+
+
+class ProvisioningConflict(UserError):
+    """The hardware ID is taken in a way registering cannot settle: its device
+    is revoked (only a manager's Restore brings it back), or another request
+    is registering it right now. ``code`` says which."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
 
 
 def normalize_hardware_id(value):
@@ -107,6 +131,7 @@ class IotMqttDevice(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         for vals in vals_list:
+            self._check_name_values(vals)
             if "hardware_id" in vals:
                 vals["hardware_id"] = (
                     normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
@@ -117,6 +142,7 @@ class IotMqttDevice(models.Model):
         return devices
 
     def write(self, vals):
+        self._check_name_values(vals)
         if "hardware_id" in vals:
             vals["hardware_id"] = (
                 normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
@@ -136,6 +162,21 @@ class IotMqttDevice(models.Model):
         # revoked with the device; its secrets go with it (ON DELETE CASCADE)
         credentials.unlink()
         return res
+
+    @api.model
+    def _check_name_values(self, vals):
+        problem = "name" in vals and name_problem(
+            self.env, vals["name"], _("The device name")
+        )
+        if not problem and vals.get("firmware_version"):
+            problem = name_problem(
+                self.env,
+                vals["firmware_version"],
+                _("The firmware version"),
+                FIRMWARE_MAX,
+            )
+        if problem:
+            raise ValidationError(problem)
 
     # ------------------------------------------------------------------
     # Credentials
@@ -200,9 +241,11 @@ class IotMqttDevice(models.Model):
         working); returned in clear, once."""
         self.ensure_one()
         self.check_access("write")
+        if self.state == "revoked":
+            raise UserError(
+                _("Device %(name)s is revoked: restore it first.", name=self.name)
+            )
         credential = self.credential_id.sudo()
-        if not credential.active:
-            credential.action_unarchive()
         self.env["iot.credentials.secret"].sudo()._revoke_credentials(
             credential, "long_lived"
         )
@@ -215,8 +258,9 @@ class IotMqttDevice(models.Model):
         """Register a device by hardware ID, idempotently.
 
         :return: (device, secret or None): the secret only when one was
-            issued now (new device, revoked device brought back, or
-            ``rotate``); an existing device keeps its secret.
+            issued now (new device, or ``rotate``); an existing device keeps
+            its secret.
+        :raise ProvisioningConflict: the hardware ID is a revoked device's
         """
         normalized = normalize_hardware_id(hardware_id)
         if not normalized:
@@ -224,10 +268,17 @@ class IotMqttDevice(models.Model):
                 _("%(hw)r is not a usable hardware ID.", hw=hardware_id)
             )
         company = company or self.env.company
-        device = self.with_context(active_test=False).search(
-            [("hardware_id", "=", normalized), ("company_id", "=", company.id)], limit=1
-        )
-        secret = None
+        device = self._find_by_hardware_id(normalized, company=company)
+        if device.state == "revoked":
+            raise ProvisioningConflict(
+                _(
+                    "Device %(name)s with this hardware ID is revoked. An IoT "
+                    "manager can restore it (Restore on the device in Odoo), or "
+                    "delete it to register the hardware again.",
+                    name=device.name,
+                ),
+                "revoked",
+            )
         if not device:
             device = self.create(
                 dict(
@@ -237,16 +288,10 @@ class IotMqttDevice(models.Model):
                     company_id=company.id,
                 )
             )
-            secret = device._issue_device_secret()
-        else:
-            if values:
-                device.write(values)
-            if not device.active:
-                device.active = True
-                rotate = True
-            if rotate:
-                secret = device._issue_device_secret()
-        return device, secret
+            return device, device._issue_device_secret()
+        if values:
+            device.write(values)
+        return device, device._issue_device_secret() if rotate else None
 
     @api.model
     def _find_by_hardware_id(self, hardware_id, company=None):
@@ -263,57 +308,90 @@ class IotMqttDevice(models.Model):
 
     @api.model
     def _provision(self, payload):
-        """Register a device from a provisioning API payload.
+        """Register a device from a provisioning API payload (a dict), in the
+        current company; nothing is written unless all of it is valid.
 
         :return: (device, secret or None, created)
         :raise ValidationError: with a message fit for the API client
+        :raise ProvisioningConflict: revoked device, or a concurrent request
         """
-        schema = {
-            "hardware_id": str,
-            "name": str,
-            "firmware_version": str,
-            "fleet": str,
-            "tags": list,
-            "rotate": bool,
-        }
+        if set(payload) - set(PROVISION_FIELDS):
+            raise ValidationError(
+                _(
+                    "Unknown field in the request body; the fields are: %(fields)s.",
+                    fields=", ".join(PROVISION_FIELDS),
+                )
+            )
         for key, value in payload.items():
-            if (
-                key in schema
-                and value is not None
-                and not isinstance(value, schema[key])
-            ):
+            kind = PROVISION_FIELDS[key]
+            if value is not None and not isinstance(value, kind):
                 raise ValidationError(
-                    _("%(key)s must be a %(type)s.", key=key, type=schema[key].__name__)
+                    _("%(key)s must be a %(type)s.", key=key, type=kind.__name__)
                 )
         if not payload.get("hardware_id"):
             raise ValidationError(_("hardware_id is required."))
-        tags = payload.get("tags") or []
-        if not all(isinstance(tag, str) and tag.strip() for tag in tags):
-            raise ValidationError(_("tags must be a list of names."))
-        values = {}
-        if payload.get("firmware_version"):
-            values["firmware_version"] = payload["firmware_version"][:64]
-        if payload.get("fleet"):
-            values["fleet_id"] = self._get_or_create_named(
-                "iot.mqtt.fleet", payload["fleet"]
-            ).id
-        if tags:
-            values["tag_ids"] = [
-                (4, self._get_or_create_named("iot.mqtt.device.tag", tag).id)
-                for tag in tags
-            ]
-        existed = bool(self._find_by_hardware_id(payload["hardware_id"]))
-        device, secret = self._register_device(
-            payload["hardware_id"],
-            name=(payload.get("name") or "")[:128] or None,
-            rotate=bool(payload.get("rotate")),
-            **values,
+        hardware_id = normalize_hardware_id(payload["hardware_id"])
+        if not hardware_id:
+            raise ValidationError(
+                _(
+                    "hardware_id must be a MAC address or 1 to 128 letters, digits, "
+                    "':', '.', '_' or '-'."
+                )
+            )
+        name = self._provisioned_name(payload.get("name"), "name", NAME_MAX)
+        fleet = self._provisioned_name(payload.get("fleet"), "fleet", NAME_MAX)
+        firmware = self._provisioned_name(
+            payload.get("firmware_version"), "firmware_version", FIRMWARE_MAX
         )
+        tags = payload.get("tags") or []
+        if len(tags) > MAX_TAGS:
+            raise ValidationError(
+                _("tags may hold at most %(max)s names.", max=MAX_TAGS)
+            )
+        if not all(isinstance(tag, str) for tag in tags):
+            raise ValidationError(_("tags must be a list of names."))
+        tags = [self._provisioned_name(tag, "tags", NAME_MAX) for tag in tags]
+        existed = bool(self._find_by_hardware_id(hardware_id))
+        try:
+            # a conflict below must not leave a fleet or tag behind
+            with self.env.cr.savepoint():
+                values = {}
+                if firmware:
+                    values["firmware_version"] = firmware
+                if fleet:
+                    values["fleet_id"] = self._get_or_create_named(
+                        "iot.mqtt.fleet", fleet
+                    ).id
+                if tags:
+                    values["tag_ids"] = [
+                        (4, self._get_or_create_named("iot.mqtt.device.tag", tag).id)
+                        for tag in dict.fromkeys(tags)
+                    ]
+                device, secret = self._register_device(
+                    hardware_id,
+                    name=name,
+                    rotate=bool(payload.get("rotate")),
+                    **values,
+                )
+        except UniqueViolation as exc:
+            raise ProvisioningConflict(
+                _("Another request is registering this device; try again."),
+                "concurrent",
+            ) from exc
         return device, secret, not existed
 
     @api.model
+    def _provisioned_name(self, value, key, max_length):
+        """``value`` stripped, None when absent; ValidationError when unusable."""
+        if value is None:
+            return None
+        problem = name_problem(self.env, value, key, max_length)
+        if problem:
+            raise ValidationError(problem)
+        return value.strip()
+
+    @api.model
     def _get_or_create_named(self, model, name):
-        name = name.strip()[:64]
         records = self.env[model]
         domain = [("name", "=", name)]
         if "company_id" in records._fields:
@@ -355,6 +433,20 @@ class IotMqttDevice(models.Model):
     def action_revoke(self):
         self.check_access("write")
         self.action_archive()
+
+    def action_restore(self):
+        """Bring a revoked device back with a new secret, shown once: the only
+        way back, registering its hardware ID again is refused."""
+        self.ensure_one()
+        self.check_access("write")
+        if self.state != "revoked":
+            raise UserError(_("Device %(name)s is not revoked.", name=self.name))
+        # unarchives the credential too, even when it alone was revoked; the
+        # broker's checks read the credential row in SQL, so write it now
+        self.write({"active": True})
+        self.credential_id.flush_recordset(["active"])
+        secret = self._issue_device_secret()
+        return self.credential_id._action_show_secret(secret)
 
     def action_send_command(self):
         return self._action_command_wizard()

@@ -1,5 +1,8 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
-from odoo import fields, models
+from odoo import _, api, fields, models
+from odoo.exceptions import ValidationError
+
+from ..tools.names import name_problem
 
 
 class IotMqttFleet(models.Model):
@@ -29,6 +32,24 @@ class IotMqttFleet(models.Model):
         )
         for fleet in self:
             fleet.device_count = counts.get(fleet, 0)
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            self._check_name_values(vals)
+        return super().create(vals_list)
+
+    def write(self, vals):
+        self._check_name_values(vals)
+        return super().write(vals)
+
+    @api.model
+    def _check_name_values(self, vals):
+        problem = "name" in vals and name_problem(
+            self.env, vals["name"], _("The fleet name")
+        )
+        if problem:
+            raise ValidationError(problem)
 
     def action_send_command(self):
         self.ensure_one()

@@ -5,6 +5,7 @@ from . import test_concurrency
 from . import test_acl_rules
 from . import test_broker_http
 from . import test_devices
+from . import test_provisioning_fuzz
 from . import test_rabbitmq_http
 from . import test_rabbitmq_broker
 from . import test_mosquitto_sync

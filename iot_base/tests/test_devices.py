@@ -1,12 +1,23 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import json
+import logging
+from datetime import datetime, timedelta
+from unittest.mock import patch
 
-from odoo.exceptions import AccessError, ValidationError
+from psycopg2.errors import UniqueViolation
+
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, new_test_user, tagged
+from odoo.tools import mute_logger
 
-from odoo.addons.iot_base.models.iot_mqtt_device import normalize_hardware_id
+from odoo.addons.iot_base.models.iot_mqtt_device import (
+    ProvisioningConflict,
+    normalize_hardware_id,
+)
 
 from .common import IotCommonCase
+
+JSON_TYPE = "application/json; charset=utf-8"
 
 
 @tagged("post_install", "-at_install")
@@ -58,15 +69,61 @@ class TestDevices(IotCommonCase):
         device.action_revoke()
         self.assertEqual(device.state, "revoked")
         self.assertFalse(self._authenticate(device.username, secret))
-        # registering a revoked device again brings it back with a new secret
-        back, new_secret = Device._register_device("sensor-1")
-        self.assertEqual(back, device)
-        self.assertTrue(device.active and device.credential_id.active)
-        self.assertTrue(self._authenticate(device.username, new_secret))
         credential, username = device.credential_id, device.username
         device.unlink()
         self.assertFalse(credential.exists())
-        self.assertFalse(self._authenticate(username, new_secret))
+        self.assertFalse(self._authenticate(username, secret))
+
+    def test_revoked_device_comes_back_only_by_restore(self):
+        Device = self.env["iot.mqtt.device"].with_user(self.iot_manager)
+        device, secret = Device._register_device("sensor-r")
+        device.action_revoke()
+        for rotate in (False, True):
+            with self.assertRaises(ProvisioningConflict) as caught:
+                Device._register_device("SENSOR-R", rotate=rotate)
+            self.assertEqual(caught.exception.code, "revoked")
+        with self.assertRaises(UserError):
+            device.action_rotate_secret()
+        self.assertEqual(device.state, "revoked")
+        self.assertFalse(self._authenticate(device.username, secret))
+        for intruder in (self.iot_user, self.other_manager):
+            with self.subTest(intruder=intruder.login), self.assertRaises(AccessError):
+                device.with_user(intruder).action_restore()
+        action = device.action_restore()
+        new_secret = action["context"]["default_secret"]
+        self.assertEqual(device.state, "active")
+        self.assertTrue(self._authenticate(device.username, new_secret))
+        self.assertFalse(self._authenticate(device.username, secret))
+        with self.assertRaises(UserError):
+            device.action_restore()
+        # a credential revoked on its own makes the device revoked as well
+        device.credential_id.action_revoke()
+        self.assertEqual(device.state, "revoked")
+        with self.assertRaises(ProvisioningConflict):
+            Device._register_device("sensor-r")
+        newest = device.action_restore()["context"]["default_secret"]
+        self.assertTrue(self._authenticate(device.username, newest))
+
+    def test_names_are_validated(self):
+        Device = self.env["iot.mqtt.device"].with_user(self.iot_manager)
+        device, _secret = Device._register_device("sensor-n", name="Boiler")
+        fleet = self.env["iot.mqtt.fleet"].with_user(self.iot_manager)
+        tag = self.env["iot.mqtt.device.tag"].with_user(self.iot_manager)
+        for bad in ("", "   ", "\t", "a\x00b", "a\nb", "a\u202eb", "\ud800", "x" * 129):
+            for write in (
+                lambda value: device.write({"name": value}),
+                lambda value: device.write({"firmware_version": value or " "}),
+                lambda value: fleet.create({"name": value or " "}),
+                lambda value: tag.create({"name": value or " "}),
+            ):
+                with (
+                    self.subTest(bad=bad),
+                    self.assertRaises(ValidationError),
+                    self.env.cr.savepoint(),
+                ):
+                    write(bad)
+        device.write({"name": "Boiler ☕ 2", "firmware_version": "v2.0-rc1"})
+        self.assertEqual(fleet.create({"name": "x" * 128}).name, "x" * 128)
 
     def test_username_patterns(self):
         self.company.iot_device_username_pattern = "device:{tenant}:{hardware_id}"
@@ -115,6 +172,12 @@ class TestDevices(IotCommonCase):
         )
         with self.assertRaises(ValidationError):
             again.action_register()
+        # nor does the wizard bring a revoked device back
+        self.env["iot.mqtt.device"].search(
+            [("hardware_id", "=", "gate-1")]
+        ).action_revoke()
+        with self.assertRaises(ProvisioningConflict):
+            again.action_register()
 
     def test_command_wizard_validation(self):
         device, _secret = self.env["iot.mqtt.device"]._register_device("sensor-c")
@@ -133,39 +196,62 @@ class TestProvisioningApi(HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        cls.other_company = cls.env["res.company"].create({"name": "Prov Other Co"})
         cls.manager = new_test_user(
             cls.env,
             login="prov.manager",
             groups="base.group_user,iot_base.iot_base_group_manager",
+        )
+        cls.other_manager = new_test_user(
+            cls.env,
+            login="prov.other.manager",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+            company_id=cls.other_company.id,
+            company_ids=[cls.other_company.id],
         )
         cls.user = new_test_user(
             cls.env,
             login="prov.user",
             groups="base.group_user,iot_base.iot_base_group_user",
         )
-        cls.manager_key = (
+        cls.manager_key = cls._api_key(cls.manager)
+        cls.other_manager_key = cls._api_key(cls.other_manager)
+        cls.user_key = cls._api_key(cls.user)
+
+    @classmethod
+    def _api_key(cls, user, expiration_date=None):
+        return (
             cls.env["res.users.apikeys"]
-            .with_user(cls.manager)
+            .with_user(user)
             .sudo()
-            ._generate(None, "provisioning", None)
-        )
-        cls.user_key = (
-            cls.env["res.users.apikeys"]
-            .with_user(cls.user)
-            .sudo()
-            ._generate(None, "provisioning", None)
+            ._generate("rpc", "provisioning", expiration_date)
         )
 
-    def _call(self, method, path, body=None, key=None):
-        headers = {
-            "Authorization": f"Bearer {key or self.manager_key}",
-            "Content-Type": "application/json",
-        }
+    def _call(self, method, path, body=None, key=None, content_type=None):
+        headers = {"Content-Type": content_type or "application/json"}
+        if key is not False:
+            headers["Authorization"] = f"Bearer {key or self.manager_key}"
         data = (
             body if isinstance(body, bytes | str) or body is None else json.dumps(body)
         )
         return self.opener.request(
             method, self.base_url() + path, data=data, headers=headers, timeout=30
+        )
+
+    def _assert_error(self, response, status, code=None):
+        self.assertEqual(response.status_code, status, response.text)
+        self.assertEqual(response.headers["Content-Type"], JSON_TYPE)
+        reply = response.json()
+        self.assertTrue(reply["error"])
+        if code:
+            self.assertEqual(reply["code"], code)
+        return reply
+
+    def _devices(self, hardware_id):
+        return (
+            self.env["iot.mqtt.device"]
+            .with_context(active_test=False)
+            .search([("hardware_id", "=", hardware_id)])
         )
 
     def test_provision_and_revoke(self):
@@ -188,6 +274,7 @@ class TestProvisioningApi(HttpCase):
         self.assertEqual(set(reply["broker"]), {"host", "port", "tls", "websocket_url"})
         self.assertEqual(response.headers["Cache-Control"], "no-store")
         device = self.env["iot.mqtt.device"].browse(reply["device_id"])
+        self.assertEqual(device.company_id, self.manager.company_id)
         self.assertEqual(device.fleet_id.name, "Pumps")
         self.assertEqual(sorted(device.tag_ids.mapped("name")), ["basement", "water"])
         credential = self.env["iot.credentials"]._authenticate(
@@ -210,45 +297,284 @@ class TestProvisioningApi(HttpCase):
                 reply["username"], reply["password"]
             )
         )
-        self.assertEqual(
-            self._call("DELETE", "/iot/provision/devices/unknown-hw").status_code, 404
+        self._assert_error(
+            self._call("DELETE", "/iot/provision/devices/unknown-hw"), 404, "not_found"
         )
+
+    def test_revoked_device_is_not_brought_back(self):
+        body = {"hardware_id": "rev-1", "name": "Gate"}
+        first = self._call("POST", "/iot/provision/devices", body).json()
+        self._call("DELETE", "/iot/provision/devices/rev-1")
+        device = self._devices("rev-1")
+        Secrets = self.env["iot.credentials.secret"].sudo()
+        issued = Secrets.search_count([("credential_id", "=", device.credential_id.id)])
+        for again in (body, dict(body, rotate=True)):
+            with self.subTest(body=again):
+                reply = self._assert_error(
+                    self._call("POST", "/iot/provision/devices", again), 409, "revoked"
+                )
+                self.assertNotIn("password", reply)
+                self.assertEqual(device.state, "revoked")
+                self.assertFalse(device.credential_id.active)
+        self.assertEqual(
+            Secrets.search_count([("credential_id", "=", device.credential_id.id)]),
+            issued,
+            "no secret issued for a revoked device",
+        )
+        self.assertFalse(
+            self.env["iot.credentials"]._authenticate(
+                first["username"], first["password"]
+            )
+        )
+        # the manager's explicit action brings it back, with a new secret
+        action = device.with_user(self.manager).action_restore()
+        self.assertTrue(
+            self.env["iot.credentials"]._authenticate(
+                first["username"], action["context"]["default_secret"]
+            )
+        )
+        again = self._call("POST", "/iot/provision/devices", body)
+        self.assertEqual(again.status_code, 200, again.text)
+        self.assertIsNone(again.json()["password"])
+
+    def test_names_are_validated(self):
+        fleets = self.env["iot.mqtt.fleet"].search_count([])
+        tags = self.env["iot.mqtt.device.tag"].search_count([])
+        for field in ("name", "fleet", "firmware_version", "tags"):
+            for bad in ("", "  ", "\t", "a\u0000b", "a\nb", "\u202e", "x" * 129):
+                value = [bad] if field == "tags" else bad
+                with self.subTest(field=field, bad=bad[:8]):
+                    self._assert_error(
+                        self._call(
+                            "POST",
+                            "/iot/provision/devices",
+                            {"hardware_id": "name-1", "fleet": "Fine", field: value},
+                        ),
+                        400,
+                        "invalid",
+                    )
+        # a lone surrogate cannot even be stored: refused before the database
+        self._assert_error(
+            self._call(
+                "POST",
+                "/iot/provision/devices",
+                b'{"hardware_id": "name-1", "name": "\\ud800"}',
+            ),
+            400,
+        )
+        self._assert_error(
+            self._call(
+                "POST",
+                "/iot/provision/devices",
+                {"hardware_id": "name-1", "tags": ["t"] * 33},
+            ),
+            400,
+        )
+        self.assertFalse(self._devices("name-1"))
+        self.assertEqual(self.env["iot.mqtt.fleet"].search_count([]), fleets)
+        self.assertEqual(self.env["iot.mqtt.device.tag"].search_count([]), tags)
+        # names are stored as sent, less surrounding blanks; never truncated
+        reply = self._call(
+            "POST",
+            "/iot/provision/devices",
+            {"hardware_id": "name-2", "name": " Pump ☕ ", "fleet": "y" * 128},
+        ).json()
+        device = self.env["iot.mqtt.device"].browse(reply["device_id"])
+        self.assertEqual(device.name, "Pump ☕")
+        self.assertEqual(device.fleet_id.name, "y" * 128)
 
     def test_provision_bad_input(self):
         for body in (
             b"{",
             b"[]",
             b"42",
+            b"",
+            b"[" * 50000,
+            b'{"a":' * 10000,
             {},
             {"hardware_id": 5},
             {"hardware_id": "a b"},
+            {"hardware_id": "a\x00b"},
             {"hardware_id": "x1", "tags": "t"},
             {"hardware_id": "x1", "tags": [1]},
             {"hardware_id": "x1", "rotate": "yes"},
             {"hardware_id": "x1", "name": []},
+            {"hardware_id": "x1", "colour": "red"},
             b"\xff\xfe",
+            b'{"hardware_id": "x1\x00"}',
         ):
             with self.subTest(body=repr(body)[:40]):
-                response = self._call("POST", "/iot/provision/devices", body)
-                self.assertEqual(response.status_code, 400, response.text)
-                self.assertIn("error", response.json())
+                self._assert_error(
+                    self._call("POST", "/iot/provision/devices", body), 400
+                )
         big = json.dumps({"hardware_id": "x1", "name": "x" * 100000})
-        self.assertEqual(
-            self._call("POST", "/iot/provision/devices", big).status_code, 413
+        self._assert_error(self._call("POST", "/iot/provision/devices", big), 413)
+        self.assertFalse(self._devices("x1"))
+
+    def test_content_type_is_checked(self):
+        body = json.dumps({"hardware_id": "ct-1"})
+        for content_type in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "text/json",
+        ):
+            with self.subTest(content_type=content_type):
+                self._assert_error(
+                    self._call(
+                        "POST",
+                        "/iot/provision/devices",
+                        body,
+                        content_type=content_type,
+                    ),
+                    415,
+                    "unsupported_media_type",
+                )
+        ok = self._call(
+            "POST",
+            "/iot/provision/devices",
+            body,
+            content_type="application/json; charset=utf-8",
+        )
+        self.assertEqual(ok.status_code, 201, ok.text)
+
+    def test_chunked_body_needs_a_length(self):
+        def chunks():
+            yield b'{"hardware_id":'
+            yield b' "chunk-1"}'
+
+        response = self.opener.post(
+            self.base_url() + "/iot/provision/devices",
+            data=chunks(),
+            headers={
+                "Authorization": f"Bearer {self.manager_key}",
+                "Content-Type": "application/json",
+            },
+            timeout=30,
+        )
+        self._assert_error(response, 411, "length_required")
+        self.assertFalse(self._devices("chunk-1"))
+
+    def test_every_error_is_json(self):
+        expired = self._api_key(self.manager, datetime.now() - timedelta(minutes=1))
+        archived = new_test_user(
+            self.env,
+            login="prov.archived",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+        )
+        archived_key = self._api_key(archived)
+        archived.active = False
+        body = {"hardware_id": "auth-1"}
+        path = "/iot/provision/devices"
+        for key in (
+            False,
+            "nope",
+            self.manager_key[:-1] + ("0" if self.manager_key[-1] != "0" else "1"),
+            self.manager_key + "\x01",
+            expired,
+            archived_key,
+        ):
+            with self.subTest(key=bool(key)):
+                response = self._call("POST", path, body, key=key)
+                self._assert_error(response, 401, "unauthorized")
+                self.assertEqual(response.headers["WWW-Authenticate"], "Bearer")
+                self._assert_error(
+                    self._call("DELETE", path + "/auth-1", key=key), 401, "unauthorized"
+                )
+        self._assert_error(
+            self._call("POST", path, body, key=self.user_key), 403, "forbidden"
+        )
+        self.assertFalse(self._devices("auth-1"))
+        for method, url in (
+            ("GET", path),
+            ("PUT", path),
+            ("POST", path + "/auth-1"),
+            ("GET", path + "/auth-1"),
+        ):
+            with self.subTest(method=method, url=url):
+                response = self._call(method, url, body)
+                self._assert_error(response, 405, "method_not_allowed")
+                self.assertIn(response.headers["Allow"], ("POST", "DELETE"))
+        for url in ("/iot/provision", "/iot/provision/x", path + "/a/b"):
+            with self.subTest(url=url):
+                self._assert_error(self._call("POST", url, body), 404, "not_found")
+
+    def test_companies_stay_apart(self):
+        reply = self._call(
+            "POST", "/iot/provision/devices", {"hardware_id": "co-1", "fleet": "F"}
+        ).json()
+        device = self.env["iot.mqtt.device"].browse(reply["device_id"])
+        self.assertEqual(device.company_id, self.manager.company_id)
+        # a manager of another company neither sees nor revokes it ...
+        self._assert_error(
+            self._call(
+                "DELETE", "/iot/provision/devices/co-1", key=self.other_manager_key
+            ),
+            404,
+            "not_found",
+        )
+        self.assertTrue(device.active)
+        # ... and registering the same hardware there makes a device of its own
+        other = self._call(
+            "POST",
+            "/iot/provision/devices",
+            {"hardware_id": "co-1", "fleet": "F"},
+            key=self.other_manager_key,
+        )
+        self.assertEqual(other.status_code, 201, other.text)
+        other_device = self.env["iot.mqtt.device"].browse(other.json()["device_id"])
+        self.assertNotEqual(other_device, device)
+        self.assertEqual(other_device.company_id, self.other_company)
+        self.assertEqual(other_device.fleet_id.company_id, self.other_company)
+        self.assertNotEqual(other_device.fleet_id, device.fleet_id)
+        self.assertTrue(
+            self.env["iot.credentials"]._authenticate(
+                reply["username"], reply["password"]
+            )
         )
 
-    def test_provision_auth(self):
-        body = {"hardware_id": "x2"}
-        self.assertEqual(
-            self._call(
-                "POST", "/iot/provision/devices", body, key=self.user_key
-            ).status_code,
-            403,
+    @mute_logger("odoo.sql_db")
+    def test_concurrent_registration_is_a_conflict(self):
+        # as if another request created the fleet between our search and insert
+        Fleet = self.registry["iot.mqtt.fleet"]
+        with patch.object(Fleet, "create", side_effect=UniqueViolation()):
+            response = self._call(
+                "POST",
+                "/iot/provision/devices",
+                {"hardware_id": "race-1", "fleet": "Race"},
+            )
+        self._assert_error(response, 409, "concurrent")
+        self.assertFalse(self._devices("race-1"))
+        again = self._call(
+            "POST", "/iot/provision/devices", {"hardware_id": "race-1", "fleet": "Race"}
         )
-        self.assertEqual(
-            self._call("POST", "/iot/provision/devices", body, key="nope").status_code,
-            401,
-        )
-        self.assertFalse(
-            self.env["iot.mqtt.device"].search([("hardware_id", "=", "x2")])
-        )
+        self.assertEqual(again.status_code, 201, again.text)
+
+    @mute_logger("odoo.http")
+    def test_unexpected_failure_is_json(self):
+        # a simulated bug: the answer is still JSON, and says nothing of it
+        Device = self.registry["iot.mqtt.device"]
+        with patch.object(Device, "_provision", side_effect=RuntimeError("boom")):
+            response = self._call(
+                "POST", "/iot/provision/devices", {"hardware_id": "bug-1"}
+            )
+        reply = self._assert_error(response, 500, "internal_error")
+        self.assertNotIn("boom", response.text)
+        self.assertEqual(set(reply), {"error", "code"})
+
+    def test_secret_is_not_logged(self):
+        with self.assertLogs(level="DEBUG") as logs:
+            reply = self._call(
+                "POST", "/iot/provision/devices", {"hardware_id": "log-1"}
+            ).json()
+            rotated = self._call(
+                "POST",
+                "/iot/provision/devices",
+                {"hardware_id": "log-1", "rotate": True},
+            ).json()
+            logging.getLogger(__name__).info("provisioned")
+        text = "\n".join(logs.output)
+        for secret in (reply["password"], rotated["password"], self.manager_key):
+            self.assertTrue(secret)
+            self.assertNotIn(secret, text)
