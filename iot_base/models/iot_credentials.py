@@ -126,6 +126,7 @@ class IotCredentials(models.Model):
         return credentials
 
     def write(self, vals):
+        self.env["iot.broker.session"]._cut(self, vals)
         res = super().write(vals)
         if "active" in vals and not vals["active"]:
             # Revoking is final: unarchiving must not bring old secrets back.
@@ -135,6 +136,7 @@ class IotCredentials(models.Model):
         return res
 
     def unlink(self):
+        self.env["iot.broker.session"]._cut(self)
         res = super().unlink()
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res

@@ -11,3 +11,4 @@ from . import test_mosquitto_sync
 from . import test_iot_app
 from . import test_mqtt_client
 from . import test_iot_app_mosquitto
+from . import test_broker_session
