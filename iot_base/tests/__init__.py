@@ -12,3 +12,4 @@ from . import test_iot_app
 from . import test_mqtt_client
 from . import test_iot_app_mosquitto
 from . import test_broker_session
+from . import test_neutralize
