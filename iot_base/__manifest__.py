@@ -26,6 +26,7 @@
         "views/res_company_views.xml",
         "views/res_config_settings_views.xml",
         "views/res_config_settings_mosquitto_views.xml",
+        "views/res_config_settings_broker_session_views.xml",
         "data/iot_mosquitto_cron.xml",
         "views/iot_app_view.xml",
         "views/iot_menus.xml",

@@ -9,12 +9,16 @@
 # TOKEN is Odoo's broker token (Settings > IoT, system parameter
 # iot_base.auth_token). Listens on loopback only: MQTT over WebSocket on
 # ws://localhost:8083/mqtt (iot_base's default broker URL), MQTT over TCP on
-# 1884 (1883 is usually a system Mosquitto). It never touches a system
+# 1884 (1883 is usually a system Mosquitto), the management API on
+# http://127.0.0.1:15673 for Odoo's internal user iot_base/odoo (password in
+# $IOT_BROKER_DIR/management.secret), through which Odoo closes the
+# connections of revoked credentials. It never touches a system
 # RabbitMQ node. The config is written by iot_base/tests/brokers.py, the same
 # code the tests use.
 # Knobs: IOT_BROKER_DIR (node data and logs; default
 # ${TMPDIR:-/tmp}/iot_base_rabbitmq_$UID), IOT_ODOO_URL (default
 # http://127.0.0.1:8069), IOT_MQTT_PORT (1884), IOT_WS_PORT (8083),
+# IOT_MGMT_PORT (15673),
 # IOT_RABBITMQ_SERVER (start script; default Debian's), PYTHON.
 set -u -o pipefail
 
@@ -23,7 +27,8 @@ PYTHON=${PYTHON:-python3}
 BROKERS="$REPO_ROOT/iot_base/tests/brokers.py"
 DIR=${IOT_BROKER_DIR:-${TMPDIR:-/tmp}/iot_base_rabbitmq_$(id -u)}
 ARGS=(--dir "$DIR" --odoo-url "${IOT_ODOO_URL:-http://127.0.0.1:8069}"
-      --mqtt-port "${IOT_MQTT_PORT:-1884}" --ws-port "${IOT_WS_PORT:-8083}")
+      --mqtt-port "${IOT_MQTT_PORT:-1884}" --ws-port "${IOT_WS_PORT:-8083}"
+      --management-port "${IOT_MGMT_PORT:-15673}")
 
 usage() {
     sed -n '2,8s/^# \{0,1\}//p' "$0" >&2

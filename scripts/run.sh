@@ -31,8 +31,32 @@ start_mqtt_broker() {
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value" >/dev/null
     fi
     say "== starting the local MQTT broker (RabbitMQ, ws://localhost:8083/mqtt)"
-    IOT_ODOO_URL="http://127.0.0.1:$HTTP_PORT" "$REPO_ROOT/scripts/local_broker.sh" \
-        start "$token" || say "warning: the local MQTT broker did not start"
+    if IOT_ODOO_URL="http://127.0.0.1:$HTTP_PORT" "$REPO_ROOT/scripts/local_broker.sh" \
+        start "$token"; then
+        configure_session_cutoff
+    else
+        say "warning: the local MQTT broker did not start"
+    fi
+}
+
+# Odoo closes revoked credentials' live connections through the node's
+# management API (iot_base.rabbitmq_management_*). The password goes to psql
+# on stdin: a command line is visible to every user.
+configure_session_cutoff() {
+    local dir secret
+    dir=${IOT_BROKER_DIR:-${TMPDIR:-/tmp}/iot_base_rabbitmq_$(id -u)}
+    secret=$(cat "$dir/management.secret" 2>/dev/null) || {
+        say "warning: no $dir/management.secret: revoking will not cut live sessions"
+        return 0
+    }
+    psql "${PG_OPTS[@]}" -d "$DB" -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
+INSERT INTO ir_config_parameter (key, value, create_date, write_date)
+VALUES ('iot_base.rabbitmq_management_url',
+        'http://127.0.0.1:${IOT_MGMT_PORT:-15673}', now(), now()),
+       ('iot_base.rabbitmq_management_user', 'iot_base/odoo', now(), now()),
+       ('iot_base.rabbitmq_management_password', '$secret', now(), now())
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, write_date = now();
+SQL
 }
 
 find_odoo

@@ -13,5 +13,6 @@ from . import iot_mqtt_device
 from . import iot_mqtt_client
 from . import iot_app
 from . import iot_mosquitto_sync
+from . import iot_broker_session
 from . import res_groups
 from . import ir_http

@@ -166,6 +166,7 @@ class IotCredentials(models.Model):
             credential.is_superuser != bool(vals["is_superuser"]) for credential in self
         ):
             self._check_superuser_change()
+        self.env["iot.broker.session"]._cut(self, vals)
         res = super().write(vals)
         if "company_id" in vals:
             # Odoo checks record rules before a write only: moving a
@@ -180,6 +181,7 @@ class IotCredentials(models.Model):
         return res
 
     def unlink(self):
+        self.env["iot.broker.session"]._cut(self)
         res = super().unlink()
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res

@@ -64,6 +64,7 @@ from odoo.tools import SQL
 
 from ..tools import topic_acl
 from ..tools.secret_hash import INDEX_SIZE, mosquitto_hash, verify_secret
+from .iot_broker_session import database_is_neutralized
 
 _logger = logging.getLogger(__name__)
 
@@ -344,11 +345,12 @@ class IotMosquittoSync(models.AbstractModel):
 
     @api.model
     def _is_enabled(self):
+        """On, and not a neutralized copy (which must not drive the broker)."""
         return self.env["ir.config_parameter"].sudo().get_param(ENABLED_PARAM) in (
             "1",
             "True",
             "true",
-        )
+        ) and not database_is_neutralized(self.env)
 
     @api.model
     def _schedule(self):
@@ -451,6 +453,13 @@ class IotMosquittoSync(models.AbstractModel):
         }
         next_expiry = None
         try:
+            if database_is_neutralized(self.env):
+                raise SyncError(
+                    _(
+                        "This database is neutralized: "
+                        "no file is written, no broker signalled."
+                    )
+                )
             if not (config["password_file"] and config["acl_file"]):
                 raise SyncError(
                     _("Set the Mosquitto password file and ACL file paths.")

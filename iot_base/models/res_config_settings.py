@@ -4,6 +4,14 @@ import secrets
 from odoo import api, fields, models
 
 from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
+from .iot_broker_session import (
+    EMQX_KEY_PARAM,
+    EMQX_SECRET_PARAM,
+    EMQX_URL_PARAM,
+    RABBITMQ_PASSWORD_PARAM,
+    RABBITMQ_URL_PARAM,
+    RABBITMQ_USER_PARAM,
+)
 from .iot_mosquitto_sync import (
     ACL_FILE_PARAM,
     ENABLED_PARAM,
@@ -181,3 +189,50 @@ class ResConfigSettings(models.TransientModel):
         self.ensure_one()
         self._iot_check_system()
         return self.env["iot.mosquitto.sync"]._action_sync_now()
+
+    # Closing revoked clients' live sessions (iot.broker.session): broker
+    # API endpoints and their secrets, for system administrators only.
+    iot_rabbitmq_management_url = fields.Char(
+        "RabbitMQ Management API",
+        config_parameter=RABBITMQ_URL_PARAM,
+        groups="base.group_system",
+        help="Base URL of RabbitMQ's management plugin, e.g. http://127.0.0.1:15672: "
+        "Odoo closes the connections of revoked credentials through it.",
+    )
+    iot_rabbitmq_management_user = fields.Char(
+        "RabbitMQ Management User",
+        config_parameter=RABBITMQ_USER_PARAM,
+        groups="base.group_system",
+    )
+    iot_rabbitmq_management_password = fields.Char(
+        "RabbitMQ Management Password",
+        config_parameter=RABBITMQ_PASSWORD_PARAM,
+        groups="base.group_system",
+    )
+    iot_emqx_api_url = fields.Char(
+        "EMQX REST API",
+        config_parameter=EMQX_URL_PARAM,
+        groups="base.group_system",
+        help="Base URL of EMQX's REST API, e.g. http://emqx:18083: Odoo kicks "
+        "the clients of revoked credentials through it.",
+    )
+    iot_emqx_api_key = fields.Char(
+        "EMQX API Key", config_parameter=EMQX_KEY_PARAM, groups="base.group_system"
+    )
+    iot_emqx_api_secret = fields.Char(
+        "EMQX API Secret",
+        config_parameter=EMQX_SECRET_PARAM,
+        groups="base.group_system",
+    )
+    iot_broker_session_last_result = fields.Text(
+        "Last Session Cut-off",
+        compute="_compute_iot_broker_session_last_result",
+        groups="base.group_system",
+    )
+
+    def _compute_iot_broker_session_last_result(self):
+        session = self.env["iot.broker.session"].sudo()
+        result = session._last_result()
+        text = session._summary(result) if result else ""
+        for settings in self:
+            settings.iot_broker_session_last_result = text

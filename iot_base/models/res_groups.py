@@ -6,6 +6,8 @@ class ResGroups(models.Model):
     _inherit = "res.groups"
 
     def write(self, vals):
+        if "users" in vals or "implied_ids" in vals:
+            self.env["iot.broker.session"]._cut_users(self.users)
         res = super().write(vals)
         if "users" in vals or "implied_ids" in vals:
             # who is an IoT user changed (Mosquitto files)

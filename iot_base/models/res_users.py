@@ -37,11 +37,13 @@ class ResUsers(models.Model):
             or "groups_id" in vals
             or any(key.startswith(("in_group_", "sel_groups_")) for key in vals)
         ):
-            # who may use the broker changed (Mosquitto files)
+            # who may use the broker changed (Mosquitto files, live sessions)
             self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.broker.session"]._cut_users(self)
         return res
 
     def unlink(self):
+        self.env["iot.broker.session"]._cut_users(self)
         res = super().unlink()
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res

@@ -16,3 +16,5 @@ from . import test_security_matrix
 from . import test_broker_fuzz
 from . import test_broker_log
 from . import test_client_id
+from . import test_broker_session
+from . import test_neutralize

@@ -355,9 +355,21 @@ class TestRabbitmqBrokerSupport(BaseCase):
             RabbitMQBroker("http://127.0.0.1:1", TOKEN).start()
 
     def test_config(self):
-        conf = rabbitmq_config("http://127.0.0.1:8069/", "tok", 1884, 8083, 5673)
+        conf = rabbitmq_config(
+            "http://127.0.0.1:8069/",
+            "tok",
+            1884,
+            8083,
+            5673,
+            management_port=15673,
+            management_password="pw",
+        )
         for line in [
-            "auth_backends.1 = http",
+            # internal first, for Odoo's management user only (no permission)
+            "auth_backends.1 = internal",
+            "auth_backends.2 = http",
+            "management.tcp.ip = 127.0.0.1",
+            "management.tcp.port = 15673",
             "auth_http.http_method = post",
             "auth_http.user_path = http://127.0.0.1:8069/iot/rabbitmq/tok/user",
             "auth_http.vhost_path = http://127.0.0.1:8069/iot/rabbitmq/tok/vhost",

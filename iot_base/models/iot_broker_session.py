@@ -1,0 +1,363 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""Closing the live broker sessions of credentials that lost their right.
+
+A broker checks a login at CONNECT only: RabbitMQ 3.10 keeps the connection
+open (and caches its topic checks), EMQX keeps the client. So when a
+credential stops being live (revoked or archived, deleted, renamed, expired,
+owner archived, deleted or no longer an IoT user), Odoo closes its sessions
+through the broker's API, after the commit: a rolled-back change cuts
+nothing, and each username is re-checked against the committed data first.
+
+* RabbitMQ 3.10, management API: ``DELETE /api/connections/username/{name}``
+  closes every connection of the user, MQTT over TCP and WebSocket included
+  (rabbitmq_management 3.10.8, ``rabbit_mgmt_wm_connection_user_name``).
+* EMQX 5.8, REST API with an API key as Basic auth: ``GET /api/v5/clients
+  ?username=`` then ``DELETE /api/v5/clients/{clientid}`` (v5.8.9,
+  ``apps/emqx_management/src/emqx_mgmt_api_clients.erl``).
+* Mosquitto needs nothing here: the file sync's reload (SIGHUP) re-checks
+  every connected client against the new password file.
+
+Nothing happens on a neutralized database (``database.is_neutralized``).
+"""
+
+import functools
+import json
+import logging
+import time
+from urllib.parse import quote, urlsplit
+
+import requests
+
+import odoo
+from odoo import SUPERUSER_ID, _, api, fields, models
+from odoo.tools import str2bool
+
+_logger = logging.getLogger(__name__)
+
+RABBITMQ_URL_PARAM = "iot_base.rabbitmq_management_url"
+RABBITMQ_USER_PARAM = "iot_base.rabbitmq_management_user"
+RABBITMQ_PASSWORD_PARAM = "iot_base.rabbitmq_management_password"
+EMQX_URL_PARAM = "iot_base.emqx_api_url"
+EMQX_KEY_PARAM = "iot_base.emqx_api_key"
+EMQX_SECRET_PARAM = "iot_base.emqx_api_secret"
+NEUTRALIZED_PARAM = "database.is_neutralized"
+POSTCOMMIT_KEY = "iot_base.broker_session_cut"
+# credential fields whose change may end the right of a credential's logins
+ENDING_FIELDS = frozenset(("active", "username", "expires_at", "user_id", "kind"))
+
+# The cut-off runs in the request that committed: it must stay short.
+TIMEOUT = 3.0  # seconds per call (connect, then each read)
+BUDGET = 5.0  # seconds for every broker call of one commit
+EMQX_PAGE_LIMIT = 1000  # EMQX 5.8 accepts 1..10000
+CLOSE_REASON = "MQTT credential revoked in Odoo"
+
+
+class BrokerApiError(Exception):
+    """A broker API call that failed; the text holds no secret."""
+
+
+def database_is_neutralized(env):
+    """Whether this database is a neutralized copy (``odoo-bin neutralize``):
+    then Odoo must not act on any broker."""
+    value = env["ir.config_parameter"].sudo().get_param(NEUTRALIZED_PARAM)
+    return str2bool(value or "0", False)
+
+
+def run_cutoff(dbname, pending):
+    """Close the sessions of ``pending`` ({credential id: {usernames}}) in a
+    new cursor, after the commit; return the result (never raises)."""
+    try:
+        registry = odoo.modules.registry.Registry(dbname)
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            return env["iot.broker.session"]._cutoff(pending)
+    except Exception as exc:
+        _logger.exception("Closing revoked MQTT sessions of %s failed", dbname)
+        return {"ok": False, "error": exc.__class__.__name__}
+
+
+def _origin(url):
+    """``scheme://host:port`` of ``url``: what an error may show of it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+
+
+class IotBrokerSession(models.AbstractModel):
+    _name = "iot.broker.session"
+    _description = "Live MQTT Broker Sessions"
+
+    def init(self):
+        # the last result, for the settings page (same reason as the
+        # Mosquitto sync state: no ir.config_parameter write per cut-off)
+        self.env.cr.execute(
+            """
+            CREATE TABLE IF NOT EXISTS iot_broker_session_state (
+                id integer PRIMARY KEY CHECK (id = 1),
+                run_at timestamp without time zone,
+                ok boolean,
+                result text
+            )
+            """
+        )
+
+    # ------------------------------------------------------------------
+    # Hooks
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _cut(self, credentials, vals=None):
+        """After the commit, close the broker sessions of ``credentials``
+        that are no longer live then. Call it from any change that may end a
+        credential's right (``vals``: of a write, ignored unless it touches
+        :data:`ENDING_FIELDS`), before the change when it renames or deletes."""
+        if vals is not None and not ENDING_FIELDS & set(vals):
+            return
+        if not credentials or not self.env.registry.ready:
+            return
+        if not self._configured() or database_is_neutralized(self.env):
+            return
+        postcommit = self.env.cr.postcommit
+        pending = postcommit.data.get(POSTCOMMIT_KEY)
+        if pending is None:
+            pending = postcommit.data[POSTCOMMIT_KEY] = {}
+            postcommit.add(functools.partial(run_cutoff, self.env.cr.dbname, pending))
+        for credential in credentials.sudo().with_context(active_test=False):
+            pending.setdefault(credential.id, set()).add(credential.username)
+
+    @api.model
+    def _cut_users(self, users):
+        """:meth:`_cut` for every credential owned by ``users``."""
+        if not users or not self.env.registry.ready or not self._configured():
+            return
+        self._cut(
+            self.env["iot.credentials"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("user_id", "in", users.ids)])
+        )
+
+    # ------------------------------------------------------------------
+    # Configuration
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _get_config(self):
+        params = self.env["ir.config_parameter"].sudo()
+        return {
+            "rabbitmq": {
+                "url": (params.get_param(RABBITMQ_URL_PARAM) or "").strip().rstrip("/"),
+                "user": params.get_param(RABBITMQ_USER_PARAM) or "",
+                "password": params.get_param(RABBITMQ_PASSWORD_PARAM) or "",
+            },
+            "emqx": {
+                "url": (params.get_param(EMQX_URL_PARAM) or "").strip().rstrip("/"),
+                "user": params.get_param(EMQX_KEY_PARAM) or "",
+                "password": params.get_param(EMQX_SECRET_PARAM) or "",
+            },
+        }
+
+    @api.model
+    def _configured(self):
+        return any(broker["url"] for broker in self._get_config().values())
+
+    # ------------------------------------------------------------------
+    # Cut-off (after the commit)
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _cutoff(self, pending):
+        """Close the sessions of the usernames of ``pending`` that no live
+        credential holds now; record and return the result."""
+        if database_is_neutralized(self.env):
+            return {"ok": True, "skipped": "neutralized"}
+        credentials = self.env["iot.credentials"]
+        usernames = sorted(
+            {
+                username
+                for names in pending.values()
+                for username in names
+                if not credentials._find_live(username)
+            }
+        )
+        if not usernames:
+            return {"ok": True, "usernames": 0}
+        started = time.monotonic()
+        deadline = started + BUDGET
+        result = {
+            "ok": True,
+            "at": fields.Datetime.to_string(fields.Datetime.now()),
+            "usernames": len(usernames),
+            "brokers": {},
+        }
+        cutters = {"rabbitmq": self._cut_rabbitmq, "emqx": self._cut_emqx}
+        for broker, config in self._get_config().items():
+            if not config["url"]:
+                continue
+            try:
+                closed = cutters[broker](config, usernames, deadline)
+                result["brokers"][broker] = {"closed": closed}
+            except BrokerApiError as exc:
+                result["ok"] = False
+                result["brokers"][broker] = {"error": str(exc)}
+                _logger.warning(
+                    "Closing the sessions of %s revoked MQTT usernames on %s "
+                    "failed: %s",
+                    len(usernames),
+                    broker,
+                    exc,
+                )
+        result["seconds"] = round(time.monotonic() - started, 3)
+        if result["ok"]:
+            _logger.info("Revoked MQTT sessions closed: %s", self._summary(result))
+        self._write_state(result)
+        return result
+
+    @api.model
+    def _request(self, method, url, config, deadline, **kwargs):
+        """One broker API call within the budget; raises BrokerApiError."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BrokerApiError(_("time budget of %(s)s s used up", s=BUDGET))
+        try:
+            return requests.request(
+                method,
+                url,
+                auth=(config["user"], config["password"]),
+                timeout=min(TIMEOUT, left),
+                allow_redirects=False,
+                **kwargs,
+            )
+        except requests.RequestException as exc:
+            raise BrokerApiError(
+                _(
+                    "%(origin)s unreachable (%(error)s)",
+                    origin=_origin(url),
+                    error=exc.__class__.__name__,
+                )
+            ) from None
+
+    @api.model
+    def _unexpected(self, response):
+        return BrokerApiError(
+            _(
+                "%(origin)s answered HTTP %(status)s",
+                origin=_origin(response.url),
+                status=response.status_code,
+            )
+        )
+
+    @api.model
+    def _cut_rabbitmq(self, config, usernames, deadline):
+        """Close every connection of ``usernames``; return how many
+        usernames were handled."""
+        for username in usernames:
+            response = self._request(
+                "DELETE",
+                f"{config['url']}/api/connections/username/{quote(username, safe='')}",
+                config,
+                deadline,
+                headers={"X-Reason": CLOSE_REASON},
+            )
+            if response.status_code not in (200, 204, 404):
+                raise self._unexpected(response)
+        return len(usernames)
+
+    @api.model
+    def _cut_emqx(self, config, usernames, deadline):
+        """Kick every client of ``usernames``; return how many were kicked."""
+        kicked = 0
+        for username in usernames:
+            clientids = set()
+            page = 1
+            while True:
+                response = self._request(
+                    "GET",
+                    f"{config['url']}/api/v5/clients",
+                    config,
+                    deadline,
+                    params={
+                        "username": username,
+                        "limit": EMQX_PAGE_LIMIT,
+                        "page": page,
+                    },
+                )
+                if response.status_code != 200:
+                    raise self._unexpected(response)
+                try:
+                    body = response.json()
+                    clientids.update(
+                        client["clientid"]
+                        for client in body["data"]
+                        if client.get("username") == username
+                    )
+                    more = bool(body.get("meta", {}).get("hasnext"))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    raise BrokerApiError(
+                        _("%(origin)s: not a client list", origin=_origin(response.url))
+                    ) from None
+                if not more:
+                    break
+                page += 1
+            for clientid in sorted(clientids):
+                response = self._request(
+                    "DELETE",
+                    f"{config['url']}/api/v5/clients/{quote(clientid, safe='')}",
+                    config,
+                    deadline,
+                )
+                if response.status_code == 204:
+                    kicked += 1
+                elif response.status_code != 404:  # gone meanwhile
+                    raise self._unexpected(response)
+        return kicked
+
+    # ------------------------------------------------------------------
+    # State
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _write_state(self, result):
+        self.env.cr.execute(
+            """
+            INSERT INTO iot_broker_session_state (id, run_at, ok, result)
+            VALUES (1, %s, %s, %s)
+            ON CONFLICT (id) DO UPDATE SET
+                run_at = EXCLUDED.run_at, ok = EXCLUDED.ok, result = EXCLUDED.result
+            """,
+            [fields.Datetime.now(), result["ok"], json.dumps(result)],
+        )
+
+    @api.model
+    def _last_result(self):
+        self.env.cr.execute("SELECT result FROM iot_broker_session_state WHERE id = 1")
+        row = self.env.cr.fetchone()
+        try:
+            return json.loads(row[0]) if row and row[0] else None
+        except ValueError:
+            return None
+
+    @api.model
+    def _summary(self, result):
+        parts = []
+        for broker, outcome in sorted(result.get("brokers", {}).items()):
+            if "error" in outcome:
+                parts.append(
+                    _(
+                        "%(broker)s: error: %(error)s",
+                        broker=broker,
+                        error=outcome["error"],
+                    )
+                )
+            else:
+                parts.append(
+                    _("%(broker)s: %(n)s closed", broker=broker, n=outcome["closed"])
+                )
+        return _(
+            "%(at)s UTC, %(n)s revoked usernames: %(parts)s (%(s)s s)",
+            at=result.get("at"),
+            n=result.get("usernames", 0),
+            parts="; ".join(parts) or _("no broker API configured"),
+            s=result.get("seconds"),
+        )
