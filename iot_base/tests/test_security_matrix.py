@@ -31,9 +31,16 @@ class TestSecurityMatrix(IotCommonCase):
         cls.admin = cls.env.ref("base.user_admin")
         # real secrets of every kind, so that finding none means something
         cls.token = secrets.token_urlsafe(32)
-        cls.env["ir.config_parameter"].sudo().set_param(
-            "iot_base.auth_token", cls.token
-        )
+        params = cls.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.auth_token", cls.token)
+        # and every other secret setting, present or added later
+        setting_secrets = {}
+        for name in cls._secret_settings(cls.env["res.config.settings"]):
+            field = cls.env["res.config.settings"]._fields[name]
+            parameter = getattr(field, "config_parameter", None)
+            if parameter and parameter != "iot_base.auth_token":
+                setting_secrets[name] = secrets.token_urlsafe(24)
+                params.set_param(parameter, setting_secrets[name])
         device_a, secret_a = cls._issue_device("device_matrix_a", cls.company)
         device_b, secret_b = cls._issue_device("device_matrix_b", cls.other_company)
         session = cls.iot_user.with_user(cls.iot_user).get_or_create_iot_credentials()
@@ -87,6 +94,7 @@ class TestSecurityMatrix(IotCommonCase):
         cls.secrets.update(
             {f"secret hash {i}": value for i, value in enumerate(hashes)}
         )
+        cls.secrets.update(setting_secrets)
         cls.roles = {
             "public": cls.public_user,
             "portal": cls.portal_user,
@@ -97,6 +105,20 @@ class TestSecurityMatrix(IotCommonCase):
         }
         cls.models_fields = cls._models_fields()
         assert hw_a and hw_b
+
+    @staticmethod
+    def _secret_settings(settings):
+        """The settings of iot_base that are secrets, by their names."""
+        return [
+            name
+            for name, field in settings._fields.items()
+            if field._module == "iot_base"
+            and name not in NOT_SECRET_SETTINGS
+            and (
+                SECRET_NAME_RE.search(name)
+                or SECRET_NAME_RE.search(getattr(field, "config_parameter", "") or "")
+            )
+        ]
 
     @classmethod
     def _issue_device(cls, username, company):
@@ -258,16 +280,7 @@ class TestSecurityMatrix(IotCommonCase):
     def test_every_secret_setting_is_admin_only(self):
         """A secret setting added later must say groups=base.group_system."""
         fields = self.env["res.config.settings"]._fields
-        secret_like = [
-            name
-            for name, field in fields.items()
-            if field._module == "iot_base"
-            and name not in NOT_SECRET_SETTINGS
-            and (
-                SECRET_NAME_RE.search(name)
-                or SECRET_NAME_RE.search(getattr(field, "config_parameter", "") or "")
-            )
-        ]
+        secret_like = self._secret_settings(self.env["res.config.settings"])
         self.assertIn("iot_auth_token", secret_like)
         for name in secret_like:
             with self.subTest(field=name):

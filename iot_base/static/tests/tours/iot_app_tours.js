@@ -285,7 +285,8 @@ tours.add("iot_app_broker_refusal", {
                                 sequence: 1,
                                 permission: "deny",
                                 action: "subscribe",
-                                topic: lab,
+                                // a manager's rules are written in their namespace
+                                topic: "${namespace}/lab/#",
                                 credential_kind: "user",
                             },
                         ],
