@@ -135,7 +135,7 @@ class IotCredentials(models.Model):
     @api.constrains("username")
     def _check_username(self):
         for credential in self:
-            if not USERNAME_RE.match(credential.username or ""):
+            if not USERNAME_RE.fullmatch(credential.username or ""):
                 raise ValidationError(
                     _(
                         "The MQTT username %(name)r may only contain letters, "

@@ -73,7 +73,7 @@ class ResCompany(models.Model):
     @api.constrains("iot_mqtt_namespace")
     def _check_iot_mqtt_namespace(self):
         for company in self:
-            if not NAMESPACE_RE.match(company.iot_mqtt_namespace or ""):
+            if not NAMESPACE_RE.fullmatch(company.iot_mqtt_namespace or ""):
                 raise ValidationError(
                     _(
                         "The MQTT namespace %(ns)r must be one topic level: lower-case "

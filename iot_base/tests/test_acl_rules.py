@@ -20,7 +20,7 @@ class TestAclRules(IotCommonCase):
         self.assertTrue(
             twin.iot_mqtt_namespace.startswith(self.company.iot_mqtt_namespace)
         )
-        for bad in ("a/b", "+", "#", "$sys", "", "UPPER", "x" * 64):
+        for bad in ("a/b", "+", "#", "$sys", "", "UPPER", "x" * 64, "acme\n"):
             with (
                 self.subTest(bad=bad),
                 self.assertRaises(ValidationError),

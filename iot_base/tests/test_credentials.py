@@ -76,6 +76,10 @@ class TestCredentials(IotCommonCase):
                 with self.env.cr.savepoint():
                     self._device(bad)
         self.assertTrue(self._device("device:tenant-1:dev.01@site"))
+        # a trailing newline would end a Mosquitto password or ACL line early
+        device = self._device("device_nl01")
+        with self.assertRaises(ValidationError), self.env.cr.savepoint():
+            device.write({"username": "device_nl01\n"})
 
     # session secrets ---------------------------------------------------
 

@@ -32,7 +32,7 @@ class IotMqttCommand(models.TransientModel):
     @api.constrains("command")
     def _check_command(self):
         for wizard in self:
-            if not COMMAND_RE.match(wizard.command or ""):
+            if not COMMAND_RE.fullmatch(wizard.command or ""):
                 raise ValidationError(
                     _("A command name is one topic level: letters, digits, . _ -")
                 )
