@@ -26,6 +26,7 @@ import logging
 import time
 from urllib.parse import quote, urlsplit
 
+import psycopg2
 import requests
 
 import odoo
@@ -191,13 +192,18 @@ class IotBrokerSession(models.AbstractModel):
             "usernames": len(usernames),
             "brokers": {},
         }
-        cutters = {"rabbitmq": self._cut_rabbitmq, "emqx": self._cut_emqx}
+        # what each counts: RabbitMQ closes a user's connections in one call
+        cutters = {
+            "rabbitmq": (self._cut_rabbitmq, "usernames"),
+            "emqx": (self._cut_emqx, "clients"),
+        }
         for broker, config in self._get_config().items():
             if not config["url"]:
                 continue
             try:
-                closed = cutters[broker](config, usernames, deadline)
-                result["brokers"][broker] = {"closed": closed}
+                cutter, unit = cutters[broker]
+                closed = cutter(config, usernames, deadline)
+                result["brokers"][broker] = {"closed": closed, "unit": unit}
             except BrokerApiError as exc:
                 result["ok"] = False
                 result["brokers"][broker] = {"error": str(exc)}
@@ -319,6 +325,15 @@ class IotBrokerSession(models.AbstractModel):
 
     @api.model
     def _write_state(self, result):
+        try:
+            with self.env.cr.savepoint(flush=False):
+                self._upsert_state(result)
+        except psycopg2.errors.SerializationFailure:
+            # another cut-off recorded its result at the same moment: keep it
+            _logger.info("Concurrent session cut-off: this result is not recorded")
+
+    @api.model
+    def _upsert_state(self, result):
         self.env.cr.execute(
             """
             INSERT INTO iot_broker_session_state (id, run_at, ok, result)
@@ -352,7 +367,12 @@ class IotBrokerSession(models.AbstractModel):
                 )
             else:
                 parts.append(
-                    _("%(broker)s: %(n)s closed", broker=broker, n=outcome["closed"])
+                    _(
+                        "%(broker)s: closed (%(n)s %(unit)s)",
+                        broker=broker,
+                        n=outcome["closed"],
+                        unit=outcome.get("unit", ""),
+                    )
                 )
         return _(
             "%(at)s UTC, %(n)s revoked usernames: %(parts)s (%(s)s s)",

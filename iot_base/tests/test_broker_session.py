@@ -147,14 +147,16 @@ class TestBrokerSessionRabbitmq(HttpCase):
         self.assertTrue(self._published(ws, topic))
         device.action_revoke()
         committed, results = commit_hooks(self.env)
-        self.assertEqual(results[0]["brokers"], {"rabbitmq": {"closed": 1}})
+        self.assertEqual(
+            results[0]["brokers"], {"rabbitmq": {"closed": 1, "unit": "usernames"}}
+        )
         self._assert_cut(
             [tcp, ws], committed, "device revoked", topic, ("device_cut01", secret)
         )
         self.assertTrue(self._published(bystander, self._topic("device_cut02")))
         # what the settings page shows the administrator
         self.assertIn(
-            "rabbitmq: 1 closed",
+            "rabbitmq: closed (1 usernames)",
             self.env["res.config.settings"].create({}).iot_broker_session_last_result,
         )
 
@@ -381,7 +383,9 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
         device.action_revoke()
         with patch.object(session, "EMQX_PAGE_LIMIT", 2):  # more than one page
             _committed, results = commit_hooks(self.env)
-        self.assertEqual(results[0]["brokers"], {"emqx": {"closed": 3}})
+        self.assertEqual(
+            results[0]["brokers"], {"emqx": {"closed": 3, "unit": "clients"}}
+        )
         self.assertEqual(self.emqx.clients, {"other": "device_emqx02"})
         self.assertIn(("DELETE", "/api/v5/clients/dev%2F1%20a%20b"), self.emqx.requests)
 
