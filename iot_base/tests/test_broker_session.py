@@ -160,6 +160,22 @@ class TestBrokerSessionRabbitmq(HttpCase):
             self.env["res.config.settings"].create({}).iot_broker_session_last_result,
         )
 
+    def test_rotated_secret_cut(self):
+        # the broker cannot tell which session used the old secret: every
+        # session of the username goes, the new secret connects again
+        device, secret = self._device("device_cut04")
+        client = self._client("device_cut04", secret)
+        topic = self._topic("device_cut04")
+        self.assertTrue(self._published(client, topic))
+        new_secret = device.action_rotate_secret()["context"]["default_secret"]
+        committed, _results = commit_hooks(self.env)
+        self._assert_cut(
+            [client], committed, "secret rotated", topic, ("device_cut04", secret)
+        )
+        self.assertTrue(
+            self._published(self._client("device_cut04", new_secret), topic)
+        )
+
     def test_deleted_and_archived_device_cut(self):
         Device = self.env["iot.mqtt.device"]
         for action in ("unlink", "action_archive"):
@@ -405,6 +421,14 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
                 user.write({"groups_id": [(3, group.id)]})
             commit_hooks(self.env)
             self.assertNotIn(f"tab-{change}", self.emqx.clients)
+
+    def test_rotation_kicks(self):
+        device, _secret = self._device_with_secret("device_emqx07")
+        commit_hooks(self.env)  # the device's creation, committed
+        self.emqx.clients.update({"old": "device_emqx07", "other": "device_emqx08"})
+        device.action_rotate_secret()
+        commit_hooks(self.env)
+        self.assertEqual(self.emqx.clients, {"other": "device_emqx08"})
 
     def test_live_credentials_untouched(self):
         device, _secret = self._device_with_secret("device_emqx03")
