@@ -26,11 +26,12 @@ import logging
 import time
 from urllib.parse import quote, urlsplit
 
+import psycopg2
 import requests
 
 import odoo
 from odoo import SUPERUSER_ID, _, api, fields, models
-from odoo.tools import str2bool
+from odoo.tools import SQL, str2bool
 
 _logger = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def database_is_neutralized(env):
 
 
 def run_cutoff(dbname, pending):
-    """Close the sessions of ``pending`` ({credential id: {usernames}}) in a
-    new cursor, after the commit; return the result (never raises)."""
+    """:meth:`IotBrokerSession._cutoff` of ``pending`` in a new cursor, after
+    the commit; return the result (never raises)."""
     try:
         registry = odoo.modules.registry.Registry(dbname)
         with registry.cursor() as cr:
@@ -114,17 +115,51 @@ class IotBrokerSession(models.AbstractModel):
         :data:`ENDING_FIELDS`), before the change when it renames or deletes."""
         if vals is not None and not ENDING_FIELDS & set(vals):
             return
+        pending = self._pending(credentials)
+        if pending is None:
+            return
+        for credential in credentials.sudo().with_context(active_test=False):
+            pending["check"].setdefault(credential.id, set()).add(credential.username)
+
+    @api.model
+    def _cut_secrets(self, credentials, secret_type=None):
+        """Before secrets of ``credentials`` are deleted (all, or those of
+        ``secret_type``): after the commit, close the sessions of their
+        usernames, even if the credential stays live (a broker cannot tell
+        which session used which secret), but only if a secret really went
+        (a rolled-back revoke cuts nothing). Session secrets pruned by
+        count are no revocation: not cut."""
+        if secret_type not in (None, "long_lived"):
+            return
+        pending = self._pending(credentials)
+        if pending is None:
+            return
+        query = SQL(
+            "SELECT c.username, s.id FROM iot_credentials_secret s "
+            "JOIN iot_credentials c ON c.id = s.credential_id "
+            "WHERE s.credential_id IN %s",
+            tuple(credentials.ids),
+        )
+        if secret_type:
+            query = SQL("%s AND s.secret_type = %s", query, secret_type)
+        self.env.cr.execute(query)
+        for username, secret_id in self.env.cr.fetchall():
+            pending["secrets"].setdefault(username, set()).add(secret_id)
+
+    @api.model
+    def _pending(self, credentials):
+        """What this transaction will cut after its commit (queued once), or
+        None when there is nothing to do."""
         if not credentials or not self.env.registry.ready:
-            return
+            return None
         if not self._configured() or database_is_neutralized(self.env):
-            return
+            return None
         postcommit = self.env.cr.postcommit
         pending = postcommit.data.get(POSTCOMMIT_KEY)
         if pending is None:
-            pending = postcommit.data[POSTCOMMIT_KEY] = {}
+            pending = postcommit.data[POSTCOMMIT_KEY] = {"check": {}, "secrets": {}}
             postcommit.add(functools.partial(run_cutoff, self.env.cr.dbname, pending))
-        for credential in credentials.sudo().with_context(active_test=False):
-            pending.setdefault(credential.id, set()).add(credential.username)
+        return pending
 
     @api.model
     def _cut_users(self, users):
@@ -168,19 +203,28 @@ class IotBrokerSession(models.AbstractModel):
 
     @api.model
     def _cutoff(self, pending):
-        """Close the sessions of the usernames of ``pending`` that no live
-        credential holds now; record and return the result."""
+        """Close the sessions of the usernames of ``pending``: those of
+        ``pending["check"]`` ({credential id: usernames}) that no live
+        credential holds now, those of ``pending["secrets"]`` ({username:
+        secret ids}) of which a secret is gone; record and return the result."""
         if database_is_neutralized(self.env):
             return {"ok": True, "skipped": "neutralized"}
         credentials = self.env["iot.credentials"]
-        usernames = sorted(
-            {
-                username
-                for names in pending.values()
-                for username in names
-                if not credentials._find_live(username)
-            }
-        )
+        usernames = {
+            username
+            for names in pending.get("check", {}).values()
+            for username in names
+            if not credentials._find_live(username)
+        }
+        revoked = pending.get("secrets", {})
+        if revoked:
+            self.env.cr.execute(
+                "SELECT id FROM iot_credentials_secret WHERE id = ANY(%s)",
+                [sorted(set().union(*revoked.values()))],
+            )
+            remaining = {row[0] for row in self.env.cr.fetchall()}
+            usernames.update(u for u, ids in revoked.items() if ids - remaining)
+        usernames = sorted(usernames)
         if not usernames:
             return {"ok": True, "usernames": 0}
         started = time.monotonic()
@@ -191,13 +235,18 @@ class IotBrokerSession(models.AbstractModel):
             "usernames": len(usernames),
             "brokers": {},
         }
-        cutters = {"rabbitmq": self._cut_rabbitmq, "emqx": self._cut_emqx}
+        # what each counts: RabbitMQ closes a user's connections in one call
+        cutters = {
+            "rabbitmq": (self._cut_rabbitmq, "usernames"),
+            "emqx": (self._cut_emqx, "clients"),
+        }
         for broker, config in self._get_config().items():
             if not config["url"]:
                 continue
             try:
-                closed = cutters[broker](config, usernames, deadline)
-                result["brokers"][broker] = {"closed": closed}
+                cutter, unit = cutters[broker]
+                closed = cutter(config, usernames, deadline)
+                result["brokers"][broker] = {"closed": closed, "unit": unit}
             except BrokerApiError as exc:
                 result["ok"] = False
                 result["brokers"][broker] = {"error": str(exc)}
@@ -319,6 +368,15 @@ class IotBrokerSession(models.AbstractModel):
 
     @api.model
     def _write_state(self, result):
+        try:
+            with self.env.cr.savepoint(flush=False):
+                self._upsert_state(result)
+        except psycopg2.errors.SerializationFailure:
+            # another cut-off recorded its result at the same moment: keep it
+            _logger.info("Concurrent session cut-off: this result is not recorded")
+
+    @api.model
+    def _upsert_state(self, result):
         self.env.cr.execute(
             """
             INSERT INTO iot_broker_session_state (id, run_at, ok, result)
@@ -352,7 +410,12 @@ class IotBrokerSession(models.AbstractModel):
                 )
             else:
                 parts.append(
-                    _("%(broker)s: %(n)s closed", broker=broker, n=outcome["closed"])
+                    _(
+                        "%(broker)s: closed (%(n)s %(unit)s)",
+                        broker=broker,
+                        n=outcome["closed"],
+                        unit=outcome.get("unit", ""),
+                    )
                 )
         return _(
             "%(at)s UTC, %(n)s revoked usernames: %(parts)s (%(s)s s)",

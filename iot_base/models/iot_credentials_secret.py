@@ -141,6 +141,7 @@ class IotCredentialsSecret(models.Model):
         """Delete the secrets of ``credentials`` (optionally of one type)."""
         if not credentials:
             return
+        self.env["iot.broker.session"]._cut_secrets(credentials, secret_type)
         query = SQL(
             "DELETE FROM %s WHERE credential_id IN %s",
             SQL.identifier(self._table),

@@ -147,15 +147,33 @@ class TestBrokerSessionRabbitmq(HttpCase):
         self.assertTrue(self._published(ws, topic))
         device.action_revoke()
         committed, results = commit_hooks(self.env)
-        self.assertEqual(results[0]["brokers"], {"rabbitmq": {"closed": 1}})
+        self.assertEqual(
+            results[0]["brokers"], {"rabbitmq": {"closed": 1, "unit": "usernames"}}
+        )
         self._assert_cut(
             [tcp, ws], committed, "device revoked", topic, ("device_cut01", secret)
         )
         self.assertTrue(self._published(bystander, self._topic("device_cut02")))
         # what the settings page shows the administrator
         self.assertIn(
-            "rabbitmq: 1 closed",
+            "rabbitmq: closed (1 usernames)",
             self.env["res.config.settings"].create({}).iot_broker_session_last_result,
+        )
+
+    def test_rotated_secret_cut(self):
+        # the broker cannot tell which session used the old secret: every
+        # session of the username goes, the new secret connects again
+        device, secret = self._device("device_cut04")
+        client = self._client("device_cut04", secret)
+        topic = self._topic("device_cut04")
+        self.assertTrue(self._published(client, topic))
+        new_secret = device.action_rotate_secret()["context"]["default_secret"]
+        committed, _results = commit_hooks(self.env)
+        self._assert_cut(
+            [client], committed, "secret rotated", topic, ("device_cut04", secret)
+        )
+        self.assertTrue(
+            self._published(self._client("device_cut04", new_secret), topic)
         )
 
     def test_deleted_and_archived_device_cut(self):
@@ -381,7 +399,9 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
         device.action_revoke()
         with patch.object(session, "EMQX_PAGE_LIMIT", 2):  # more than one page
             _committed, results = commit_hooks(self.env)
-        self.assertEqual(results[0]["brokers"], {"emqx": {"closed": 3}})
+        self.assertEqual(
+            results[0]["brokers"], {"emqx": {"closed": 3, "unit": "clients"}}
+        )
         self.assertEqual(self.emqx.clients, {"other": "device_emqx02"})
         self.assertIn(("DELETE", "/api/v5/clients/dev%2F1%20a%20b"), self.emqx.requests)
 
@@ -401,6 +421,14 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
                 user.write({"groups_id": [(3, group.id)]})
             commit_hooks(self.env)
             self.assertNotIn(f"tab-{change}", self.emqx.clients)
+
+    def test_rotation_kicks(self):
+        device, _secret = self._device_with_secret("device_emqx07")
+        commit_hooks(self.env)  # the device's creation, committed
+        self.emqx.clients.update({"old": "device_emqx07", "other": "device_emqx08"})
+        device.action_rotate_secret()
+        commit_hooks(self.env)
+        self.assertEqual(self.emqx.clients, {"other": "device_emqx08"})
 
     def test_live_credentials_untouched(self):
         device, _secret = self._device_with_secret("device_emqx03")

@@ -106,7 +106,7 @@ class TestNeutralize(IotCommonCase):
             self.assertIn("neutralized", result["error"])
             self.assertEqual(os.listdir(directory), [], "no file written")
             cut = self.env["iot.broker.session"]._cutoff(
-                {device.id: {"device_neutral01"}}
+                {"check": {device.id: {"device_neutral01"}}}
             )
             self.assertEqual(cut, {"ok": True, "skipped": "neutralized"})
             self.assertEqual(self.emqx.requests, [])
