@@ -3,7 +3,6 @@ import secrets
 
 from odoo import api, fields, models
 
-from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
 from .iot_broker_session import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
@@ -12,6 +11,7 @@ from .iot_broker_session import (
     RABBITMQ_URL_PARAM,
     RABBITMQ_USER_PARAM,
 )
+from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
 from .iot_mosquitto_sync import (
     ACL_FILE_PARAM,
     ENABLED_PARAM,
