@@ -14,3 +14,4 @@ from . import iot_mqtt_client
 from . import iot_app
 from . import iot_mosquitto_sync
 from . import res_groups
+from . import ir_http
