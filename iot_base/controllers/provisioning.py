@@ -25,10 +25,10 @@ BEARER_RE = re.compile(r"bearer +([!-~]{1,256})", re.IGNORECASE)
 class IotProvisioningDispatcher(http.Dispatcher):
     """Dispatcher of ``type="iot_provisioning"`` routes.
 
-    Odoo's ``http`` dispatcher parses form and multipart bodies of any type
-    before the endpoint runs and answers its own errors (404, 405, 413, ...)
-    with HTML pages; here the endpoint reads the body itself, bounded and JSON
-    only, and whatever Odoo raises around it is answered in JSON too.
+    Odoo's ``http`` dispatcher parses form and multipart bodies (up to
+    128 MB) before the endpoint runs and answers its own errors with HTML
+    pages; here the endpoint reads the body itself, bounded and JSON only,
+    and whatever Odoo raises around it is answered in JSON too.
     """
 
     routing_type = "iot_provisioning"
@@ -39,6 +39,7 @@ class IotProvisioningDispatcher(http.Dispatcher):
 
     def dispatch(self, endpoint, args):
         self.request.params = args
+        # only reachable when iot_base is loaded server-wide (--load)
         if not self.request.db:
             return _error("No database is selected.", 503, "no_database")
         return self.request.registry["ir.http"]._dispatch(endpoint)

@@ -14,7 +14,8 @@ import logging
 
 from psycopg2 import InterfaceError, OperationalError
 from werkzeug.datastructures import ImmutableMultiDict
-from werkzeug.exceptions import HTTPException, abort
+from werkzeug.exceptions import HTTPException, NotFound, abort
+from werkzeug.routing import RequestRedirect
 
 from odoo import models
 from odoo.http import request
@@ -24,10 +25,23 @@ _logger = logging.getLogger(__name__)
 # what a broker route receives from Odoo's parameters: its route arguments
 # (and ``token``, which a broker may also put in the query string)
 BROKER_PARAMS = ("token", "check")
+PROVISIONING_PREFIX = "/iot/provision"
 
 
 class IrHttp(models.AbstractModel):
     _inherit = "ir.http"
+
+    @classmethod
+    def _match(cls, path_info):
+        """Paths under the provisioning API that werkzeug cannot match (a
+        newline in a segment, a ``//`` it would redirect) get the API's own
+        JSON 404, not Odoo's HTML page or redirect."""
+        try:
+            return super()._match(path_info)
+        except (NotFound, RequestRedirect):
+            if not path_info.startswith(f"{PROVISIONING_PREFIX}/"):
+                raise
+            return super()._match(PROVISIONING_PREFIX)
 
     @classmethod
     def _pre_dispatch(cls, rule, args):

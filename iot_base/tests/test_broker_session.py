@@ -35,7 +35,6 @@ from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_broker_session as session
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
-from odoo.addons.iot_base.models.iot_credentials import make_client_id
 
 from .brokers import MANAGEMENT_USER, RabbitMQBroker
 from .common import IotCommonCase, MosquittoClientMixin, start_synced_mosquitto
@@ -85,7 +84,8 @@ class TestBrokerSessionRabbitmq(HttpCase):
     def _client(self, username, password, transport="tcp", expect_rc=0):
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=make_client_id(username, uuid.uuid4().hex[:12]),
+            # the policy's form of client id (see iot_credentials.client_id_owner)
+            client_id=f"{username}~{uuid.uuid4().hex[:12]}",
             transport=transport,
             reconnect_on_failure=False,  # a cut connection must stay cut
         )

@@ -496,7 +496,16 @@ class TestProvisioningApi(HttpCase):
                 response = self._call(method, url, body)
                 self._assert_error(response, 405, "method_not_allowed")
                 self.assertIn(response.headers["Allow"], ("POST", "DELETE"))
-        for url in ("/iot/provision", "/iot/provision/x", path + "/a/b"):
+        for url in (
+            "/iot/provision",
+            "/iot/provision/x",
+            path + "/a/b",
+            # paths werkzeug's router cannot match, or would redirect
+            "/iot/provision/a%0Ab/c",
+            path + "/a%0A/b",
+            "/iot/provision//devices",
+            "/iot/provision//x",
+        ):
             with self.subTest(url=url):
                 self._assert_error(self._call("POST", url, body), 404, "not_found")
 
