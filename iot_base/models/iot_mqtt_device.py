@@ -48,7 +48,7 @@ def normalize_hardware_id(value):
     compact = MAC_SEPARATORS_RE.sub("", cleaned)
     if HEX12_RE.match(compact):
         return ":".join(compact[i : i + 2] for i in range(0, 12, 2))
-    return cleaned if HARDWARE_ID_RE.match(cleaned) else None
+    return cleaned if HARDWARE_ID_RE.fullmatch(cleaned) else None
 
 
 class IotMqttDevice(models.Model):
@@ -147,6 +147,10 @@ class IotMqttDevice(models.Model):
             vals["hardware_id"] = (
                 normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
             )
+        if "active" in vals:
+            # the credential changes with the device: the writer must be
+            # allowed to change it (a superuser's is for administrators)
+            self.credential_id.check_access("write")
         res = super().write(vals)
         if "active" in vals:
             credentials = self.credential_id.sudo()
@@ -157,6 +161,7 @@ class IotMqttDevice(models.Model):
         return res
 
     def unlink(self):
+        self.credential_id.check_access("unlink")
         credentials = self.credential_id.sudo()
         res = super().unlink()
         # revoked with the device; its secrets go with it (ON DELETE CASCADE)
@@ -203,7 +208,7 @@ class IotMqttDevice(models.Model):
                 raise ValidationError(
                     _("The device username pattern %(p)r is not valid.", p=pattern)
                 ) from exc
-            if not USERNAME_RE.match(username):
+            if not USERNAME_RE.fullmatch(username):
                 raise ValidationError(
                     _(
                         "The device username pattern %(p)r gives %(u)r, which is "

@@ -41,7 +41,12 @@ class IotMqttFleet(models.Model):
 
     def write(self, vals):
         self._check_name_values(vals)
-        return super().write(vals)
+        res = super().write(vals)
+        if "company_id" in vals:
+            # record rules are checked before a write only: moving a fleet
+            # into a company the writer does not manage must fail too
+            self.check_access("write")
+        return res
 
     @api.model
     def _check_name_values(self, vals):

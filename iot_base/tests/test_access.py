@@ -424,6 +424,30 @@ class TestCompanyManagers(IotCommonCase):
         with self.assertRaises(AccessError), self.env.cr.savepoint():
             own.write({"company_id": self.company.id})
         self.assertEqual(self.device_b.company_id, self.other_company)
+        fleet_b = self.env["iot.mqtt.fleet"].create(
+            {"name": "B fleet", "company_id": self.other_company.id}
+        )
+        with self.assertRaises(AccessError), self.env.cr.savepoint():
+            fleet_b.with_user(manager).write({"company_id": self.company.id})
+        self.assertEqual(fleet_b.company_id, self.other_company)
+
+    def test_device_of_a_superuser_credential(self):
+        """A device whose credential an admin made a broker superuser is the
+        admin's to revoke: archiving or deleting the device would do it."""
+        device = self.env["iot.mqtt.device"].create(
+            {"name": "Bridge", "hardware_id": "bridge-a1", "company_id": self.company.id}
+        )
+        device.credential_id.is_superuser = True
+        for attack in ("action_revoke", "action_archive", "unlink"):
+            with (
+                self.subTest(attack=attack),
+                self.assertRaises(AccessError),
+                self.env.cr.savepoint(),
+            ):
+                getattr(device.with_user(self.iot_manager), attack)()
+        self.assertTrue(device.credential_id.active)
+        device.with_user(self.admin).action_revoke()
+        self.assertFalse(device.credential_id.active)
 
     def test_audit_and_throttle_rows_of_managers(self):
         Log = self.env["iot.auth.log"]
