@@ -64,6 +64,10 @@ class IotBrokerController(http.Controller):
         return self._answer("acl", token)
 
     def _answer(self, endpoint, token):
+        if not (request.db and "iot.broker" in request.env):
+            # only when iot_base is loaded as a server-wide module: no
+            # usable database, or one without iot_base
+            return _emqx_reply("unavailable")
         broker = request.env["iot.broker"].sudo()
         try:
             remote = request.httprequest.remote_addr or ""

@@ -50,6 +50,9 @@ class IotRabbitmqController(http.Controller):
         iot_broker_reply=_rabbitmq_reply,
     )
     def iot_rabbitmq(self, check, token=None):
+        if not (request.db and "iot.broker" in request.env):
+            # iot_base loaded server-wide, no usable database: see auth.py
+            return _rabbitmq_reply("unavailable")
         broker = request.env["iot.broker"].sudo()
         try:
             peer = request.httprequest.remote_addr or ""
