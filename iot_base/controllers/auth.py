@@ -1,6 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """Endpoints a broker calls: EMQX 5 HTTP authentication and authorization."""
 
+import contextlib
 import json
 import logging
 import re
@@ -93,13 +94,19 @@ class IotBrokerController(http.Controller):
             # the database cannot answer in time: "no opinion", never an
             # allow, and never replayed (service.model.retrying would
             # multiply the wait past EMQX's 5 s)
-            request.env.cr.rollback()
+            _rollback()
             _logger.warning(
                 "MQTT %s request: database unavailable (%s)",
                 endpoint,
                 type(exc).__name__,
             )
             return _emqx_reply("unavailable")
+
+
+def _rollback():
+    """Leave the failed transaction (Odoo would otherwise commit after it)."""
+    with contextlib.suppress(OperationalError, InterfaceError):
+        request.env.cr.rollback()
 
 
 def _bearer():

@@ -20,7 +20,7 @@ from psycopg2 import InterfaceError, OperationalError
 from odoo import http
 from odoo.http import request
 
-from .auth import MAX_BODY, _bearer, _read_values
+from .auth import MAX_BODY, _bearer, _read_values, _rollback
 
 _logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class IotRabbitmqController(http.Controller):
             return _text(broker._rabbitmq_decide(check, values, peer))
         except (OperationalError, InterfaceError) as exc:
             # never replayed: see controllers/auth.py
-            request.env.cr.rollback()
+            _rollback()
             _logger.warning(
                 "RabbitMQ %s request: database unavailable (%s)",
                 check,
