@@ -24,7 +24,7 @@ _ROUTE_NAMES = frozenset({"auth", "acl", "rabbitmq", "app", "provision"})
 # A candidate URL in a message: a run of non-blank characters.
 _WORD_RE = re.compile(r"[^\s\"'<>]+")
 # The request line werkzeug logs for an access, when it is a real one.
-_REQUEST_LINE_RE = re.compile(r"[A-Z]{1,20} [\x21-\x7e]{1,8192} HTTP/\d\.\d")
+_REQUEST_LINE_RE = re.compile(r"[A-Z]{1,20} \S{1,8192} HTTP/\d\.\d")
 # http.server's and werkzeug's errors about what a client sent
 # (``code %d, message %s``, ``Bad request syntax (%r)``...) quote raw bytes of
 # the request, possibly of its body: the message stays, the bytes go.
