@@ -1,6 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """Endpoints a broker calls: EMQX 5 HTTP authentication and authorization."""
 
+import contextlib
 import json
 import logging
 import re
@@ -64,6 +65,10 @@ class IotBrokerController(http.Controller):
         return self._answer("acl", token)
 
     def _answer(self, endpoint, token):
+        if not (request.db and "iot.broker" in request.env):
+            # only when iot_base is loaded as a server-wide module: no
+            # usable database, or one without iot_base
+            return _emqx_reply("unavailable")
         broker = request.env["iot.broker"].sudo()
         try:
             remote = request.httprequest.remote_addr or ""
@@ -89,13 +94,19 @@ class IotBrokerController(http.Controller):
             # the database cannot answer in time: "no opinion", never an
             # allow, and never replayed (service.model.retrying would
             # multiply the wait past EMQX's 5 s)
-            request.env.cr.rollback()
+            _rollback()
             _logger.warning(
                 "MQTT %s request: database unavailable (%s)",
                 endpoint,
                 type(exc).__name__,
             )
             return _emqx_reply("unavailable")
+
+
+def _rollback():
+    """Leave the failed transaction (Odoo would otherwise commit after it)."""
+    with contextlib.suppress(OperationalError, InterfaceError):
+        request.env.cr.rollback()
 
 
 def _bearer():

@@ -20,7 +20,7 @@ from psycopg2 import InterfaceError, OperationalError
 from odoo import http
 from odoo.http import request
 
-from .auth import MAX_BODY, _bearer, _read_values
+from .auth import MAX_BODY, _bearer, _read_values, _rollback
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class IotRabbitmqController(http.Controller):
         iot_broker_reply=_rabbitmq_reply,
     )
     def iot_rabbitmq(self, check, token=None):
+        if not (request.db and "iot.broker" in request.env):
+            # iot_base loaded server-wide, no usable database: see auth.py
+            return _rabbitmq_reply("unavailable")
         broker = request.env["iot.broker"].sudo()
         try:
             peer = request.httprequest.remote_addr or ""
@@ -71,7 +74,7 @@ class IotRabbitmqController(http.Controller):
             return _text(broker._rabbitmq_decide(check, values, peer))
         except (OperationalError, InterfaceError) as exc:
             # never replayed: see controllers/auth.py
-            request.env.cr.rollback()
+            _rollback()
             _logger.warning(
                 "RabbitMQ %s request: database unavailable (%s)",
                 check,

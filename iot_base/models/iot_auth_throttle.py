@@ -35,15 +35,19 @@ class IotAuthThrottle(models.Model):
     _order = "failed_at desc, id desc"
 
     key = fields.Char(required=True, readonly=True, index=True)
-    failed_at = fields.Datetime(required=True, readonly=True)
+    # always set (rows are written in SQL); not required, so that upgrading
+    # over rows of the former layout adds the column without a NOT NULL
+    failed_at = fields.Datetime(readonly=True)
     blocked_until = fields.Datetime(readonly=True)
 
     def init(self):
-        # rows were one per key, updated in place, until 18.0.1.x: the
-        # uniqueness would make the appended rows conflict
+        # rows were one per key, updated in place, until this layout: the
+        # uniqueness would make appended rows conflict, and the old rows
+        # (no failure time) mean nothing now
         self.env.cr.execute(
             "ALTER TABLE iot_auth_throttle DROP CONSTRAINT IF EXISTS"
-            " iot_auth_throttle_key_unique"
+            " iot_auth_throttle_key_unique;"
+            " DELETE FROM iot_auth_throttle WHERE failed_at IS NULL"
         )
 
     @api.model

@@ -353,6 +353,10 @@ class TestBrokerHttp(HttpCase):
         self.assertLess(elapsed, 4)
         # and once the lock is gone, the same request gets in
         self.assertReply(self._auth("device_ab12cd34", self.device_secret), "allow")
+        # a slow query is bounded too (SET LOCAL outlives the request's
+        # savepoint in the test transaction)
+        self.env.cr.execute("SHOW statement_timeout")
+        self.assertEqual(self.env.cr.fetchone()[0], "3s")
 
     def _auth_from(self, peer, username, password):
         body = {"username": username, "password": password, "clientid": "c1"}

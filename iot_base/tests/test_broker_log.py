@@ -157,6 +157,21 @@ class TestBrokerLogRedaction(HttpCase):
                 self.assertNotIn(spelling, output)
             self.assertNotIn(value[8:], output)
 
+    def test_bad_query_parameters(self):
+        record = logging.LogRecord(
+            "odoo.sql_db",
+            logging.ERROR,
+            __file__,
+            1,
+            "bad query: %s\nERROR: %s",
+            ("SELECT 1 WHERE s.index = 'ab12cd34' AND c.username = 'it''s'", "x"),
+            None,
+        )
+        message = log_redaction.redact_record(record).getMessage()
+        self.assertNotIn("ab12cd34", message)
+        self.assertNotIn("it''s", message)
+        self.assertIn("s.index = '***'", message)
+
     def test_redact(self):
         redact = log_redaction.redact
         for text, expected in [

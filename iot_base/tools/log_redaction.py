@@ -24,11 +24,14 @@ _ROUTE_NAMES = frozenset({"auth", "acl", "rabbitmq", "app", "provision"})
 # A candidate URL in a message: a run of non-blank characters.
 _WORD_RE = re.compile(r"[^\s\"'<>]+")
 # The request line werkzeug logs for an access, when it is a real one.
-_REQUEST_LINE_RE = re.compile(r"[A-Z]{1,20} [\x21-\x7e]{1,8192} HTTP/\d\.\d")
+_REQUEST_LINE_RE = re.compile(r"[A-Z]{1,20} \S{1,8192} HTTP/\d\.\d")
 # http.server's and werkzeug's errors about what a client sent
 # (``code %d, message %s``, ``Bad request syntax (%r)``...) quote raw bytes of
 # the request, possibly of its body: the message stays, the bytes go.
 _WERKZEUG_RAW_ERRORS = ("code %", "Bad request", "Bad HTTP", "Unsupported method")
+# odoo.sql_db's "bad query: <statement with its parameters>": a username, a
+# secret's clear index, a client's topic; the statement's shape stays.
+_SQL_LITERAL_RE = re.compile(r"'(?:[^']|'')*'")
 # What ``int(line, 16)`` says about a bad chunk header: the line may be body.
 _CHUNK_LINE_RE = re.compile(r"(invalid literal for int\(\) with base 16: ).*")
 
@@ -83,6 +86,9 @@ def redact_record(record):
                 args = list(record.args)
                 args[0] = _request_line(str(args[0]))
                 record.args = tuple(args)
+        elif record.name == "odoo.sql_db" and str(record.msg).startswith("bad query"):
+            record.msg = _SQL_LITERAL_RE.sub("'***'", record.getMessage())
+            record.args = ()
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
