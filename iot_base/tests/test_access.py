@@ -435,7 +435,11 @@ class TestCompanyManagers(IotCommonCase):
         """A device whose credential an admin made a broker superuser is the
         admin's to revoke: archiving or deleting the device would do it."""
         device = self.env["iot.mqtt.device"].create(
-            {"name": "Bridge", "hardware_id": "bridge-a1", "company_id": self.company.id}
+            {
+                "name": "Bridge",
+                "hardware_id": "bridge-a1",
+                "company_id": self.company.id,
+            }
         )
         device.credential_id.is_superuser = True
         for attack in ("action_revoke", "action_archive", "unlink"):

@@ -142,8 +142,10 @@ class Fuzzer:
         else:
             fields = {"username": self.wrong_username()}
         fields = {key: self.odd_value(value) for key, value in fields.items()}
+        # a client id the username owns, so that fuzzing reaches the secret
+        owned = f"{username}~c1" if kind == "login" else "c1"
         extras = {
-            "clientid": rng.choice(["c1", "sensor-1", self.hostile_string()]),
+            "clientid": rng.choice([owned, "c1", "sensor-1", self.hostile_string()]),
             "client_id": "sensor-1",
             "peerhost": rng.choice(["10.1.2.3", "::1", "", self.hostile_string()]),
             "action": rng.choice(["publish", "subscribe", "delete", ""]),
@@ -414,7 +416,9 @@ class TestBrokerFuzz(HttpCase):
         for username, secret in zip(self.usernames, self.secrets, strict=True):
             response = self.url_open(
                 f"/iot/auth/{TOKEN}",
-                data=json.dumps({"username": username, "password": secret}),
+                data=json.dumps(
+                    {"username": username, "password": secret, "clientid": username}
+                ),
                 headers={"Content-Type": "application/json"},
             )
             self.assertEqual(response.json()["result"], "allow")

@@ -359,7 +359,7 @@ class TestBrokerHttp(HttpCase):
         self.assertEqual(self.env.cr.fetchone()[0], "3s")
 
     def _auth_from(self, peer, username, password):
-        body = {"username": username, "password": password, "clientid": "c1"}
+        body = {"username": username, "password": password, "clientid": username}
         if peer:
             body["peerhost"] = peer
         return self._post("/iot/auth", body)

@@ -152,7 +152,12 @@ class TestConcurrentFailures(BaseCase):
     def _auth(self, password, peer):
         return requests.post(
             f"http://{HOST}:{HttpCase.http_port()}/iot/auth/{self.TOKEN}",
-            json={"username": self.DEVICE, "password": password, "peerhost": peer},
+            json={
+                "username": self.DEVICE,
+                "password": password,
+                "clientid": self.DEVICE,
+                "peerhost": peer,
+            },
             timeout=30,
         )
 
