@@ -2,6 +2,8 @@
 import re
 from datetime import timedelta
 
+from psycopg2 import errors
+
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools import SQL
@@ -368,22 +370,29 @@ class IotCredentials(models.Model):
         """Record a successful authentication, at most every few minutes.
 
         ``SKIP LOCKED``: when another worker is already writing the row, its
-        timestamp is as good as ours, so never wait for it.
+        timestamp is as good as ours, so never wait for it; and when another
+        one wrote it after our snapshot (a serialization failure under
+        REPEATABLE READ), neither: the login must not fail for a timestamp.
         """
         now = fields.Datetime.now()
         if last_auth_at and now - last_auth_at < LAST_AUTH_RESOLUTION:
             return
-        self.env.cr.execute(
-            SQL(
-                """
-            UPDATE iot_credentials SET last_auth_at = %(now)s
-             WHERE id = (SELECT id FROM iot_credentials WHERE id = %(id)s
-                         FOR NO KEY UPDATE SKIP LOCKED)
-            """,
-                now=now,
-                id=self.id,
-            )
-        )
+        try:
+            with self.env.cr.savepoint(flush=False):
+                self.env.cr.execute(
+                    SQL(
+                        """
+                    UPDATE iot_credentials SET last_auth_at = %(now)s
+                     WHERE id = (SELECT id FROM iot_credentials WHERE id = %(id)s
+                                 FOR NO KEY UPDATE SKIP LOCKED)
+                    """,
+                        now=now,
+                        id=self.id,
+                    ),
+                    log_exceptions=False,
+                )
+        except errors.SerializationFailure:
+            return
         self.invalidate_recordset(["last_auth_at"])
 
     # ------------------------------------------------------------------

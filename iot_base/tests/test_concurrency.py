@@ -200,3 +200,20 @@ class TestConcurrentFailures(BaseCase):
         self.assertEqual(blocked.json()["result"], "deny")
         allowed = self._auth(self.secret, "10.1.2.3")
         self.assertEqual(allowed.json()["result"], "allow")
+
+    def test_last_auth_written_after_our_snapshot(self):
+        """Another worker recorded a login of the same credential after this
+        transaction's snapshot: this login still succeeds (REPEATABLE READ
+        would raise a serialization failure on that row)."""
+        with self.registry.cursor() as cr_late, self.registry.cursor() as cr_early:
+            late = api.Environment(cr_late, SUPERUSER_ID, {})
+            early = api.Environment(cr_early, SUPERUSER_ID, {})
+            cr_early.execute("SELECT 1")  # takes the snapshot
+            stale = late["iot.credentials"].browse(self.device_id)
+            stale._touch_last_auth(None)
+            cr_late.commit()
+            credential, _expires_at = early["iot.credentials"]._authenticate_secret(
+                self.DEVICE, self.secret
+            )
+            self.assertEqual(credential.id, self.device_id)
+            cr_early.execute("SELECT 1")  # the transaction is still usable
