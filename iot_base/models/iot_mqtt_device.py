@@ -53,6 +53,7 @@ def normalize_hardware_id(value):
 
 class IotMqttDevice(models.Model):
     _name = "iot.mqtt.device"
+    _inherit = ["iot.name.mixin"]
     _description = "MQTT Device"
     _order = "name, id"
     _check_company_auto = True
@@ -131,7 +132,6 @@ class IotMqttDevice(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         for vals in vals_list:
-            self._check_name_values(vals)
             if "hardware_id" in vals:
                 vals["hardware_id"] = (
                     normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
@@ -142,7 +142,6 @@ class IotMqttDevice(models.Model):
         return devices
 
     def write(self, vals):
-        self._check_name_values(vals)
         if "hardware_id" in vals:
             vals["hardware_id"] = (
                 normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
@@ -168,20 +167,8 @@ class IotMqttDevice(models.Model):
         credentials.unlink()
         return res
 
-    @api.model
-    def _check_name_values(self, vals):
-        problem = "name" in vals and name_problem(
-            self.env, vals["name"], _("The device name")
-        )
-        if not problem and vals.get("firmware_version"):
-            problem = name_problem(
-                self.env,
-                vals["firmware_version"],
-                _("The firmware version"),
-                FIRMWARE_MAX,
-            )
-        if problem:
-            raise ValidationError(problem)
+    def _iot_name_fields(self):
+        return dict(super()._iot_name_fields(), firmware_version=FIRMWARE_MAX)
 
     # ------------------------------------------------------------------
     # Credentials

@@ -1,14 +1,12 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
-from odoo import _, api, fields, models
-from odoo.exceptions import ValidationError
-
-from ..tools.names import name_problem
+from odoo import fields, models
 
 
 class IotMqttFleet(models.Model):
     """A group of devices that receive fleet commands together."""
 
     _name = "iot.mqtt.fleet"
+    _inherit = ["iot.name.mixin"]
     _description = "MQTT Device Fleet"
     _order = "name"
     _check_company_auto = True
@@ -33,28 +31,13 @@ class IotMqttFleet(models.Model):
         for fleet in self:
             fleet.device_count = counts.get(fleet, 0)
 
-    @api.model_create_multi
-    def create(self, vals_list):
-        for vals in vals_list:
-            self._check_name_values(vals)
-        return super().create(vals_list)
-
     def write(self, vals):
-        self._check_name_values(vals)
         res = super().write(vals)
         if "company_id" in vals:
             # record rules are checked before a write only: moving a fleet
             # into a company the writer does not manage must fail too
             self.check_access("write")
         return res
-
-    @api.model
-    def _check_name_values(self, vals):
-        problem = "name" in vals and name_problem(
-            self.env, vals["name"], _("The fleet name")
-        )
-        if problem:
-            raise ValidationError(problem)
 
     def action_send_command(self):
         self.ensure_one()
