@@ -168,13 +168,19 @@ class ResConfigSettings(models.TransientModel):
 
     @api.depends("iot_mosquitto_sync_enabled")
     def _compute_iot_mosquitto_last_result(self):
-        sync = self.env["iot.mosquitto.sync"].sudo()
-        result = sync._last_result()
-        text = sync._summary(result) if result else ""
-        if result and result.get("at"):
-            text = f"{result['at']} UTC: {text}"
+        text = self._iot_last_result_text("iot.mosquitto.sync")
         for settings in self:
             settings.iot_mosquitto_last_result = text
+
+    def _iot_last_result_text(self, engine_model):
+        """The last run of a broker engine (its ``_last_result`` and
+        ``_summary``), as the settings page shows it."""
+        engine = self.env[engine_model].sudo()
+        result = engine._last_result()
+        text = engine._summary(result) if result else ""
+        if result and result.get("at"):
+            text = f"{result['at']} UTC: {text}"
+        return text
 
     def set_values(self):
         params = self.env["ir.config_parameter"].sudo()
@@ -231,8 +237,6 @@ class ResConfigSettings(models.TransientModel):
     )
 
     def _compute_iot_broker_session_last_result(self):
-        session = self.env["iot.broker.session"].sudo()
-        result = session._last_result()
-        text = session._summary(result) if result else ""
+        text = self._iot_last_result_text("iot.broker.session")
         for settings in self:
             settings.iot_broker_session_last_result = text
