@@ -25,6 +25,8 @@ from .iot_credentials import make_client_id
 _logger = logging.getLogger(__name__)
 
 PUBLISHER_XMLID = "iot_base.iot_credentials_odoo_publisher"
+# pg_advisory_xact_lock key of the publisher's one Mosquitto connection
+PUBLISHER_LOCK_KEY = 0x10700B11
 DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 30.0
 
@@ -92,6 +94,8 @@ class IotMqttClient(models.AbstractModel):
         settings = self._settings()
         username, secret = self._publisher_login()
         deadline = time.monotonic() + settings["timeout"]
+        if self.env["iot.mosquitto.sync"].sudo()._is_enabled():
+            self._wait_for_publisher_slot(deadline, settings["timeout"])
         connected = threading.Event()
         outcome = {}
 
@@ -162,6 +166,27 @@ class IotMqttClient(models.AbstractModel):
             client.loop_stop()
         _logger.info("Published %d MQTT message(s) as %s", len(messages), username)
         return len(messages)
+
+    @api.model
+    def _wait_for_publisher_slot(self, deadline, timeout):
+        """Mosquitto makes the login the client id (``use_username_as_clientid``,
+        the client id policy): two workers publishing at once would close
+        each other's connection. One at a time, until this transaction ends."""
+        while True:
+            self.env.cr.execute(
+                "SELECT pg_try_advisory_xact_lock(%s)", [PUBLISHER_LOCK_KEY]
+            )
+            if self.env.cr.fetchone()[0]:
+                return
+            if time.monotonic() > deadline:
+                raise UserError(
+                    _(
+                        "Odoo's MQTT publisher is busy with another message; "
+                        "nothing was sent within %(timeout)s seconds: try again.",
+                        timeout=timeout,
+                    )
+                )
+            time.sleep(0.05)
 
     @api.model
     def _test_connection(self):

@@ -6,7 +6,10 @@ import socket
 import time
 
 from odoo.exceptions import UserError
+from odoo.sql_db import db_connect
 from odoo.tests import HttpCase, new_test_user, tagged
+
+from odoo.addons.iot_base.models import iot_mqtt_client
 
 from .common import IotCommonCase, start_synced_mosquitto
 from .mosquitto_broker import free_port
@@ -131,6 +134,38 @@ class TestMqttClient(IotCommonCase):
             UserError, "refused Odoo's connection: Not authorized"
         ):
             self.env["iot.mqtt.client"]._test_connection()
+
+
+@tagged("post_install", "-at_install")
+class TestPublisherSlot(IotCommonCase):
+    """Its own class: a transaction-level advisory lock lasts until the
+    class's transaction ends, so no other test may have published before."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.broker = start_synced_mosquitto(cls)
+        params = cls.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.mqtt_host", cls.broker.host)
+        params.set_param("iot_base.mqtt_port", str(cls.broker.port))
+        cls.env["iot.mqtt.client"]._publisher_login()
+        result = cls.env["iot.mosquitto.sync"]._sync(force=True)
+        assert result["ok"], result
+
+    def test_one_publisher_connection_at_a_time(self):
+        """Mosquitto makes the publisher's login its client id: while another
+        worker publishes, this one waits (bounded) instead of taking over its
+        connection."""
+        self.env["ir.config_parameter"].sudo().set_param("iot_base.mqtt_timeout", "0.5")
+        other_worker = db_connect(self.env.cr.dbname).cursor()
+        self.addCleanup(other_worker.close)
+        other_worker.execute(
+            "SELECT pg_advisory_xact_lock(%s)", [iot_mqtt_client.PUBLISHER_LOCK_KEY]
+        )
+        with self.assertRaisesRegex(UserError, "busy"):
+            self.env["iot.mqtt.client"]._publish([])
+        other_worker.rollback()  # the other worker's transaction ends
+        self.env["iot.mqtt.client"]._publish([])
 
 
 @tagged("post_install", "-at_install")
