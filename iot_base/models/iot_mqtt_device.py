@@ -400,6 +400,9 @@ class IotMqttDevice(models.Model):
             "hardware_id": self.hardware_id,
             "name": self.name,
             "username": self.username,
+            # the client id policy: a device connects as its username (or
+            # ``<username>~<suffix>``); any other client id is refused
+            "client_id": self.username,
             # only when issued by this call: it is never shown again
             "password": secret,
             "broker": {

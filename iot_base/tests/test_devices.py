@@ -270,6 +270,7 @@ class TestProvisioningApi(HttpCase):
         reply = response.json()
         self.assertEqual(reply["hardware_id"], "aa:bb:cc:dd:ee:aa")
         self.assertTrue(reply["password"])
+        self.assertEqual(reply["client_id"], reply["username"])
         self.assertEqual(set(reply["topics"]), {"telemetry", "status", "commands"})
         self.assertEqual(set(reply["broker"]), {"host", "port", "tls", "websocket_url"})
         self.assertEqual(response.headers["Cache-Control"], "no-store")
