@@ -9,7 +9,7 @@
     "author": "iot_base developers",
     "license": "LGPL-3",
     "depends": ["base", "web", "base_setup", "web_tour"],
-    "external_dependencies": {"python": ["paho-mqtt", "passlib"]},
+    "external_dependencies": {"python": ["paho-mqtt", "passlib", "cryptography"]},
     "data": [
         "security/iot_base_groups.xml",
         "security/ir.model.access.csv",

@@ -2,3 +2,4 @@ from . import auth
 from . import provisioning
 from . import rabbitmq
 from . import app
+from . import jwks

@@ -32,3 +32,7 @@ INSERT INTO ir_config_parameter (key, value)
 VALUES ('database.is_neutralized', true)
     ON CONFLICT (key) DO
        UPDATE SET value = true;
+
+-- no console token signing key: a copy signs with a key of its own, which
+-- no production broker knows
+DELETE FROM iot_jwt_key;

@@ -1,5 +1,6 @@
 from . import iot_credentials
 from . import iot_credentials_secret
+from . import iot_jwt_key
 from . import res_users
 from . import res_config_settings
 from . import res_company

@@ -1,8 +1,11 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import calendar
 import re
 import secrets
+import time
 
-from odoo import api, fields, models
+from odoo import _, api, fields, models
+from odoo.exceptions import AccessError
 
 from ..tools import topic_acl
 from .iot_credentials import CLIENT_ID_SEPARATOR, make_client_id
@@ -13,6 +16,9 @@ from .iot_credentials import CLIENT_ID_SEPARATOR, make_client_id
 CLIENT_ID_RE = r"%s" + re.escape(CLIENT_ID_SEPARATOR) + r"[0-9a-f]{8}"
 MAX_SUGGESTIONS = 6
 DEFAULT_BROKER_URL = "ws://localhost:8083/mqtt"
+# "secret": the console logs in with a session secret Odoo checks at each
+# CONNECT; "jwt": with a token the broker verifies itself (iot.jwt.key).
+CONSOLE_AUTH_PARAM = "iot_base.console_auth"
 
 
 class IotApp(models.AbstractModel):
@@ -34,17 +40,22 @@ class IotApp(models.AbstractModel):
         :raise AccessError: when the user is not an IoT user
         :return: the ``window.odoo.mqtt_config`` dict (JSON-serializable)
         """
-        credentials = self.env.user.get_or_create_iot_credentials()
+        # With Mosquitto's files, each session secret has a login of its own
+        # (Mosquitto holds one secret per name), which the broker makes the
+        # client id (use_username_as_clientid), and its ACL section cannot
+        # know the client id: show the rules that broker will apply.
+        # Mosquitto cannot verify a token: it always gets session secrets.
+        mosquitto = self.env["iot.mosquitto.sync"].sudo()._is_enabled()
+        token_mode = not mosquitto and self._console_auth() == "jwt"
+        if token_mode:
+            credentials = self._token_credentials()
+        else:
+            credentials = self.env.user.get_or_create_iot_credentials()
         credential = (
             self.env["iot.credentials"].sudo().browse(credentials["credential_id"])
         )
         username = credentials["username"]
         broker_username = self.env.user._iot_broker_username(credentials)
-        # With Mosquitto's files, each session secret has a login of its own
-        # (Mosquitto holds one secret per name), which the broker makes the
-        # client id (use_username_as_clientid), and its ACL section cannot
-        # know the client id: show the rules that broker will apply.
-        mosquitto = self.env["iot.mosquitto.sync"].sudo()._is_enabled()
         if mosquitto:
             client_id = broker_username
         elif not (
@@ -55,6 +66,8 @@ class IotApp(models.AbstractModel):
         rules = self.env["iot.broker"]._rules(
             credential, None if mosquitto else client_id
         )
+        if token_mode:
+            credentials.update(self._console_token(credential, client_id, rules))
         expires_at = fields.Datetime.to_datetime(credentials["expires_at"])
         expires_in = (
             max(0, int((expires_at - fields.Datetime.now()).total_seconds()))
@@ -80,6 +93,62 @@ class IotApp(models.AbstractModel):
             "default_subscriptions": _suggested_filters(rules),
             "default_publish_topic": _suggested_topic(rules),
             "refresh_route": "/iot/app/config",
+            "auth": "jwt" if token_mode else "secret",
+        }
+
+    @api.model
+    def _console_auth(self):
+        value = self.env["ir.config_parameter"].sudo().get_param(CONSOLE_AUTH_PARAM)
+        return "jwt" if value == "jwt" else "secret"
+
+    @api.model
+    def _token_credentials(self):
+        """The user's credential, as ``get_or_create_iot_credentials`` gives
+        it, without issuing a session secret (the token replaces it)."""
+        user = self.env.user
+        if not user.has_group("iot_base.iot_base_group_user"):
+            raise AccessError(_("You are not allowed to use MQTT: ask an IoT manager."))
+        credential = user._iot_user_credential()
+        return {
+            "username": credential.username,
+            "password": None,
+            "is_superuser": credential.is_superuser,
+            "expires_at": None,
+            "credential_id": credential.id,
+        }
+
+    @api.model
+    def _console_token(self, credential, client_id, rules):
+        """A console token for ``client_id`` of ``credential``, signed by
+        the current key, with the claims EMQX 5.8's JWT authenticator reads
+        (apps/emqx_auth_jwt/src/emqx_authn_jwt.erl): ``exp`` an integer (a
+        float crashes its expire_at), ``username`` and ``clientid`` strings
+        for ``verify_claims``, the ACL in its rule-list format ending with
+        the deny of everything, ``client_attrs`` of strings, and never
+        ``is_superuser``.
+
+        :return: ``password`` (the token) and ``expires_at`` (UTC string)
+        """
+        keys = self.env["iot.jwt.key"].sudo()
+        now = int(time.time())
+        exp = now + keys._token_lifetime()
+        if credential.expires_at:
+            exp = min(exp, calendar.timegm(credential.expires_at.timetuple()))
+        claims = {
+            "iat": now,
+            "exp": exp,
+            "username": credential.username,
+            "clientid": client_id,
+            "acl": topic_acl.to_emqx_acl(rules),
+            "client_attrs": {
+                "kind": credential.kind,
+                "namespace": credential.company_id.iot_mqtt_namespace or "",
+                "company_id": str(credential.company_id.id),
+            },
+        }
+        return {
+            "password": keys._sign(claims),
+            "expires_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(exp)),
         }
 
 

@@ -3,6 +3,7 @@ import secrets
 
 from odoo import api, fields, models
 
+from .iot_app import CONSOLE_AUTH_PARAM
 from .iot_broker_session import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
@@ -12,6 +13,12 @@ from .iot_broker_session import (
     RABBITMQ_USER_PARAM,
 )
 from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
+from .iot_jwt_key import (
+    DEFAULT_JWKS_REFRESH,
+    DEFAULT_JWT_LIFETIME,
+    JWKS_REFRESH_PARAM,
+    JWT_LIFETIME_PARAM,
+)
 from .iot_mosquitto_sync import (
     ACL_FILE_PARAM,
     ENABLED_PARAM,
@@ -240,3 +247,37 @@ class ResConfigSettings(models.TransientModel):
         text = self._iot_last_result_text("iot.broker.session")
         for settings in self:
             settings.iot_broker_session_last_result = text
+
+    # The console's MQTT password: a session secret checked by Odoo at each
+    # CONNECT, or a token the broker verifies itself (iot.jwt.key).
+    iot_console_auth = fields.Selection(
+        [("secret", "Session Secrets"), ("jwt", "Signed Tokens (JWT)")],
+        "Console Login",
+        config_parameter=CONSOLE_AUTH_PARAM,
+        default="secret",
+        groups="base.group_system",
+        help="Signed tokens: the broker verifies the console's token with the keys "
+        "of /iot/jwks.json and never calls Odoo for it (EMQX's JWT authenticator). "
+        "Mosquitto keeps session secrets.",
+    )
+    iot_jwt_lifetime_seconds = fields.Integer(
+        "Token Lifetime (seconds)",
+        config_parameter=JWT_LIFETIME_PARAM,
+        default=DEFAULT_JWT_LIFETIME,
+        groups="base.group_system",
+        help="How long a console token is valid (60 to 3600 seconds); the console "
+        "reconnects with a fresh one before it expires.",
+    )
+    iot_jwks_refresh_seconds = fields.Integer(
+        "Broker Key Refresh (seconds)",
+        config_parameter=JWKS_REFRESH_PARAM,
+        default=DEFAULT_JWKS_REFRESH,
+        groups="base.group_system",
+        help="The brokers' JWKS refresh interval (EMQX: refresh_interval): a new "
+        "signing key signs only after this delay.",
+    )
+
+    def action_iot_rotate_jwt_key(self):
+        self.ensure_one()
+        self._iot_check_system()
+        return self.env["iot.jwt.key"].action_rotate()

@@ -79,7 +79,11 @@ class TestSecurityMatrix(IotCommonCase):
         cls.env["iot.credentials.new"].with_user(cls.admin).create(
             {"username": "device_matrix_new"}
         )
+        # a console token signing key: its private half is a secret
+        cls.env["iot.jwt.key"].sudo()._sign({"exp": 0})
         cls.env.flush_all()
+        cls.env.cr.execute("SELECT private_pem FROM iot_jwt_key")
+        private_keys = [row[0] for row in cls.env.cr.fetchall()]
         cls.env.cr.execute("SELECT hash FROM iot_credentials_secret")
         hashes = [row[0] for row in cls.env.cr.fetchall()]
         cls.secrets = {
@@ -95,6 +99,10 @@ class TestSecurityMatrix(IotCommonCase):
             {f"secret hash {i}": value for i, value in enumerate(hashes)}
         )
         cls.secrets.update(setting_secrets)
+        for i, pem in enumerate(private_keys):
+            cls.secrets[f"signing key {i}"] = pem
+            # and the key's base64 body alone, in case it comes back re-wrapped
+            cls.secrets[f"signing key {i} body"] = pem.splitlines()[1]
         cls.roles = {
             "public": cls.public_user,
             "portal": cls.portal_user,
@@ -238,6 +246,7 @@ class TestSecurityMatrix(IotCommonCase):
         self.assertIn("iot_auth_token", self.models_fields["res.config.settings"])
         self.assertIn("iot_credential_ids", self.models_fields["res.users"])
         self.assertIn("iot_mqtt_namespace", self.models_fields["res.company"])
+        self.assertIn("iot.jwt.key", self.models_fields)
         answered = {}
         for role, user in self.roles.items():
             with self.subTest(role=role):
