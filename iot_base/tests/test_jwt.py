@@ -328,6 +328,36 @@ class TestJwt(HttpCase):
         elif token == "allow":
             self.assertEqual(http, "allow", f"token more permissive on {topic}")
 
+    def test_rule_set_decisions(self):
+        """The property test's rule set does reach allows and denies of
+        every kind (qos, retain, deny before allow), token and HTTP alike."""
+        self._rule_set()
+        config = self._config(self.user)["result"]
+        data = self._read(config)
+        info = {"username": config["credentials"]["username"]}
+        p = f"{self.ns}/p"
+        table = [
+            ("publish", f"{p}/a/y", 0, False, "allow"),
+            ("publish", f"{p}/a/y", 2, False, "deny"),
+            ("publish", f"{p}/a/y", 1, True, "deny"),
+            ("publish", f"{p}/a/x/z", 0, False, "deny"),
+            ("publish", f"{p}/x", 2, True, "allow"),
+            ("publish", f"{p}/x", 2, False, "deny"),
+            ("subscribe", f"{p}/a/b", 0, False, "allow"),
+            ("subscribe", f"{p}/+/b", 1, False, "allow"),
+            ("subscribe", f"{p}/b/#", 2, False, "allow"),
+            ("subscribe", f"{p}/a/#", 0, False, "deny"),
+            ("subscribe", f"{p}/#", 0, False, "deny"),
+        ]
+        for action, topic, qos, retain, expected in table:
+            with self.subTest(action=action, topic=topic, qos=qos, retain=retain):
+                self.assertEqual(
+                    emqx.authorize(data, info, action, topic, qos, retain), expected
+                )
+                self.assertEqual(
+                    self._http_acl(config, action, topic, qos, retain), expected
+                )
+
     def _rule_set(self):
         Rule = self.env["iot.acl.rule"]
         company = self.env.ref("base.main_company")
