@@ -30,6 +30,7 @@
         "data/iot_mosquitto_cron.xml",
         "views/iot_app_view.xml",
         "views/iot_menus.xml",
+        "views/iot_jwt_key_views.xml",
     ],
     "assets": {
         # the MQTT console page (/iot/app): Odoo's core, MQTT.js and the console

@@ -501,6 +501,19 @@ class TestJwt(HttpCase):
         with self.assertRaises(AccessError):
             Key.with_user(admin).create({"kid": "forged"})
 
+    def test_key_list_for_admins_only(self):
+        admin = self.env.ref("base.user_admin")
+        arch = self.env["iot.jwt.key"].with_user(admin).get_views([(False, "list")])
+        self.assertIn("action_rotate", arch["views"]["list"]["arch"])
+        menu = self.env.ref("iot_base.iot_jwt_key_menu")
+        visible = self.env["ir.ui.menu"].with_user(self.manager)._visible_menu_ids()
+        self.assertNotIn(menu.id, visible)
+        visible = self.env["ir.ui.menu"].with_user(admin)._visible_menu_ids()
+        self.assertIn(menu.id, visible)
+        # the list's header button: an empty recordset, as the web client calls it
+        action = self.env["iot.jwt.key"].with_user(admin).browse().action_rotate()
+        self.assertEqual(action["params"]["type"], "success")
+
     def test_neutralize_removes_keys(self):
         self._config(self.user)
         self.env.flush_all()
