@@ -15,7 +15,8 @@ import sys
 os.environ["TZ"] = "UTC"
 # Python put this script's folder first on sys.path: Odoo's imports must not
 # find bench/'s modules there.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+HERE = os.path.dirname(os.path.abspath(__file__))
+if sys.path and os.path.abspath(sys.path[0]) == HERE:
     del sys.path[0]
 
 import odoo  # noqa: E402

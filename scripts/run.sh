@@ -146,9 +146,18 @@ case "$served" in
         exit 1
         ;;
 esac
-if [ "$WORKERS" -gt 0 ] && [ "$(port_user "$LOCAL_HOST" "$GEVENT_PORT")" != free ]; then
-    say "port $GEVENT_PORT (Odoo's gevent port in prefork mode) is in use: set IOT_GEVENT_PORT=a free port"
-    exit 1
+if [ "$WORKERS" -gt 0 ]; then
+    if [ "$(port_user "$LOCAL_HOST" "$GEVENT_PORT")" != free ]; then
+        say "port $GEVENT_PORT (Odoo's gevent port in prefork mode) is in use: set IOT_GEVENT_PORT=a free port"
+        exit 1
+    fi
+    # The master would respawn a gevent process that cannot start, forever:
+    # try it once (it imports Odoo evented, i.e. gevent's monkey-patching).
+    if ! gevent_error=$("${ODOO_CMD[@]}" gevent --version 2>&1 >/dev/null); then
+        say "prefork mode: Odoo's gevent process cannot start with PYTHON=$PYTHON: $(printf '%s\n' "$gevent_error" | tail -n 1)"
+        say "(repair gevent's install, e.g. $PYTHON -m pip install 'setuptools>=70,<81' when pkg_resources misses zope.interface, or run without IOT_WORKERS)"
+        exit 1
+    fi
 fi
 
 state=$(psql "${PG_OPTS[@]}" -d "$DB" -Atqc \

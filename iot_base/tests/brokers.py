@@ -506,15 +506,14 @@ def _read_pid(base_dir):
     return None
 
 
-def node_matches(
-    base_dir, odoo_url, token, *, mqtt_port, ws_port, management_port
-):
+def node_matches(base_dir, odoo_url, token, *, mqtt_port, ws_port, management_port):
     """Was the node of ``base_dir`` configured for this Odoo, broker token
     and ports? (Its ``rabbitmq.conf``, written before it started, says.)"""
     settings = {}
-    with contextlib.suppress(OSError), open(
-        os.path.join(base_dir, "rabbitmq.conf")
-    ) as conf:
+    with (
+        contextlib.suppress(OSError),
+        open(os.path.join(base_dir, "rabbitmq.conf")) as conf,
+    ):
         for line in conf:
             key, sep, value = line.partition("=")
             if sep and not key.lstrip().startswith("#"):
