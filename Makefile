@@ -1,10 +1,12 @@
 # Command-line harness of the iot_base Odoo 18.0 addon. See scripts/*.sh.
 #   make test   install iot_base with its tests in a throwaway database;
 #               last line "N passed, N failed" (TEST_TAGS=... for a subset)
-#   make run    serve Odoo with iot_base on http://localhost:8069 (admin/admin)
+#   make run    serve Odoo with iot_base on http://127.0.0.1:8069 (admin/admin)
 #   make lint   ruff + pylint-odoo (OCA mandatory checks)
 #   make bench  benchmark /iot/auth and /iot/acl against an Odoo floor (~4 min)
 SHELL := /bin/bash
+# the interpreter that runs Odoo (as scripts/odoo_env.sh)
+PYTHON ?= python3
 
 .PHONY: help test run lint bench
 
@@ -24,7 +26,7 @@ lint:
 # broker of a running `make run` (IOT_URL, IOT_DB to point elsewhere).
 .PHONY: screenshot
 screenshot:
-	@python3 scripts/screenshot.py
+	@"$(PYTHON)" scripts/screenshot.py
 
 bench:
-	@python3 bench/bench_auth.py
+	@"$(PYTHON)" bench/bench_auth.py

@@ -31,34 +31,64 @@ TEST_APT_PACKAGES="$RUN_APT_PACKAGES chromium:chromium mosquitto:mosquitto"
 say() { printf '%s\n' "$*" >&2; }
 
 # find_odoo: sets the ODOO_CMD array (how to start Odoo) and ADDONS_PATH, or
-# prints one instruction line and exits 2.
+# prints one instruction line and exits 2. It tells apart "no Odoo" from "Odoo
+# found but $PYTHON cannot import it" (a requirement missing), and names the
+# failing import.
 find_odoo() {
-    local serie="" base_addons="" extra=""
-    if [ -n "${ODOO_PATH:-}" ] && [ -f "$ODOO_PATH/odoo-bin" ]; then
-        # A source checkout: odoo-bin puts its own folder first on sys.path.
-        serie=$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1])
-import odoo.release as r; print(r.serie)' "$ODOO_PATH" 2>/dev/null)
-        ODOO_CMD=("$PYTHON" "$ODOO_PATH/odoo-bin")
-        base_addons="$ODOO_PATH/odoo/addons"
-        # A git checkout keeps most addons (web, base_setup...) in ./addons.
-        [ -d "$ODOO_PATH/addons" ] && extra="$ODOO_PATH/addons"
-    else
-        serie=$("$PYTHON" -c 'import odoo.release as r; print(r.serie)' 2>/dev/null)
-        if [ -n "${ODOO_PATH:-}" ] && [ -n "$serie" ]; then
-            say "note: ODOO_PATH=$ODOO_PATH has no odoo-bin; using the importable odoo package"
-        fi
-        ODOO_CMD=("$PYTHON" -c 'import odoo; odoo.cli.main()')
-        base_addons=$("$PYTHON" -c 'import os, odoo
-print(os.path.join(os.path.dirname(odoo.__file__), "addons"))' 2>/dev/null)
+    local probe serie root status reason base_addons extra="" where
+    where=${ODOO_PATH:+ODOO_PATH=$ODOO_PATH}
+    if [ -n "${ODOO_PATH:-}" ] && [ ! -f "$ODOO_PATH/odoo-bin" ]; then
+        say "ODOO_PATH=$ODOO_PATH has no odoo-bin: set it to the folder containing odoo-bin (a checkout of Odoo 18.0), or unset it to use the odoo package importable by $PYTHON"
+        exit 2
     fi
-    if [ -z "$serie" ]; then
-        say "Odoo 18.0 not found: install it (pip/deb/git checkout) so \`$PYTHON -c 'import odoo'\` works, or set ODOO_PATH=/path/to/odoo (the folder containing odoo-bin${ODOO_PATH:+; ODOO_PATH=$ODOO_PATH has none})"
+    # release.py is read without importing odoo (it needs no requirement);
+    # then `import odoo.cli` pulls in what starting Odoo needs.
+    probe=$("$PYTHON" - "${ODOO_PATH:-}" 2>&1 <<'EOF_PY'
+import importlib.util, os, runpy, sys
+if sys.argv[1]:
+    sys.path.insert(0, sys.argv[1])  # as odoo-bin does for its own folder
+spec = importlib.util.find_spec("odoo")
+if spec is None or not spec.submodule_search_locations:
+    sys.exit("none")
+root = list(spec.submodule_search_locations)[0]
+serie = runpy.run_path(os.path.join(root, "release.py")).get("serie", "?")
+try:
+    import odoo.cli  # noqa: F401
+except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+    print(serie, root, "broken", f"{type(exc).__name__}: {exc}", sep="\t")
+else:
+    print(serie, root, "ok", "", sep="\t")
+EOF_PY
+    )
+    IFS=$'\t' read -r serie root status reason <<<"$(printf '%s\n' "$probe" | tail -n 1)"
+    if [ -z "$root" ] || [ -z "$status" ]; then
+        if [ -n "$where" ]; then
+            say "Odoo not usable from $where with PYTHON=$PYTHON: $(printf '%s\n' "$probe" | tail -n 1)"
+        else
+            say "Odoo 18.0 not found: \`$PYTHON -c 'import odoo'\` fails. Install it (pip/deb), set ODOO_PATH=/path/to/odoo (the folder containing odoo-bin), or PYTHON=/path/to/python (an interpreter that has Odoo)"
+        fi
         exit 2
     fi
     if [ "$serie" != "18.0" ]; then
-        say "Odoo $serie found but 18.0 is required: install Odoo 18.0, or set ODOO_PATH=/path/to/odoo-18.0 (the folder containing odoo-bin)"
+        say "Odoo $serie found in $root but 18.0 is required: install Odoo 18.0, or set ODOO_PATH=/path/to/odoo-18.0 (the folder containing odoo-bin)"
         exit 2
     fi
+    if [ "$status" != "ok" ]; then
+        local req="$(dirname "$root")/requirements.txt"
+        [ -f "$req" ] || req="Odoo's requirements.txt"
+        say "Odoo 18.0 found in $root, but PYTHON=$PYTHON cannot import it: $reason. Install Odoo's requirements into that interpreter ($PYTHON -m pip install -r $req), or set PYTHON=/path/to/python (one that has them)"
+        exit 2
+    fi
+    # A script file, never `python -c`: in prefork mode (--workers) Odoo's
+    # master re-runs sys.argv[0] for its gevent process (bench/odoo_launcher.py).
+    if [ -n "${ODOO_PATH:-}" ]; then
+        ODOO_CMD=("$PYTHON" "$ODOO_PATH/odoo-bin")
+        # A git checkout keeps most addons (web, base_setup...) in ./addons.
+        [ -d "$ODOO_PATH/addons" ] && extra="$ODOO_PATH/addons"
+    else
+        ODOO_CMD=("$PYTHON" "$REPO_ROOT/bench/odoo_launcher.py")
+    fi
+    base_addons="$root/addons"
     ADDONS_PATH="$base_addons${extra:+,$extra},$REPO_ROOT${IOT_EXTRA_ADDONS:+,$IOT_EXTRA_ADDONS}"
 }
 

@@ -506,6 +506,33 @@ def _read_pid(base_dir):
     return None
 
 
+def node_matches(base_dir, odoo_url, token, *, mqtt_port, ws_port, management_port):
+    """Was the node of ``base_dir`` configured for this Odoo, broker token
+    and ports? (Its ``rabbitmq.conf``, written before it started, says.)"""
+    settings = {}
+    with (
+        contextlib.suppress(OSError),
+        open(os.path.join(base_dir, "rabbitmq.conf")) as conf,
+    ):
+        for line in conf:
+            key, sep, value = line.partition("=")
+            if sep and not key.lstrip().startswith("#"):
+                settings[key.strip()] = value.strip()
+    base = odoo_url.rstrip("/")
+    wanted = {
+        f"auth_http.{name}_path": f"{base}/iot/rabbitmq/{token}/{name}"
+        for name in RABBITMQ_AUTH_PATHS
+    }
+    wanted.update(
+        {
+            "mqtt.listeners.tcp.1": f"127.0.0.1:{mqtt_port}",
+            "web_mqtt.tcp.listener": f"127.0.0.1:{ws_port}",
+            "management.tcp.port": str(management_port),
+        }
+    )
+    return all(settings.get(key) == value for key, value in wanted.items())
+
+
 def _say(text, stream=sys.stdout):
     stream.write(text + "\n")
 
@@ -534,11 +561,23 @@ def main(argv=None):
             os.unlink(os.path.join(args.dir, "node.pid"))
         _say("stopped")
         return 0
-    if running:
-        _say(f"already running (pid {pid})")
-        return 0
     # the token comes through the environment: argv is visible to every user
     token = os.environ.get("IOT_BROKER_TOKEN", "")
+    if running:
+        if not token or node_matches(
+            args.dir,
+            args.odoo_url,
+            token,
+            mqtt_port=args.mqtt_port,
+            ws_port=args.ws_port,
+            management_port=args.management_port,
+        ):
+            _say(f"already running (pid {pid})")
+            return 0
+        # a new broker token (Settings > IoT > Generate), another Odoo or
+        # other ports: the node would refuse every login, so it follows
+        _say(f"running (pid {pid}) for another broker token or settings: restarting")
+        stop_process_group(pid)
     if not token:
         _say(
             "IOT_BROKER_TOKEN is empty: the broker token of Odoo is needed", sys.stderr

@@ -190,6 +190,17 @@ class TestDevices(IotCommonCase):
             ):
                 Command.create(dict({"device_ids": [(6, 0, device.ids)]}, **vals))
 
+    def test_empty_state_points_at_revoked_devices(self):
+        """After revoking the only device the list is empty: its help says
+        where revoked devices went, by the filter the search view has."""
+        action = self.env.ref("iot_base.iot_mqtt_device_action")
+        self.assertIn("Revoked", action.help)
+        self.assertNotIn("No device yet", action.help)
+        search = self.env["iot.mqtt.device"].get_views([(False, "search")])
+        arch = search["views"]["search"]["arch"]
+        self.assertIn('string="Revoked"', arch)
+        self.assertIn("('active', '=', False)", arch)
+
 
 @tagged("post_install", "-at_install")
 class TestProvisioningApi(HttpCase):
