@@ -61,16 +61,15 @@ class IotMqttClient(models.AbstractModel):
     def _publisher_login(self):
         """(username, secret) of Odoo's own service credential.
 
-        The secret is derived, not stored; its hash is (re)stored when the
-        credential has none that matches, e.g. after a database copy.
+        The secret is derived, not stored. Its hash is stored at install
+        (data/iot_credentials_data.xml): the broker checks this login from
+        another transaction, which could not see a hash stored by the same
+        request. It is stored again here when none matches (a changed
+        database secret, a neutralized copy); that first publish then fails
+        with the broker's refusal, and the next after the commit works.
         """
         credential = self.env.ref(PUBLISHER_XMLID).sudo()
-        params = self.env["ir.config_parameter"].sudo()
-        key = params.get_param("database.secret", "").encode()
-        version = params.get_param("iot_base.publisher_secret_version", "1")
-        secret = hmac.new(
-            key, f"iot_base.publisher:{version}".encode(), hashlib.sha256
-        ).hexdigest()[:40]
+        secret = self._publisher_secret()
         if not credential.active:
             raise UserError(_("Odoo's MQTT publisher credential is revoked."))
         if credential._authenticate(credential.username, secret) != credential:
@@ -78,6 +77,15 @@ class IotMqttClient(models.AbstractModel):
             secrets_model._revoke_credentials(credential, "long_lived")
             secrets_model._issue(credential, "long_lived", secret=secret)
         return credential.username, secret
+
+    @api.model
+    def _publisher_secret(self):
+        params = self.env["ir.config_parameter"].sudo()
+        key = params.get_param("database.secret", "").encode()
+        version = params.get_param("iot_base.publisher_secret_version", "1")
+        return hmac.new(
+            key, f"iot_base.publisher:{version}".encode(), hashlib.sha256
+        ).hexdigest()[:40]
 
     # ------------------------------------------------------------------
     # Publishing

@@ -137,6 +137,19 @@ class TestMqttClient(IotCommonCase):
 
 
 @tagged("post_install", "-at_install")
+class TestPublisherInstalled(IotCommonCase):
+    def test_publisher_hash_stored_at_install(self):
+        """The broker checks Odoo's first publish from another transaction:
+        the hash must be there from the install, not from that publish."""
+        self.assertEqual(
+            self.Credentials._authenticate(
+                "odoo_publisher", self.env["iot.mqtt.client"]._publisher_secret()
+            ),
+            self.env.ref("iot_base.iot_credentials_odoo_publisher"),
+        )
+
+
+@tagged("post_install", "-at_install")
 class TestPublisherSlot(IotCommonCase):
     """Its own class: a transaction-level advisory lock lasts until the
     class's transaction ends, so no other test may have published before."""
