@@ -17,6 +17,7 @@ from odoo.tests import (
     new_test_user,
     tagged,
 )
+from odoo.tools import config
 
 from odoo.addons.iot_base.models.iot_credentials import IotCredentials
 
@@ -217,3 +218,37 @@ class TestConcurrentFailures(BaseCase):
             )
             self.assertEqual(credential.id, self.device_id)
             cr_early.execute("SELECT 1")  # the transaction is still usable
+
+
+@tagged("post_install", "-at_install")
+class TestPublisherLogin(BaseCase):
+    """Odoo's publisher logs in from one transaction while the broker checks
+    that login from another: a hash stored when none matched (here: a
+    neutralized copy's new secret version) must be committed before use."""
+
+    def test_publisher_hash_committed_before_use(self):
+        registry = Registry(get_db_name())
+        registry.clear_all_caches()  # nothing cached from other tests
+        with (
+            patch.dict(config.options, {"test_enable": False}),
+            registry.cursor() as cr_request,
+            registry.cursor() as cr_broker,
+        ):
+            request_env = api.Environment(cr_request, SUPERUSER_ID, {})
+            params = request_env["ir.config_parameter"]
+            version = int(params.get_param("iot_base.publisher_secret_version", "1"))
+            params.set_param("iot_base.publisher_secret_version", str(version + 1))
+            username, secret = request_env["iot.mqtt.client"]._publisher_login()
+            broker_env = api.Environment(cr_broker, SUPERUSER_ID, {})
+            self.assertEqual(
+                broker_env["iot.credentials"]._authenticate(username, secret),
+                broker_env.ref("iot_base.iot_credentials_odoo_publisher"),
+            )
+            cr_request.rollback()
+        # the request's transaction is gone; the installed version's hash
+        # is stored again for the tests that follow
+        registry.clear_all_caches()
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            with patch.dict(config.options, {"test_enable": False}):
+                env["iot.mqtt.client"]._publisher_login()
