@@ -22,6 +22,32 @@ def start_synced_mosquitto(cls):
     return broker
 
 
+def start_publisher_mosquitto(cls):
+    """``start_synced_mosquitto``, with Odoo's own MQTT client pointed at it
+    and its login already in the broker's files."""
+    broker = start_synced_mosquitto(cls)
+    params = cls.env["ir.config_parameter"].sudo()
+    params.set_param("iot_base.mqtt_host", broker.host)
+    params.set_param("iot_base.mqtt_port", str(broker.port))
+    cls.env["iot.mqtt.client"]._publisher_login()
+    result = cls.env["iot.mosquitto.sync"]._sync(force=True)
+    assert result["ok"], result
+    return broker
+
+
+def connect_to_rabbitmq(case, client, broker, username, password, transport="tcp"):
+    """Connect the paho ``client`` to ``broker`` (tests/brokers.py
+    RabbitMQBroker) over TCP or WebSocket; stopped at ``case``'s cleanup."""
+    if transport == "websockets":
+        client.ws_set_options(path="/mqtt")
+    client.username_pw_set(username, password)
+    port = broker.ws_port if transport == "websockets" else broker.mqtt_port
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    case.addCleanup(client.loop_stop)
+    case.addCleanup(client.disconnect)
+
+
 class MosquittoClientMixin:
     """paho clients against ``self.broker`` (a MosquittoBroker), for tests."""
 

@@ -37,7 +37,12 @@ from odoo.addons.iot_base.models import iot_broker_session as session
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 
 from .brokers import MANAGEMENT_USER, RabbitMQBroker
-from .common import IotCommonCase, MosquittoClientMixin, start_synced_mosquitto
+from .common import (
+    IotCommonCase,
+    MosquittoClientMixin,
+    connect_to_rabbitmq,
+    start_synced_mosquitto,
+)
 
 TOKEN = "session-broker-t0ken"
 WAIT = 15  # seconds, generous: for anything a broker must do
@@ -93,16 +98,7 @@ class TestBrokerSessionRabbitmq(HttpCase):
         client.disconnected_at = queue.Queue()
         client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
         client.on_disconnect = lambda *_a: client.disconnected_at.put(time.monotonic())
-        if transport == "websockets":
-            client.ws_set_options(path="/mqtt")
-        client.username_pw_set(username, password)
-        port = (
-            self.broker.ws_port if transport == "websockets" else self.broker.mqtt_port
-        )
-        client.connect("127.0.0.1", port, keepalive=30)
-        client.loop_start()
-        self.addCleanup(client.loop_stop)
-        self.addCleanup(client.disconnect)
+        connect_to_rabbitmq(self, client, self.broker, username, password, transport)
         rc = client.connacks.get(timeout=WAIT)
         self.assertEqual(rc.value, expect_rc, f"CONNACK: {rc}")
         return client

@@ -11,7 +11,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_mqtt_client
 
-from .common import IotCommonCase, start_synced_mosquitto
+from .common import IotCommonCase, start_publisher_mosquitto, start_synced_mosquitto
 from .mosquitto_broker import free_port
 
 
@@ -20,11 +20,8 @@ class TestMqttClient(IotCommonCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.broker = start_synced_mosquitto(cls)
-        params = cls.env["ir.config_parameter"].sudo()
-        params.set_param("iot_base.mqtt_host", cls.broker.host)
-        params.set_param("iot_base.mqtt_port", str(cls.broker.port))
-        params.set_param("iot_base.mqtt_timeout", "3")
+        cls.broker = start_publisher_mosquitto(cls)
+        cls.env["ir.config_parameter"].sudo().set_param("iot_base.mqtt_timeout", "3")
         cls.Device = cls.env["iot.mqtt.device"]
         cls.fleet = cls.env["iot.mqtt.fleet"].create({"name": "Pumps"})
         cls.pump1, cls.pump1_secret = cls.Device._register_device(
@@ -34,7 +31,6 @@ class TestMqttClient(IotCommonCase):
             "pump-2", fleet_id=cls.fleet.id
         )
         cls.other, cls.other_secret = cls.Device._register_device("valve-1")
-        cls.env["iot.mqtt.client"]._publisher_login()
         result = cls.env["iot.mosquitto.sync"]._sync(force=True)
         assert result["ok"], result
 
@@ -157,13 +153,7 @@ class TestPublisherSlot(IotCommonCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.broker = start_synced_mosquitto(cls)
-        params = cls.env["ir.config_parameter"].sudo()
-        params.set_param("iot_base.mqtt_host", cls.broker.host)
-        params.set_param("iot_base.mqtt_port", str(cls.broker.port))
-        cls.env["iot.mqtt.client"]._publisher_login()
-        result = cls.env["iot.mosquitto.sync"]._sync(force=True)
-        assert result["ok"], result
+        cls.broker = start_publisher_mosquitto(cls)
 
     def test_one_publisher_connection_at_a_time(self):
         """Mosquitto makes the publisher's login its client id: while another

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from odoo.tests import BaseCase, HttpCase, new_test_user, tagged
 
 from .brokers import BrokerError, RabbitMQBroker, rabbitmq_config
+from .common import connect_to_rabbitmq
 
 TOKEN = "rabbit-broker-t0ken"
 WAIT = 15  # seconds, for anything the broker must do
@@ -88,16 +89,7 @@ class TestRabbitmqBroker(HttpCase):
             (msg.topic, msg.payload)
         )
         client.on_disconnect = lambda _c, _u, _f, rc, _p: client.disconnected.put(rc)
-        if transport == "websockets":
-            client.ws_set_options(path="/mqtt")
-        client.username_pw_set(username, password)
-        port = (
-            self.broker.ws_port if transport == "websockets" else self.broker.mqtt_port
-        )
-        client.connect("127.0.0.1", port, keepalive=30)
-        client.loop_start()
-        self.addCleanup(client.loop_stop)
-        self.addCleanup(client.disconnect)
+        connect_to_rabbitmq(self, client, self.broker, username, password, transport)
         if expect_rc == REFUSED:
             self._wait_refused(client)
             return client
