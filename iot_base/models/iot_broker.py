@@ -235,6 +235,8 @@ class IotBroker(models.AbstractModel):
         }[check]
         if not all(isinstance(value, str) for value in values.values()):
             return self._rabbitmq_deny("bad_request", values, peer)
+        if self._rabbitmq_foreign_client(values):
+            return self._rabbitmq_deny("clientid_denied", values, peer)
         return handler(values, peer)
 
     @api.model
@@ -265,8 +267,6 @@ class IotBroker(models.AbstractModel):
 
     @api.model
     def _rabbitmq_user(self, values, peer):
-        if self._rabbitmq_foreign_client(values):
-            return self._rabbitmq_deny("clientid_denied", values, peer)
         # Not throttled: RabbitMQ 3.10 does not send the client's address
         # here; throttling the broker's own address would lock every client
         # out, and a username alone its owner (models/iot_auth_throttle.py).
@@ -285,8 +285,6 @@ class IotBroker(models.AbstractModel):
     def _rabbitmq_vhost(self, values, peer):
         if not self._rabbitmq_live(values):
             return self._rabbitmq_deny("unknown_user", values, peer)
-        if self._rabbitmq_foreign_client(values):
-            return self._rabbitmq_deny("clientid_denied", values, peer)
         if values.get("vhost") != self._rabbitmq_vhost_name():
             return self._rabbitmq_deny(
                 "topic_denied", values, peer, topic=f"vhost {values.get('vhost')}"
@@ -300,8 +298,6 @@ class IotBroker(models.AbstractModel):
         permission = values.get("permission")
         if not self._rabbitmq_live(values):
             return self._rabbitmq_deny("unknown_user", values, peer)
-        if self._rabbitmq_foreign_client(values):
-            return self._rabbitmq_deny("clientid_denied", values, peer)
         client_id = _client_id(values)
         if values.get("vhost") == self._rabbitmq_vhost_name() and (
             (
@@ -337,10 +333,6 @@ class IotBroker(models.AbstractModel):
         if not credential:
             return self._rabbitmq_deny("unknown_user", values, peer)
         topic = routing_key_to_mqtt(routing_key)
-        if self._rabbitmq_foreign_client(values):
-            return self._rabbitmq_deny(
-                "clientid_denied", values, peer, action=action, topic=topic
-            )
         if not (
             values.get("vhost") == self._rabbitmq_vhost_name()
             and values.get("name") == EXCHANGE
