@@ -5,6 +5,8 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.tools import SQL
 
+from ..tools.settings import number_param
+
 _logger = logging.getLogger(__name__)
 
 REASONS = [
@@ -96,11 +98,10 @@ class IotAuthLog(models.Model):
     @api.autovacuum
     def _gc_auth_log(self):
         """Keep the log bounded: by age, then by count."""
-        params = self.env["ir.config_parameter"].sudo()
-        days = _int_param(
-            params, "iot_base.audit_retention_days", DEFAULT_RETENTION_DAYS
+        days = number_param(
+            self.env, "iot_base.audit_retention_days", DEFAULT_RETENTION_DAYS
         )
-        max_rows = _int_param(params, "iot_base.audit_max_rows", DEFAULT_MAX_ROWS)
+        max_rows = number_param(self.env, "iot_base.audit_max_rows", DEFAULT_MAX_ROWS)
         self.env.cr.execute(
             SQL(
                 "DELETE FROM iot_auth_log WHERE create_date < %s",
@@ -126,11 +127,3 @@ def _clip(value, size=256):
     if value is None:
         return None
     return str(value)[:size]
-
-
-def _int_param(params, key, default):
-    try:
-        value = int(params.get_param(key, default))
-    except (TypeError, ValueError):
-        return default
-    return value if value > 0 else default

@@ -4,6 +4,8 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.tools import SQL
 
+from ..tools.settings import number_param
+
 DEFAULTS = {
     "iot_base.throttle_max_failures": 10,
     "iot_base.throttle_window_seconds": 60,
@@ -52,15 +54,10 @@ class IotAuthThrottle(models.Model):
 
     @api.model
     def _settings(self):
-        params = self.env["ir.config_parameter"].sudo()
-        values = {}
-        for key, default in DEFAULTS.items():
-            try:
-                value = int(params.get_param(key, default))
-            except (TypeError, ValueError):
-                value = default
-            values[key.rsplit(".", 1)[1]] = value if value > 0 else default
-        return values
+        return {
+            key.rsplit(".", 1)[1]: number_param(self.env, key, default)
+            for key, default in DEFAULTS.items()
+        }
 
     @api.model
     def _keys(self, username, peer):

@@ -5,6 +5,7 @@ from odoo import api, fields, models
 from odoo.tools import SQL
 
 from ..tools.secret_hash import INDEX_SIZE, new_secret
+from ..tools.settings import number_param
 
 _logger = logging.getLogger(__name__)
 
@@ -109,14 +110,9 @@ class IotCredentialsSecret(models.Model):
 
     @api.model
     def _max_session_secrets(self):
-        param = (
-            self.env["ir.config_parameter"].sudo().get_param(MAX_SESSION_SECRETS_PARAM)
+        return number_param(
+            self.env, MAX_SESSION_SECRETS_PARAM, DEFAULT_MAX_SESSION_SECRETS
         )
-        try:
-            value = int(param)
-        except (TypeError, ValueError):
-            return DEFAULT_MAX_SESSION_SECRETS
-        return value if value > 0 else DEFAULT_MAX_SESSION_SECRETS
 
     @api.model
     def _trim_sessions(self, credential):

@@ -9,6 +9,7 @@ from odoo.exceptions import AccessError
 from odoo.tools import SQL
 
 from ..tools import jwt_es256
+from ..tools.settings import number_param
 
 _logger = logging.getLogger(__name__)
 
@@ -101,25 +102,21 @@ class IotJwtKey(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _int_param(self, name, default, low, high):
-        value = self.env["ir.config_parameter"].sudo().get_param(name)
-        try:
-            value = int(value) if value else default
-        except ValueError:
-            return default
-        return min(max(value, low), high)
-
-    @api.model
     def _token_lifetime(self):
         """Seconds a console token lives (setting, within 1 min..1 h)."""
-        return self._int_param(
-            JWT_LIFETIME_PARAM, DEFAULT_JWT_LIFETIME, MIN_JWT_LIFETIME, MAX_JWT_LIFETIME
+        return number_param(
+            self.env,
+            JWT_LIFETIME_PARAM,
+            DEFAULT_JWT_LIFETIME,
+            bounds=(MIN_JWT_LIFETIME, MAX_JWT_LIFETIME),
         )
 
     @api.model
     def _jwks_refresh(self):
         """Seconds the brokers take at most to fetch a new key set."""
-        return self._int_param(JWKS_REFRESH_PARAM, DEFAULT_JWKS_REFRESH, 0, 86400)
+        return number_param(
+            self.env, JWKS_REFRESH_PARAM, DEFAULT_JWKS_REFRESH, bounds=(0, 86400)
+        )
 
     # ------------------------------------------------------------------
     # Keys

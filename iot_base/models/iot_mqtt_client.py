@@ -21,6 +21,7 @@ from odoo import _, api, models
 from odoo.exceptions import UserError
 from odoo.tools import config
 
+from ..tools.settings import number_param
 from .iot_credentials import make_client_id
 
 _logger = logging.getLogger(__name__)
@@ -43,19 +44,17 @@ class IotMqttClient(models.AbstractModel):
     @api.model
     def _settings(self):
         params = self.env["ir.config_parameter"].sudo()
-        try:
-            timeout = float(params.get_param("iot_base.mqtt_timeout", DEFAULT_TIMEOUT))
-        except (TypeError, ValueError):
-            timeout = DEFAULT_TIMEOUT
-        try:
-            port = int(params.get_param("iot_base.mqtt_port", 1883))
-        except (TypeError, ValueError):
-            port = 1883
         return {
             "host": params.get_param("iot_base.mqtt_host") or "localhost",
-            "port": port,
+            "port": number_param(self.env, "iot_base.mqtt_port", 1883, int, (1, 65535)),
             "tls": params.get_param("iot_base.mqtt_tls") in ("1", "True", "true"),
-            "timeout": min(max(timeout, 0.5), MAX_TIMEOUT),
+            "timeout": number_param(
+                self.env,
+                "iot_base.mqtt_timeout",
+                DEFAULT_TIMEOUT,
+                float,
+                (0.5, MAX_TIMEOUT),
+            ),
         }
 
     @api.model

@@ -7,6 +7,8 @@ from odoo import _, fields, models
 from odoo.exceptions import AccessError
 from odoo.tools import SQL
 
+from ..tools.settings import number_param
+
 DEFAULT_SESSION_LIFETIME_HOURS = 12.0
 
 
@@ -71,18 +73,14 @@ class ResUsers(models.Model):
         )
 
     def _iot_session_lifetime(self):
-        param = (
-            self.env["ir.config_parameter"]
-            .sudo()
-            .get_param("iot_base.session_lifetime_hours")
+        hours = number_param(
+            self.env,
+            "iot_base.session_lifetime_hours",
+            DEFAULT_SESSION_LIFETIME_HOURS,
+            float,
         )
-        try:
-            hours = float(param)
-        except (TypeError, ValueError):
-            hours = DEFAULT_SESSION_LIFETIME_HOURS
-        if hours <= 0:
-            hours = DEFAULT_SESSION_LIFETIME_HOURS
-        return timedelta(hours=hours)
+        # no lifetime beyond ten years (timedelta and the database have limits)
+        return timedelta(hours=min(hours, 24 * 3650))
 
     def get_or_create_iot_credentials(self):
         """Return the MQTT identity of this user with a fresh session secret.

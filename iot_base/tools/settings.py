@@ -1,0 +1,25 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""Reading the addon's numeric system parameters: the one place."""
+
+import math
+
+
+def number_param(env, key, default, cast=int, bounds=None):
+    """The system parameter ``key`` as a ``cast`` number.
+
+    ``default`` when it is unset or unreadable; otherwise, with ``bounds``
+    (low, high), clamped into them; without, ``default`` unless positive and
+    finite (a zero or negative limit, lifetime or count means "unset").
+    """
+    value = env["ir.config_parameter"].sudo().get_param(key)
+    if not value:  # unset: get_param answers False, which int() reads as 0
+        return default
+    try:
+        value = cast(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    if not math.isfinite(value):
+        return default
+    if bounds:
+        return min(max(value, bounds[0]), bounds[1])
+    return value if value > 0 else default
