@@ -105,7 +105,7 @@ def main():
     out = {}
     with registry.cursor() as cr:
         env = api.Environment(cr, SUPERUSER_ID, {})
-        broker = env["iot.broker"].sudo()
+        broker = env["iot.broker.emqx"].sudo()
         creds = env["iot.credentials"].sudo()
         throttle = env["iot.auth.throttle"].sudo()
         credential = creds.search([("username", "=", user)])

@@ -6,7 +6,6 @@ user in the IoT manager group; devices land in that user's current company.
 Every answer is JSON, errors included: ``{"error": <sentence>, "code": <word>}``.
 """
 
-import json
 import re
 
 import werkzeug.exceptions
@@ -16,10 +15,11 @@ from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.http import request
 
 from ..models.iot_mqtt_device import ProvisioningConflict
+from . import iot_request
 
 MAX_BODY = 64 * 1024
 # an Odoo API key is 40 hex digits: anything but printable ASCII is no key
-BEARER_RE = re.compile(r"bearer +([!-~]{1,256})", re.IGNORECASE)
+API_KEY_RE = re.compile(r"[!-~]{1,256}")
 
 
 class IotProvisioningDispatcher(http.Dispatcher):
@@ -130,10 +130,11 @@ def _authenticate_manager():
     """Become the user of the request's API key, an IoT manager; or the
     401/403 answer. Checked here, not by ``auth="bearer"``, whose failures
     Odoo answers with HTML pages."""
-    header = request.httprequest.headers.get("Authorization", "")
-    match = BEARER_RE.fullmatch(header.strip())
-    uid = match and request.env["res.users.apikeys"]._check_credentials(
-        scope="rpc", key=match[1]
+    key = iot_request.bearer()
+    uid = (
+        key
+        and API_KEY_RE.fullmatch(key)
+        and request.env["res.users.apikeys"]._check_credentials(scope="rpc", key=key)
     )
     if not uid:
         return _error(
@@ -150,42 +151,23 @@ def _authenticate_manager():
 
 def _read_json_object():
     """(the request body's JSON object, None), or (None, the error answer)."""
-    httprequest = request.httprequest
-    if httprequest.mimetype != "application/json":
-        return None, _error(
+    body, refused = iot_request.read_body(MAX_BODY)
+    if not refused:
+        return body, None
+    message, status = {
+        iot_request.UNSUPPORTED_MEDIA_TYPE: (
             _("The request body must be JSON (Content-Type: application/json)."),
             415,
-            "unsupported_media_type",
-        )
-    # werkzeug reads a chunked body to its end, unbounded: ask for a length
-    # (a proxy such as nginx buffers chunked uploads and sends one anyway)
-    if httprequest.headers.get("Transfer-Encoding", "identity").lower() != "identity":
-        return None, _error(
-            _("Send the request body with a Content-Length."), 411, "length_required"
-        )
-    if httprequest.content_length is None:
-        return None, _error(
-            _("Send the request body with a Content-Length."), 411, "length_required"
-        )
-    if httprequest.content_length > MAX_BODY:
-        return None, _error(
-            _("The request body is too large."), 413, "request_entity_too_large"
-        )
-    try:
-        data = httprequest.get_data(cache=False)
-    except (OSError, werkzeug.exceptions.ClientDisconnected):
-        return None, _error(
-            _("The request body could not be read."), 400, "bad_request"
-        )
-    try:
-        body = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        return None, _error(
-            _("The request body must be a JSON object."), 400, "bad_request"
-        )
-    return body, None
+        ),
+        iot_request.LENGTH_REQUIRED: (
+            _("Send the request body with a Content-Length."),
+            411,
+        ),
+        iot_request.TOO_LARGE: (_("The request body is too large."), 413),
+        iot_request.UNREADABLE: (_("The request body could not be read."), 400),
+        iot_request.NOT_AN_OBJECT: (_("The request body must be a JSON object."), 400),
+    }[refused]
+    return None, _error(message, status, "bad_request" if status == 400 else refused)
 
 
 def _error(message, status, code, headers=()):

@@ -10,22 +10,22 @@ rabbitmq.conf (``auth_http.http_method = post`` keeps passwords out of URLs)::
     auth_http.resource_path = https://odoo.example.com/iot/rabbitmq/<token>/resource
     auth_http.topic_path = https://odoo.example.com/iot/rabbitmq/<token>/topic
 
-The decisions live on ``iot.broker`` (models/iot_broker.py).
+The decisions live in models/iot_broker_rabbitmq.py.
 """
 
 import logging
 
-from psycopg2 import InterfaceError, OperationalError
-
 from odoo import http
 from odoo.http import request
 
-from .auth import MAX_BODY, _bearer, _read_values, _rollback
+from .iot_request import answer_broker
 
 _logger = logging.getLogger(__name__)
 
 CHECKS = "any(user,vhost,resource,topic)"
 DENY = "deny"
+# RabbitMQ's form bodies are a few hundred bytes, like EMQX's
+MAX_BODY = 16 * 1024
 
 
 def _rabbitmq_reply(kind):
@@ -50,37 +50,22 @@ class IotRabbitmqController(http.Controller):
         iot_broker_reply=_rabbitmq_reply,
     )
     def iot_rabbitmq(self, check, token=None):
-        if not (request.db and "iot.broker" in request.env):
-            # iot_base loaded server-wide, no usable database: see auth.py
-            return _rabbitmq_reply("unavailable")
-        broker = request.env["iot.broker"].sudo()
-        try:
-            peer = request.httprequest.remote_addr or ""
-            if not broker._check_token([token, _bearer()]):
-                _logger.warning(
-                    "RabbitMQ %s request from %s refused: wrong or missing token",
-                    check,
-                    peer,
-                )
-                broker._refuse("rabbitmq", "bad_token", peer=peer)
-                return _text(DENY)
-            values = _read_values()
-            if values is None:
-                broker._refuse("rabbitmq", "bad_request", peer=peer)
-                return _text(DENY)
+        def decide(broker, values, peer):
             # the vhost check names the client's address; the others don't
             if isinstance(values.get("ip"), str) and values["ip"]:
                 peer = values["ip"]
             return _text(broker._rabbitmq_decide(check, values, peer))
-        except (OperationalError, InterfaceError) as exc:
-            # never replayed: see controllers/auth.py
-            _rollback()
-            _logger.warning(
-                "RabbitMQ %s request: database unavailable (%s)",
-                check,
-                type(exc).__name__,
-            )
-            return _rabbitmq_reply("unavailable")
+
+        return answer_broker(
+            "iot.broker.rabbitmq",
+            f"RabbitMQ {check}",
+            _logger,
+            "rabbitmq",
+            token,
+            MAX_BODY,
+            decide,
+            _rabbitmq_reply,
+        )
 
 
 def _text(answer, status=200):

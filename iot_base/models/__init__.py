@@ -8,6 +8,8 @@ from . import iot_acl_rule
 from . import iot_auth_log
 from . import iot_auth_throttle
 from . import iot_broker
+from . import iot_broker_emqx
+from . import iot_broker_rabbitmq
 from . import iot_name_mixin
 from . import iot_mqtt_device_tag
 from . import iot_mqtt_fleet

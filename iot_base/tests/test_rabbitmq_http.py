@@ -12,7 +12,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_credentials as credentials_module
-from odoo.addons.iot_base.models.iot_broker import routing_key_to_mqtt
+from odoo.addons.iot_base.models.iot_broker_rabbitmq import routing_key_to_mqtt
 
 TOKEN = "rabbit-t0ken-for-tests"
 CONTROLLER_LOGGER = "odoo.addons.iot_base.controllers.rabbitmq"

@@ -1,0 +1,138 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""How every iot_base route reads a request: the bearer token, a bounded
+body, and the skeleton all broker routes share (token, body, decision,
+"no opinion" when the database cannot answer)."""
+
+import contextlib
+import json
+import re
+
+from psycopg2 import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from odoo.http import request
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# JSON nested deeper than this is not a broker's (EMQX sends flat objects)
+MAX_JSON_DEPTH = 32
+
+# why read_body refused a body (provisioning's error codes)
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+LENGTH_REQUIRED = "length_required"
+TOO_LARGE = "request_entity_too_large"
+UNREADABLE = "unreadable"
+NOT_AN_OBJECT = "not_an_object"
+
+
+def bearer():
+    """The value of an ``Authorization: Bearer <value>`` header, or None."""
+    header = request.httprequest.headers.get("Authorization", "")
+    scheme, _sep, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def read_body(max_body, *, forms=False):
+    """(the body's JSON object, None), or (None, why it was refused).
+
+    A declared length is required, so that an oversized or chunked body is
+    refused before anything reads it (werkzeug would read a chunked body to
+    its end, unbounded; models/ir_http.py keeps Odoo's form parser off it
+    too). With ``forms``, a url-encoded form is read too (Odoo has parsed
+    it already) and any other content type is tried as JSON.
+    """
+    httprequest = request.httprequest
+    is_form = httprequest.mimetype == "application/x-www-form-urlencoded"
+    if not (forms or httprequest.mimetype == "application/json"):
+        return None, UNSUPPORTED_MEDIA_TYPE
+    if httprequest.headers.get("Transfer-Encoding") or (
+        httprequest.content_length is None
+    ):
+        return None, LENGTH_REQUIRED
+    if httprequest.content_length > max_body:
+        return None, TOO_LARGE
+    if forms and is_form:
+        return dict(httprequest.form.items()), None
+    try:
+        data = httprequest.get_data(cache=False)
+    except (OSError, HTTPException):
+        return None, UNREADABLE
+    try:
+        # RecursionError: JSON nested thousands deep
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        return None, NOT_AN_OBJECT
+    return body, None
+
+
+def read_broker_values(max_body):
+    """A broker request's fields (the query string of a GET, else the body),
+    or None when unusable.
+
+    Whatever PostgreSQL or the audit trail could not store (NUL, lone
+    surrogates) makes the whole request a bad one, answered in protocol.
+    """
+    if request.httprequest.method == "GET":
+        return _clean(dict(request.httprequest.args.items()))
+    values, _refused = read_body(max_body, forms=True)
+    return None if values is None else _clean(values)
+
+
+def answer_broker(model, label, logger, endpoint, token, max_body, decide, reply):
+    """Serve one broker callback.
+
+    :param model: the protocol's model (``iot.broker.emqx``...)
+    :param label: names the request in log lines
+    :param endpoint: names it in the audit trail (``iot.auth.log``)
+    :param decide: ``(broker, values, remote address) -> response``
+    :param reply: the route's ``iot_broker_reply`` (models/ir_http.py)
+    """
+    if not (request.db and model in request.env):
+        # only when iot_base is loaded as a server-wide module: no usable
+        # database, or one without iot_base
+        return reply("unavailable")
+    broker = request.env[model].sudo()
+    try:
+        remote = request.httprequest.remote_addr or ""
+        if not broker._check_token([token, bearer()]):
+            logger.warning(
+                "%s request from %s refused: wrong or missing broker token",
+                label,
+                remote,
+            )
+            broker._refuse(endpoint, "bad_token", peer=remote)
+            return reply("deny")
+        values = read_broker_values(max_body)
+        if values is None:
+            broker._refuse(endpoint, "bad_request", peer=remote)
+            return reply("deny")
+        return decide(broker, values, remote)
+    except (OperationalError, InterfaceError) as exc:
+        # the database cannot answer in time: "no opinion", never an allow,
+        # and never replayed (service.model.retrying would multiply the
+        # wait past EMQX's 5 s); leave the failed transaction, which Odoo
+        # would otherwise commit
+        with contextlib.suppress(OperationalError, InterfaceError):
+            request.env.cr.rollback()
+        logger.warning(
+            "%s request: database unavailable (%s)", label, type(exc).__name__
+        )
+        return reply("unavailable")
+
+
+def _clean(values):
+    """``values`` if every key and string in it can be stored, else None."""
+    stack = [(values, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return None
+        if isinstance(value, str):
+            if "\x00" in value or _SURROGATE_RE.search(value):
+                return None
+        elif isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return values
