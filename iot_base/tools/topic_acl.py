@@ -1,30 +1,11 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
-"""MQTT topic ACLs: validation, matching, rule evaluation and EMQX export.
+"""MQTT topic rules: validation, matching (MQTT 3.1.1 section 4.7) and
+first-match evaluation, default deny. Plain Python, no Odoo import: the
+console's topic_acl.esm.js mirrors it, the EMQX export (topic_acl_emqx.py)
+and the Mosquitto files are checked against it.
 
-Plain Python 3.10+, no Odoo import, no third-party dependency.
-
-Semantics follow MQTT 3.1.1 section 4.7 exactly:
-
-* topic levels are separated by ``/``; empty levels are legal (``a//b``,
-  ``/a``, ``a/``);
-* ``+`` matches exactly one level, which may be empty;
-* ``#`` matches its own level and every level below, *including the parent*
-  (``a/#`` matches ``a``; ``#`` matches every topic);
-* a wildcard in the first level of a filter never matches a topic whose
-  first level starts with ``$`` (``#`` and ``+/x`` do not match ``$SYS/x``,
-  ``$SYS/#`` does).
-
-Rules are evaluated first-match, default deny.  For SUBSCRIBE the requested
-*filter* is allowed iff **every** topic name it can match would be allowed by
-first-match evaluation of the subscribe rules (see :func:`authorize`).
-
-:func:`to_emqx_acl` exports rules in the ACL format EMQX 5.8 accepts in an
-HTTP-authentication reply.  EMQX matches a SUBSCRIBE filter against a rule
-token by token (``emqx_topic:match/2`` applied to the *filter*), so a rule
-``+`` also accepts a literal ``#``/``+`` level of the requested filter and a
-deny rule that merely *intersects* the requested filter never fires.  The
-export compensates; it is exact for PUBLISH and never more permissive than
-:func:`authorize` for SUBSCRIBE (details in :func:`to_emqx_acl`).
+A SUBSCRIBE filter is allowed only if every topic name it can match is
+allowed: a rule ``a/+`` must not admit ``a/#``.
 """
 
 from __future__ import annotations
@@ -79,8 +60,7 @@ def _utf8_len_ok(s: str) -> bool:
 
 
 def is_valid_topic_name(s) -> bool:
-    """True iff ``s`` is a valid MQTT topic *name* (what PUBLISH carries):
-    a non-empty str without ``+``, ``#`` or NUL, at most 65535 UTF-8 bytes."""
+    """What PUBLISH may carry (MQTT 3.1.1 sections 1.5.3, 4.7.1)."""
     return (
         isinstance(s, str)
         and s != ""
@@ -92,9 +72,7 @@ def is_valid_topic_name(s) -> bool:
 
 
 def is_valid_topic_filter(s) -> bool:
-    """True iff ``s`` is a valid MQTT topic *filter*: non-empty, no NUL, at
-    most 65535 UTF-8 bytes, ``+`` occupying a whole level, ``#`` only as the
-    whole last level."""
+    """What SUBSCRIBE may carry: ``+`` a whole level, ``#`` only the last."""
     if not isinstance(s, str) or s == "" or "\x00" in s or not _utf8_len_ok(s):
         return False
     levels = s.split("/")
@@ -125,7 +103,7 @@ def _is_dollar_literal(token: str) -> bool:
 
 
 def _match(flt, topic) -> bool:
-    """Does filter ``flt`` match topic name ``topic`` (both level lists)?"""
+    # ``a/#`` matches ``a``; a first-level wildcard never matches ``$...``
     n = len(topic)
     for i, f in enumerate(flt):
         if f == "#":
@@ -142,7 +120,6 @@ def _match(flt, topic) -> bool:
 
 
 def _intersects(f1, f2) -> bool:
-    """Is there a topic name matched by both filters?"""
     n1, n2 = len(f1), len(f2)
     i = 0
     while True:
@@ -165,7 +142,6 @@ def _intersects(f1, f2) -> bool:
 
 
 def _covers(rule, sub) -> bool:
-    """Is every topic name matched by ``sub`` matched by ``rule``?"""
     nr = len(rule)
     for i, s in enumerate(sub):
         if i >= nr:
@@ -191,47 +167,26 @@ def _covers(rule, sub) -> bool:
     return nr == n or (nr == n + 1 and rule[n] == "#")
 
 
-def _emqx_match(name, flt) -> bool:
-    """Port of emqx_topic:match/2 on word lists (EMQX 5.8.9), where ``name``
-    may itself contain '+'/'#' words (that is how EMQX authorizes SUBSCRIBE)."""
-    if name and flt and _is_dollar_literal(name[0]) and _is_wild(flt[0]):
-        return False
-    n = len(name)
-    for i, f in enumerate(flt):
-        if f == "#" and i == len(flt) - 1:
-            return True
-        if i >= n:
-            return False
-        if f == "+" or f == name[i]:
-            continue
-        return False
-    return len(flt) == n
-
-
 # ---------------------------------------------------------------------------
 # Public matching API
 # ---------------------------------------------------------------------------
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
-    """True iff the topic name ``topic`` is matched by ``topic_filter``
-    (False if either is invalid)."""
     if not (is_valid_topic_filter(topic_filter) and is_valid_topic_name(topic)):
         return False
     return _match(topic_filter.split("/"), topic.split("/"))
 
 
 def filter_covers(rule_filter: str, sub_filter: str) -> bool:
-    """True iff every topic name matched by ``sub_filter`` is matched by
-    ``rule_filter`` (exact; False if either filter is invalid)."""
+    """Whether every topic ``sub_filter`` matches is matched by ``rule_filter``."""
     if not (is_valid_topic_filter(rule_filter) and is_valid_topic_filter(sub_filter)):
         return False
     return _covers(rule_filter.split("/"), sub_filter.split("/"))
 
 
 def filters_intersect(filter_a: str, filter_b: str) -> bool:
-    """True iff some topic name is matched by both filters (False if either
-    filter is invalid)."""
+    """Whether some topic is matched by both filters."""
     if not (is_valid_topic_filter(filter_a) and is_valid_topic_filter(filter_b)):
         return False
     return _intersects(filter_a.split("/"), filter_b.split("/"))
@@ -244,15 +199,8 @@ def filters_intersect(filter_a: str, filter_b: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """One ACL rule.
-
-    ``permission``: "allow" | "deny"; ``action``: "publish" | "subscribe" |
-    "all"; ``topic``: a topic filter (may contain ``${username}``,
-    ``${clientid}``, ``${namespace}`` before :func:`expand_rule`);
-    ``qos``: None (any) or a set of QoS levels the rule applies to (an int or
-    any iterable is accepted and normalised to a frozenset);
-    ``retain``: None (any) / True / False, only consulted for PUBLISH.
-    """
+    """One rule; ``qos`` and ``retain`` None mean any (``retain`` only
+    matters for PUBLISH); ``qos`` may be given as an int or any iterable."""
 
     permission: str
     action: str
@@ -287,8 +235,7 @@ class Rule:
         object.__setattr__(self, "levels", tuple(self.topic.split("/")))
 
     def applies_to(self, action: str, qos: int, retain: bool = False) -> bool:
-        """Do the action/qos/retain constraints of this rule accept a request
-        (topic not considered)?  ``retain`` only matters for publish."""
+        """Whether the rule is about such a request (its topic aside)."""
         if self.action != ALL and self.action != action:
             return False
         if self.qos is not None and qos not in self.qos:
@@ -299,34 +246,16 @@ class Rule:
 
 
 def _subscribe_allowed(rules, sub) -> bool:
-    """Exact SUBSCRIBE decision.
+    """Whether every topic ``sub`` (a level list) can match is first-match
+    allowed by ``rules``, ``(permission, levels)`` already filtered for the
+    request's action and QoS.
 
-    ``rules``: ordered list of ``(permission, levels)`` already filtered for
-    action/qos.  ``sub``: the requested filter as a level list (may contain
-    the internal ``_FRESH`` word).
-
-    Allowed iff every topic name matched by ``sub`` is first-match allowed.
-
-    Fast path: the first rule that intersects ``sub`` decides when it covers
-    ``sub`` (all of sub's topics reach it first) or when it is a deny (some
-    topic of the intersection reaches it first).  Only when it is an allow
-    that merely intersects do we search for a counter-example topic.
-
-    Search (why it is exact and finite): whether a rule matches a topic is
-    decided level by level, a level only being compared with the literal the
-    rule has at that position, and at level 0 also tested for a leading '$'.
-    Hence all words that equal none of the literals the rules have at that
-    position behave identically (one representative, ``_FRESH``, suffices; at
-    level 0 a wildcard of ``sub`` excludes '$' words, so no '$'
-    representative is needed), and all topics longer than every rule behave
-    like one another, since only rules ending in '#' can still match them and
-    they ignore the extra levels.  The depth-first search below walks the
-    levels of the topics of ``sub``, branching on the literals of the rules
-    still alive plus ``_FRESH``, and memoises on (depth, set of rules still
-    alive): the future of a branch depends on nothing else.  It stops a
-    branch as soon as the first rule still alive matches every continuation
-    (a completed '#').  The number of states is bounded by
-    depth x (number of distinct alive-sets), small for realistic rule lists.
+    The first rule meeting ``sub`` decides when it covers it or denies;
+    only an allow that merely intersects needs a search for a denied topic.
+    The search is exact and finite: words equal to none of the rules'
+    literals at a level behave alike (one representative, ``_FRESH``), as do
+    topics longer than every rule, and the future of a branch depends only
+    on its depth and the rules still alive (memoised).
     """
     for idx, (perm, r) in enumerate(rules):
         if not _intersects(r, sub):
@@ -340,8 +269,7 @@ def _subscribe_allowed(rules, sub) -> bool:
 
 
 def _find_denied_topic(rules, sub) -> bool:
-    """True iff some topic name matched by ``sub`` is not first-match allowed
-    by ``rules``.  See :func:`_subscribe_allowed` for the argument."""
+    """Whether some topic ``sub`` matches is not allowed (see above)."""
     n = len(sub)
     hash_pos = n - 1 if sub[-1] == "#" else None
     memo: dict = {}
@@ -413,20 +341,10 @@ def _find_denied_topic(rules, sub) -> bool:
 def authorize(
     rules: Iterable[Rule], action: str, topic: str, qos: int = 0, retain: bool = False
 ) -> str:
-    """Return "allow" or "deny" for one request; rules are tried in order,
-    nothing matching means deny.
-
-    * ``action == "publish"``: ``topic`` is a topic name (invalid -> deny);
-      the first rule whose action, qos and retain constraints accept the
-      request and whose filter matches ``topic`` decides.
-    * ``action == "subscribe"``: ``topic`` is a topic filter (invalid ->
-      deny); allowed iff every topic name the filter can match would be
-      allowed by first-match evaluation of the rules whose action and qos
-      accept the request (retain is ignored).  Computed exactly, see
-      :func:`_subscribe_allowed`.
-
-    An invalid ``qos`` (not the int 0, 1 or 2) is denied; an unknown action
-    raises ValueError.
+    """ "allow" or "deny": the first rule about the request whose filter
+    matches decides, nothing matching denies. For SUBSCRIBE ``topic`` is a
+    filter, allowed only if every topic it can match is (retain ignored).
+    Invalid topics and QoS deny; an unknown action raises ValueError.
     """
     if action not in (PUBLISH, SUBSCRIBE):
         raise ValueError(f"invalid action {action!r}")
@@ -467,25 +385,13 @@ def _safe_value(value) -> bool:
 
 
 def expand_rule(rule: Rule, username, clientid, namespace) -> tuple[Rule, ...]:
-    """Substitute ``${username}``, ``${clientid}``, ``${namespace}`` in the
-    rule topic; returns the resulting rules (usually exactly one).
+    """The rule with ``${username}``, ``${clientid}``, ``${namespace}``
+    substituted (simultaneously: a value is never expanded again).
 
-    A value is *unsafe* if it is not a non-empty str, or contains ``+``,
-    ``#``, ``/`` or NUL (it would change the level structure or inject a
-    wildcard), or if the substituted filter would be invalid (too long).
-    A rule using an unsafe value:
-
-    * ``allow`` -> dropped (empty tuple): it never matches;
-    * ``deny``  -> kept, denying a superset of everything it could mean: the
-      levels before the first level that uses an unsafe value are kept (with
-      safe substitutions) and the rest becomes ``#`` (``#`` alone if that is
-      level 0).  Because ``#`` never matches ``$`` topics, when the unsafe
-      level is level 0 and the literal substitution starts with ``$``, a
-      second deny ``<first segment>/#`` is added (when that segment is a valid
-      level) so the ``$`` reading is denied too.
-
-    Substitution is simultaneous: a value containing ``${...}`` is never
-    expanded again.
+    A value that is empty, not a str, or holds ``+ # /`` or NUL would change
+    the levels or inject a wildcard: an allow using it is dropped, a deny
+    widened to ``<safe levels before it>/#`` (plus ``<$segment>/#`` when the
+    literal reading starts with ``$``, which ``#`` does not reach).
     """
     values = {"username": username, "clientid": clientid, "namespace": namespace}
     topic = rule.topic
@@ -530,409 +436,16 @@ def expand_rule(rule: Rule, username, clientid, namespace) -> tuple[Rule, ...]:
 
 
 def expand_rules(rules: Iterable[Rule], username, clientid, namespace) -> list[Rule]:
-    """:func:`expand_rule` over a list, order preserved."""
     out: list[Rule] = []
     for rule in rules:
         out.extend(expand_rule(rule, username, clientid, namespace))
     return out
 
 
-# ---------------------------------------------------------------------------
-# EMQX 5.8 export
-# ---------------------------------------------------------------------------
-
-# EMQX parses every non-"eq" rule topic as a template (emqx_template, regex
-# below); placeholders of allowed variables are rendered from the client
-# info.  We treat any such text, and a topic starting with "eq ", as not
-# representable literally except through the "eq " form.
-_EMQX_TEMPLATE_RE = re.compile(r"\$\{[.]?[a-zA-Z0-9._]*\}")
-
-
-def _emqx_unsafe_level(level: str, index: int) -> bool:
-    if index == 0 and level.startswith("eq "):
-        return True
-    return bool(_EMQX_TEMPLATE_RE.search(level))
-
-
-def _emqx_topic(levels) -> str | None:
-    """EMQX topic string with the same meaning as ``levels``, or None."""
-    text = "/".join(levels)
-    if not any(_emqx_unsafe_level(lv, i) for i, lv in enumerate(levels)):
-        return text
-    if not any(_is_wild(lv) for lv in levels):
-        return "eq " + text  # "eq " topics are neither templated nor re-parsed
-    return None
-
-
-class _NodeBudgetExceeded(Exception):
-    pass
-
-
-class _Uniform:
-    __slots__ = ("decision",)
-
-    def __init__(self, decision):
-        self.decision = decision
-
-
-_BOT = None  # class token: "a word that is none of the literals branched on"
-
-
-def _subscribe_section(rules, max_nodes):
-    """EMQX subscribe entries for one qos group.
-
-    ``rules``: ordered ``(permission, levels)`` applicable to the group.
-    Returns ``[(permission, kind, levels)]`` with kind "eq" or "pat".
-    See :func:`to_emqx_acl` for the construction and its guarantees.
-    """
-    if not rules:
-        return []
-    depth = max(len(r) for _, r in rules)
-    k_max = depth + 2
-    cache: dict = {}
-    exceptions: dict = {}
-    nodes = [0]
-
-    def decide(tokens):
-        key = tuple(tokens)
-        hit = cache.get(key)
-        if hit is None:
-            if key == ("",):
-                hit = "n/a"  # the empty filter is not a valid request
-            else:
-                hit = ALLOW if _subscribe_allowed(rules, list(key)) else DENY
-            cache[key] = hit
-        return None if hit == "n/a" else hit
-
-    def leaf(prefix):
-        """EMQX decision for filters of exactly this class (all lengths equal
-        to len(prefix)); records 'eq' exceptions.  Returns None if n/a."""
-        k = len(prefix)
-        bots = [i for i, t in enumerate(prefix) if t is _BOT]
-        if not bots:
-            return decide(prefix)
-        verdict = ALLOW
-        for b in bots:
-            toks = [
-                t
-                if t is not _BOT
-                else (_FRESH if i == b else ("#" if i == k - 1 else "+"))
-                for i, t in enumerate(prefix)
-            ]
-            if decide(toks) != ALLOW:
-                verdict = DENY
-                break
-        t1 = ["+" if t is _BOT else t for t in prefix]
-        candidates = [t1]
-        if prefix[-1] is _BOT:
-            candidates.append(t1[:-1] + ["#"])
-        for toks in candidates:
-            d = decide(toks)
-            if d is not None and d != verdict:
-                exceptions[tuple(toks)] = d
-        return verdict
-
-    def alive_after(alive, k, word):
-        out = []
-        for i in alive:
-            r = rules[i][1]
-            nr = len(r)
-            if r[-1] == "#" and nr - 1 < k:
-                out.append(i)
-            elif nr > k:
-                t = r[k]
-                if word is _BOT:
-                    # a non-branched level: a fresh non-'$' word, '+' or '#'
-                    if _is_wild(t) or not (k == 0 and t.startswith("$")):
-                        out.append(i)
-                elif _is_wild(t):
-                    if not (k == 0 and word.startswith("$")):
-                        out.append(i)
-                elif t == word:
-                    out.append(i)
-            elif word is _BOT and nr == k:
-                out.append(i)  # the requested filter may end in '#' here
-        return tuple(out)
-
-    def build(prefix, alive):
-        nodes[0] += 1
-        if nodes[0] > max_nodes:
-            raise _NodeBudgetExceeded
-        k = len(prefix)
-        if k >= k_max:
-            # Every filter below has >= 2 levels past the deepest rule: the
-            # hardest member bounds them all (and they cannot be separated).
-            hard = ["+" if t is _BOT else t for t in prefix] + ["#"]
-            return _Uniform(decide(hard))
-        if k > 0 and not alive:
-            return _Uniform(DENY)
-        if k > 0:
-            # Every filter of this subtree matches a subset of what `hard`
-            # matches.  If `hard` is allowed, all of them are; if the first
-            # rule that may still matter covers `hard`, it decides them all.
-            hard = ["+" if t is _BOT else t for t in prefix]
-            if prefix[-1] is _BOT:
-                hard[-1] = "#"
-            else:
-                hard.append("#")
-            perm0, r0 = rules[alive[0]]
-            if _covers(r0, hard):
-                return _Uniform(perm0)
-            # Each filter here matches everything its variant with a fresh
-            # word at an "other" level b matches.  If no allow rule that may
-            # still matter can match a fresh word at b, those variants (and
-            # so all filters here) are denied.
-            allows = [rules[i][1] for i in alive if rules[i][0] == ALLOW]
-            for b, t in enumerate(prefix):
-                if t is _BOT and all(len(r) > b and not _is_wild(r[b]) for r in allows):
-                    return _Uniform(DENY)
-            if decide(hard) == ALLOW:
-                return _Uniform(ALLOW)
-        lits = set()
-        for i in alive:
-            r = rules[i][1]
-            if len(r) > k and not _is_wild(r[k]):
-                lits.add(r[k])
-        good = sorted(w for w in lits if not _emqx_unsafe_level(w, k))
-        bad = [w for w in lits if _emqx_unsafe_level(w, k)]
-        children = [(w, build(prefix + [w], alive_after(alive, k, w))) for w in good]
-        end = leaf(prefix) if k > 0 else None
-        shadow = bool(bad) and not (k == 0 and all(w.startswith("$") for w in bad))
-        bot = None if shadow else build(prefix + [_BOT], alive_after(alive, k, _BOT))
-        if (
-            k > 0
-            and not shadow
-            and isinstance(bot, _Uniform)
-            and all(isinstance(res, _Uniform) for _, res in children)
-        ):
-            decisions = {res.decision for _, res in children}
-            decisions.update((end, bot.decision))
-            decisions.discard(None)
-            if len(decisions) <= 1:
-                return _Uniform(decisions.pop() if decisions else None)
-        pat = ["+" if t is _BOT else t for t in prefix]
-        if shadow:
-            default = DENY
-        elif isinstance(bot, _Uniform):
-            default = bot.decision or DENY
-        else:
-            default = None
-        out = []
-        for w, res in children:
-            if isinstance(res, _Uniform):
-                d = res.decision or DENY
-                if default is None or d != default or (k == 0 and w.startswith("$")):
-                    out.append((d, "pat", pat + [w, "#"]))
-            else:
-                out.extend(res)
-        if end is not None and end != default:
-            out.append((end, "pat", pat))
-        if shadow:
-            out.append((DENY, "pat", pat + ["+", "#"]))
-        elif isinstance(bot, _Uniform):
-            if not (k == 0 and default == DENY):  # the final deny-all does it
-                out.append((default, "pat", pat + ["#"]))
-        else:
-            out.extend(bot)
-        return out
-
-    body = build([], tuple(range(len(rules))))
-    entries = [(d, "eq", list(t)) for t, d in sorted(exceptions.items())] + body
-    return _prune_denies(entries)
-
-
-def _prune_denies(entries):
-    """Drop deny entries that no later allow entry overlaps: what they catch
-    ends at the final deny-all anyway.  Denies on '$' first levels are kept
-    (the final ``#`` deny does not reach '$' topics in EMQX)."""
-    kept = []
-    later_allows = []
-    for perm, kind, toks in reversed(entries):
-        if perm == ALLOW:
-            kept.append((perm, kind, toks))
-            later_allows.append((kind, toks))
-            continue
-        if _is_dollar_literal(toks[0]):
-            kept.append((perm, kind, toks))
-            continue
-        needed = False
-        for akind, atoks in later_allows:
-            if kind == "eq" and akind == "eq":
-                needed = toks == atoks
-            elif kind == "eq":
-                needed = _emqx_match(toks, atoks)
-            elif akind == "eq":
-                needed = _emqx_match(atoks, toks)
-            else:
-                needed = _intersects(toks, atoks)
-            if needed:
-                break
-        if needed:
-            kept.append((perm, kind, toks))
-    kept.reverse()
-    return kept
-
-
-def _verbatim_section(rules, literal_allows_only):
-    """Rules emitted one by one, made never more permissive where a topic
-    cannot be written for EMQX: such allows are dropped; such denies are
-    widened (offending levels -> '+'), or, when the offending level is a '$'
-    first level (no EMQX pattern can reach it), dropped together with every
-    later allow that overlaps them.  With ``literal_allows_only`` every allow
-    containing a wildcard is dropped as well (subscribe fallback).
-
-    ``rules``: ``[(permission, levels, payload)]``; returns
-    ``[(permission, kind, levels, payload)]``, kind "eq" or "pat".
-    """
-    out = []
-    lost_denies = []
-    for perm, levels, payload in rules:
-        levels = list(levels)
-        text = _emqx_topic(levels)
-        kind = "eq" if text is not None and text.startswith("eq ") else "pat"
-        if perm == ALLOW:
-            if literal_allows_only and any(_is_wild(lv) for lv in levels):
-                continue
-            if text is None or any(_intersects(d, levels) for d in lost_denies):
-                continue
-            out.append((perm, kind, levels, payload))
-            continue
-        if text is not None:
-            out.append((perm, kind, levels, payload))
-            continue
-        unsafe = {i for i, lv in enumerate(levels) if _emqx_unsafe_level(lv, i)}
-        if 0 in unsafe and levels[0].startswith("$"):
-            lost_denies.append(levels)
-            continue
-        widened = ["+" if i in unsafe else lv for i, lv in enumerate(levels)]
-        out.append((perm, "pat", widened, payload))
-    return out
-
-
-def _entry_to_dict(perm, action, kind, levels, qos=None, retain=None):
-    text = "/".join(levels)
-    item = {
-        "permission": perm,
-        "action": action,
-        "topic": ("eq " + text) if kind == "eq" else text,
-    }
-    if qos is not None:
-        item["qos"] = sorted(qos)
-    if retain is not None:
-        item["retain"] = retain
-    return item
-
-
 def to_emqx_acl(rules: Iterable[Rule], *, max_nodes: int = 20000) -> list[dict]:
-    """Export (already expanded) rules as the ``acl`` list of an EMQX 5.8
-    HTTP-authentication reply.
+    """The rules as the ``acl`` list of an EMQX 5.8 authentication reply,
+    never more permissive than :func:`authorize` (tools/topic_acl_emqx.py)."""
+    # imported here: the compiler is built on this module's matching
+    from . import topic_acl_emqx  # noqa: PLC0415
 
-    Output: ``{"permission", "action", "topic"}`` dicts (plus ``"qos"`` /
-    ``"retain"`` when constrained), publish entries first, then subscribe
-    entries, always ending with ``{"permission": "deny", "action": "all",
-    "topic": "#"}``.
-
-    How EMQX 5.8.9 decides (emqx_authz_rule:matches/4, first match wins;
-    emqx_authz_client_info: no match falls through to the next source): a
-    rule matches when ``emqx_topic:match(words(Topic), RuleWords)`` holds,
-    or, for ``"eq T"`` topics, when ``words(Topic) =:= words(T)``.  For
-    SUBSCRIBE ``Topic`` is the requested *filter*, compared word by word:
-    a rule ``+`` matches any word including a ``#``/``+`` word of the filter,
-    a rule ``#`` matches any rest, literals must be equal, and a ``$`` first
-    word is never matched by a rule wildcard.
-
-    PUBLISH: for a topic name that comparison is exactly :func:`topic_matches`
-    (including the ``a/#`` parent and ``$`` rules), so publish entries are
-    the publish/all rules verbatim (action "publish", qos and retain kept) and
-    EMQX decides exactly like :func:`authorize`.
-
-    SUBSCRIBE cannot be mirrored rule by rule: ``a/+`` would admit ``a/#``,
-    and deny ``a/b`` then allow ``a/#`` would admit ``a/+`` and ``#``.  The
-    subscribe entries are therefore *compiled* per group of QoS levels with
-    the same applicable rules.  A requested filter is classified level by
-    level: a level is either one of the literals that the rules still
-    relevant at that point have there, or "other" (any other word, ``+``, or
-    a final ``#``).  Without an ``eq`` entry EMQX cannot tell members of one
-    class apart, and ``eq`` can only single out finitely many filters.  For
-    each class the compiler emits one pattern (literals, ``+`` for "other",
-    ``#`` for deeper classes with one verdict) whose verdict is "allow" only
-    if every member with at least one ordinary word in an "other" level is
-    allowed by :func:`authorize`, plus ``eq`` entries for the (at most two)
-    members made only of wildcards (``+``…, ``+``…``/#``) where
-    :func:`authorize` disagrees with that verdict.  Literal classes are
-    emitted before the "other" class so EMQX's first match picks the most
-    specific one; whole subtrees collapse into one ``…/#`` entry when they
-    provably share one verdict.  A last pass drops deny entries that no later
-    allow entry overlaps, and qos groups that compile to the same entries are
-    merged (no ``"qos"`` key when all three agree).
-
-    Guarantee (property-tested against a port of EMQX's matcher): EMQX never
-    allows a SUBSCRIBE that :func:`authorize` denies, and decides exactly
-    like it for every filter with at most one "other" level -- in particular
-    whenever at most one level of the filter is a wildcard or a word that no
-    rule overlapping the filter has at that position, and for every class
-    whose members all get the same answer (barring the template/``eq``
-    topics below).  It is stricter exactly for
-    filters with two or more "other" levels whose class also contains a
-    denied member, e.g. with only ``allow +/+`` EMQX denies ``x/y`` (because
-    ``x/#`` must be denied and, for arbitrary ``x``, cannot be told apart
-    from ``x/y``), and with ``deny a/#, allow #`` it denies ``x/y`` (as
-    ``+/y`` reaches ``a/y``).  Both are impossible to express exactly in
-    EMQX's rule language.  Prefer ``…/#`` over ``…/+`` after another wildcard
-    level, e.g. ``devices/+/telemetry/#`` rather than
-    ``devices/+/telemetry/+``.
-
-    Topics EMQX would read as a template (``${…}``) or as an ``eq`` topic are
-    written with the ``eq `` prefix when they have no wildcard; otherwise the
-    entry is made stricter (allow dropped, deny widened).  If the compiler
-    would exceed ``max_nodes`` classes for a qos group, that group falls back
-    to the deny rules verbatim plus the wildcard-free allow rules (still never
-    more permissive).
-
-    Deployment notes (EMQX behaviour, not changed by this export): EMQX's
-    ``#`` does not match ``$`` topics, so a ``$`` topic no entry matches falls
-    through to the next authorization source / ``authorization.no_match``
-    (keep it "deny"); EMQX authorizes ``$share/g/t`` on ``t`` and
-    ``$delayed/n/t`` on ``t``, while :func:`authorize` treats such strings
-    literally.
-    """
-    rules = list(rules)
-    result: list[dict] = []
-
-    pub_rules = [
-        (r.permission, r.levels, r) for r in rules if r.action in (PUBLISH, ALL)
-    ]
-    for perm, kind, levels, rule in _verbatim_section(
-        pub_rules, literal_allows_only=False
-    ):
-        result.append(
-            _entry_to_dict(
-                perm, PUBLISH, kind, levels, qos=rule.qos, retain=rule.retain
-            )
-        )
-
-    groups: dict = {}
-    for q in (0, 1, 2):
-        key = tuple(i for i, r in enumerate(rules) if r.applies_to(SUBSCRIBE, q))
-        groups.setdefault(key, []).append(q)
-    sections: dict = {}  # identical compiled sections share one qos list
-    for key, qos_list in groups.items():
-        applicable = [(rules[i].permission, rules[i].levels) for i in key]
-        try:
-            entries = _subscribe_section(applicable, max_nodes)
-        except _NodeBudgetExceeded:
-            entries = [
-                e[:3]
-                for e in _verbatim_section(
-                    [(p, lv, None) for p, lv in applicable], literal_allows_only=True
-                )
-            ]
-        frozen = tuple((p, kind, tuple(lv)) for p, kind, lv in entries)
-        sections.setdefault(frozen, []).extend(qos_list)
-    for frozen, qos_list in sections.items():
-        qos = None if len(sections) == 1 else sorted(qos_list)
-        for perm, kind, levels in frozen:
-            result.append(_entry_to_dict(perm, SUBSCRIBE, kind, list(levels), qos=qos))
-
-    result.append({"permission": DENY, "action": ALL, "topic": "#"})
-    return result
+    return topic_acl_emqx.compile_acl(rules, max_nodes=max_nodes)
