@@ -51,6 +51,8 @@ import threading
 import time
 from pathlib import Path
 
+from harness import free_ports
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 FLOOR_ADDONS = BENCH_DIR / "addons"
@@ -278,16 +280,6 @@ def run_load(host, port, requests_per_conn, expect, duration, result):
 # ---------------------------------------------------------------------------
 # Odoo and PostgreSQL plumbing
 # ---------------------------------------------------------------------------
-
-
-def free_ports(count):
-    socks = [socket.socket() for _ in range(count)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def odoo_base_addons():

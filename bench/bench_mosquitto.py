@@ -30,7 +30,6 @@ Prints a table (and JSON with --json). Exit 0 unless something failed.
 import argparse
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import secrets
@@ -45,22 +44,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import test_helper
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-BROKER_HELPER = REPO_ROOT / "iot_base" / "tests" / "mosquitto_broker.py"
 DEVICE_PREFIX = "bench_dev_"
 GOAL_SECONDS = 2.0
 
 
 def say(*args):
     print(*args, file=sys.stderr, flush=True)
-
-
-def load_broker_module():
-    spec = importlib.util.spec_from_file_location("iot_mosquitto_broker", BROKER_HELPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------
@@ -184,8 +177,7 @@ def inner(spec, odoo_args):
     registry = odoo.modules.registry.Registry(dbname)  # imports iot_base
     sync_module = sys.modules["odoo.addons.iot_base.models.iot_mosquitto_sync"]
     run_sync = sync_module.run_sync
-    broker_module = load_broker_module()
-    broker = broker_module.MosquittoBroker()
+    broker = test_helper("mosquitto_broker").MosquittoBroker()
     out = {"runs": [], "created": []}
     broker.start()
     held = []

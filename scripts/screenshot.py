@@ -18,10 +18,10 @@ Odoo's browser tests need too); no other dependency than Odoo's own.
 import argparse
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +45,7 @@ CHROMIUM_FLAGS = [
 ]
 WIDTH, HEIGHT = 1440, 1040
 TIMEOUT = 30
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAILED_PNG = os.path.join(tempfile.gettempdir(), "iot_app_screenshot_failed.png")
 
 
@@ -67,9 +68,12 @@ def find_chromium():
 
 
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port, from the tests' broker helper (plain Python)."""
+    path = os.path.join(REPO_ROOT, "iot_base", "tests", "brokers.py")
+    spec = importlib.util.spec_from_file_location("iot_test_brokers", path)
+    brokers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(brokers)
+    return brokers.free_ports(1)[0]
 
 
 class DevTools:

@@ -199,15 +199,29 @@ class IotAclRule(models.Model):
         )
         namespace = credential.company_id.iot_mqtt_namespace
         rules = [
-            rule
-            for _name, kind, groups, credentials, company_id, rule in self._rule_table()
-            if not (
-                (kind and kind != credential.kind)
-                or (groups and not groups & group_ids)
-                or (credentials and credential.id not in credentials)
-                or (company_id and company_id != credential.company_id.id)
+            row[-1]
+            for row in self._rule_table()
+            if rule_applies(
+                row,
+                credential.kind,
+                group_ids,
+                credential.id,
+                credential.company_id.id,
             )
         ]
         return topic_acl.expand_rules(
             rules, username=credential.username, clientid=clientid, namespace=namespace
         )
+
+
+def rule_applies(row, kind, group_ids, credential_id, company_id):
+    """Whether a row of :meth:`IotAclRule._rule_table` is about a credential
+    of ``kind`` and ``company_id`` whose owner is in ``group_ids``: the one
+    place that says which rules a credential gets."""
+    _name, rule_kind, groups, credentials, rule_company, _rule = row
+    return not (
+        (rule_kind and rule_kind != kind)
+        or (groups and not groups & group_ids)
+        or (credentials and credential_id not in credentials)
+        or (rule_company and rule_company != company_id)
+    )

@@ -1,6 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from psycopg2 import errors
 
@@ -34,6 +35,14 @@ BROKER_FIELDS = {
 # How stale ``last_auth_at`` may get before an authentication refreshes it:
 # writing it on every CONNECT would make the broker's hot path contend.
 LAST_AUTH_RESOLUTION = timedelta(minutes=5)
+
+
+class IssuedSecret(NamedTuple):
+    """A secret just issued, in clear, the only time it exists so."""
+
+    secret: str
+    expires_at: datetime | None
+    secret_id: int
 
 
 def client_id_owner(client_id):
@@ -243,17 +252,17 @@ class IotCredentials(models.Model):
     # ------------------------------------------------------------------
 
     def _issue_secret(self, secret_type, lifetime=None):
-        """Issue a secret for this credential; returns (secret, expires_at)."""
+        """Issue a secret for this credential: an :class:`IssuedSecret`."""
         self.ensure_one()
         expires_at = fields.Datetime.now() + lifetime if lifetime else None
         if self.expires_at and (not expires_at or self.expires_at < expires_at):
             expires_at = self.expires_at
-        secret = (
+        secret, secret_id = (
             self.env["iot.credentials.secret"]
             .sudo()
             ._issue(self, secret_type, expires_at)
         )
-        return secret, expires_at
+        return IssuedSecret(secret, expires_at, secret_id)
 
     @api.model
     def _authenticate(self, username, secret):
@@ -341,9 +350,6 @@ class IotCredentials(models.Model):
 
     @api.model
     def _live_query(self, columns, username, join=None):
-        group_id = self.env["ir.model.data"]._xmlid_to_res_id(
-            "iot_base.iot_base_group_user", raise_if_not_found=False
-        )
         return SQL(
             """
             SELECT c.id, %(columns)s
@@ -351,18 +357,30 @@ class IotCredentials(models.Model):
               %(join)s
               JOIN res_company co ON co.id = c.company_id
               LEFT JOIN res_users u ON u.id = c.user_id
-             WHERE c.username = %(username)s
-               AND c.active
-               AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
-               AND (c.user_id IS NULL OR u.active)
-               AND (c.kind != 'user' OR EXISTS (
-                    SELECT 1 FROM res_groups_users_rel r
-                     WHERE r.uid = c.user_id AND r.gid = %(group_id)s))
+             WHERE c.username = %(username)s AND %(live)s
             """,
             columns=columns,
             join=join or SQL(""),
             username=username,
-            now=fields.Datetime.now(),
+            live=self._live_condition(fields.Datetime.now()),
+        )
+
+    @api.model
+    def _live_condition(self, now):
+        """SQL: the credential ``c`` may use the broker at ``now`` (active,
+        unexpired, owner active and still an IoT user); ``u`` is its owner,
+        LEFT JOINed. The one definition of a live credential."""
+        group_id = self.env["ir.model.data"]._xmlid_to_res_id(
+            "iot_base.iot_base_group_user", raise_if_not_found=False
+        )
+        return SQL(
+            """(c.active
+               AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
+               AND (c.user_id IS NULL OR u.active)
+               AND (c.kind != 'user' OR EXISTS (
+                    SELECT 1 FROM res_groups_users_rel r
+                     WHERE r.uid = c.user_id AND r.gid = %(group_id)s)))""",
+            now=now,
             group_id=group_id or 0,
         )
 
@@ -414,7 +432,7 @@ class IotCredentials(models.Model):
             raise ValidationError(_("Restore the credential before issuing a secret."))
         secrets_model = self.env["iot.credentials.secret"].sudo()
         secrets_model._revoke_credentials(self, "long_lived")
-        secret, _expires_at = self._issue_secret("long_lived")
+        secret = self._issue_secret("long_lived").secret
         return self._action_show_secret(secret)
 
     def action_revoke(self):

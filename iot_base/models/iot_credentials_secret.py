@@ -78,7 +78,8 @@ class IotCredentialsSecret(models.Model):
 
     @api.model
     def _issue(self, credential, secret_type, expires_at=None, secret=None):
-        """Store a new secret for ``credential`` and return it in clear.
+        """Store a new secret for ``credential``: (the secret in clear, its
+        row id).
 
         The clear value exists only in the return value: the caller shows it
         once and forgets it. ``secret`` is for secrets Odoo derives itself
@@ -90,6 +91,7 @@ class IotCredentialsSecret(models.Model):
                 """
             INSERT INTO %s (credential_id, secret_type, expires_at, index, hash)
             VALUES (%s, %s, %s, %s, %s)
+            RETURNING id
             """,
                 SQL.identifier(self._table),
                 credential.id,
@@ -99,6 +101,7 @@ class IotCredentialsSecret(models.Model):
                 secret_hash,
             )
         )
+        secret_id = self.env.cr.fetchone()[0]
         if secret_type == "session":
             self._trim_sessions(credential)
         self.invalidate_model()
@@ -106,7 +109,7 @@ class IotCredentialsSecret(models.Model):
             "MQTT %s secret issued for credential #%s", secret_type, credential.id
         )
         self.env["iot.mosquitto.sync"].sudo()._schedule()
-        return secret
+        return secret, secret_id
 
     @api.model
     def _max_session_secrets(self):

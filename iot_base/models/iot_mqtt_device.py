@@ -9,6 +9,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from ..tools.names import NAME_MAX, name_problem
+from .iot_app import DEFAULT_BROKER_URL
 from .iot_credentials import USERNAME_RE
 
 MAC_SEPARATORS_RE = re.compile(r"[\s:.\-]")
@@ -410,7 +411,7 @@ class IotMqttDevice(models.Model):
                 "port": settings["port"],
                 "tls": settings["tls"],
                 "websocket_url": params.get_param(
-                    "iot_base.mqtt_broker_url", "ws://localhost:8083/mqtt"
+                    "iot_base.mqtt_broker_url", DEFAULT_BROKER_URL
                 ),
             },
             "topics": self._topics(),

@@ -3,7 +3,7 @@ import secrets
 
 from odoo import api, fields, models
 
-from .iot_app import CONSOLE_AUTH_PARAM
+from .iot_app import CONSOLE_AUTH_PARAM, DEFAULT_BROKER_URL
 from .iot_broker_session import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
@@ -26,8 +26,6 @@ from .iot_mosquitto_sync import (
     PID_FILE_PARAM,
 )
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
-
-DEFAULT_BROKER_URL = "ws://localhost:8083/mqtt"
 
 
 class ResConfigSettings(models.TransientModel):

@@ -8,6 +8,7 @@ from odoo.exceptions import AccessError
 from odoo.tools import SQL
 
 from ..tools.settings import number_param
+from .iot_mosquitto_sync import login_for
 
 DEFAULT_SESSION_LIFETIME_HOURS = 12.0
 
@@ -65,12 +66,9 @@ class ResUsers(models.Model):
         credential = (
             self.env["iot.credentials"].sudo().browse(credentials["credential_id"])
         )
-        if credential.user_id != self:
+        if credential.user_id != self or not credentials.get("secret_id"):
             return credentials["username"]
-        return (
-            sync._login_of_secret(credential, credentials["password"])
-            or credentials["username"]
-        )
+        return login_for(credential.username, credentials["secret_id"])
 
     def _iot_session_lifetime(self):
         hours = number_param(
@@ -92,7 +90,8 @@ class ResUsers(models.Model):
         per credential: beyond it the oldest is deleted.
 
         :return: dict with ``username``, ``password``, ``is_superuser``,
-            ``expires_at`` (UTC, ``YYYY-MM-DD HH:MM:SS``) and ``credential_id``
+            ``expires_at`` (UTC, ``YYYY-MM-DD HH:MM:SS``), ``credential_id``
+            and ``secret_id`` (the session secret's row)
         """
         self.ensure_one()
         if not (self.env.su or self == self.env.user):
@@ -100,15 +99,14 @@ class ResUsers(models.Model):
         if not self.has_group("iot_base.iot_base_group_user"):
             raise AccessError(_("You are not allowed to use MQTT: ask an IoT manager."))
         credential = self._iot_user_credential()
-        password, expires_at = credential._issue_secret(
-            "session", self._iot_session_lifetime()
-        )
+        issued = credential._issue_secret("session", self._iot_session_lifetime())
         return {
             "username": credential.username,
-            "password": password,
+            "password": issued.secret,
             "is_superuser": credential.is_superuser,
-            "expires_at": fields.Datetime.to_string(expires_at),
+            "expires_at": fields.Datetime.to_string(issued.expires_at),
             "credential_id": credential.id,
+            "secret_id": issued.secret_id,
         }
 
     def _iot_user_credential(self):

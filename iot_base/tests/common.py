@@ -1,5 +1,9 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import queue
 import time
+import uuid
+
+import paho.mqtt.client as mqtt
 
 from odoo.tests import TransactionCase, new_test_user
 
@@ -35,9 +39,42 @@ def start_publisher_mosquitto(cls):
     return broker
 
 
-def connect_to_rabbitmq(case, client, broker, username, password, transport="tcp"):
-    """Connect the paho ``client`` to ``broker`` (tests/brokers.py
-    RabbitMQBroker) over TCP or WebSocket; stopped at ``case``'s cleanup."""
+def rabbitmq_client(
+    case,
+    broker,
+    username,
+    password,
+    transport="tcp",
+    client_id=None,
+    clean_session=True,
+):
+    """A paho client connecting to ``broker`` (tests/brokers.py
+    RabbitMQBroker) over TCP or WebSocket, stopped at ``case``'s cleanup,
+    with queues of what it gets: ``connacks``, ``subacks`` (mid, reason
+    codes), ``messages`` (topic, payload), ``disconnected`` (reason codes)
+    and ``disconnected_at`` (monotonic times). Its client id is by default
+    one of the credential's own (``<username>~<hex>``); it never reconnects
+    by itself: a refused or cut connection stays so."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"{username}~{uuid.uuid4().hex[:12]}",
+        transport=transport,
+        clean_session=clean_session,
+        reconnect_on_failure=False,
+    )
+    client.connacks, client.subacks, client.messages = (queue.Queue() for _ in range(3))
+    client.disconnected, client.disconnected_at = queue.Queue(), queue.Queue()
+    client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
+    client.on_subscribe = lambda _c, _u, mid, rcs, _p: client.subacks.put((mid, rcs))
+    client.on_message = lambda _c, _u, msg: client.messages.put(
+        (msg.topic, msg.payload)
+    )
+
+    def on_disconnect(_client, _userdata, _flags, reason_code, _properties):
+        client.disconnected_at.put(time.monotonic())
+        client.disconnected.put(reason_code)
+
+    client.on_disconnect = on_disconnect
     if transport == "websockets":
         client.ws_set_options(path="/mqtt")
     client.username_pw_set(username, password)
@@ -46,6 +83,7 @@ def connect_to_rabbitmq(case, client, broker, username, password, transport="tcp
     client.loop_start()
     case.addCleanup(client.loop_stop)
     case.addCleanup(client.disconnect)
+    return client
 
 
 class MosquittoClientMixin:

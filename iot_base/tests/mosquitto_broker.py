@@ -1,8 +1,8 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """A throwaway Mosquitto 2.0 on loopback, for tests and benchmarks.
 
-Plain Python (no Odoo import): bench/bench_mosquitto.py loads this file by
-path. The broker gets its own temporary directory (config, password file,
+Plain Python (no Odoo import): the benchmarks load it too (bench/harness.py).
+The broker gets its own temporary directory (config, password file,
 ACL file, pid file, log) and free loopback ports for an MQTT and a
 WebSocket listener; ``allow_anonymous false``. A Mosquitto already running
 (e.g. the system one on 1883) is never touched.
@@ -24,13 +24,9 @@ import tempfile
 import time
 import uuid
 
+from .brokers import free_ports
+
 MOSQUITTO_BINARY = "/usr/sbin/mosquitto"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class BrokerError(Exception):
@@ -92,9 +88,7 @@ class MosquittoBroker:
         self.directory = tempfile.mkdtemp(prefix="iot_mosquitto_")
         try:
             self._prepare_directory()
-            self.port, self.ws_port = free_port(), free_port()
-            while self.ws_port == self.port:
-                self.ws_port = free_port()
+            self.port, self.ws_port = free_ports(2)
             with open(self.path("mosquitto.conf"), "w") as conf:
                 conf.write(self.config())
             self._log_handle = open(self.log_file, "wb")  # noqa: SIM115

@@ -19,11 +19,9 @@ prints the time from that "commit" to the client's disconnection.
 import base64
 import json
 import logging
-import queue
 import re
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest.mock import patch
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -40,7 +38,7 @@ from .brokers import MANAGEMENT_USER, RabbitMQBroker
 from .common import (
     IotCommonCase,
     MosquittoClientMixin,
-    connect_to_rabbitmq,
+    rabbitmq_client,
     start_synced_mosquitto,
 )
 
@@ -87,18 +85,7 @@ class TestBrokerSessionRabbitmq(HttpCase):
         )
 
     def _client(self, username, password, transport="tcp", expect_rc=0):
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            # the policy's form of client id (see iot_credentials.client_id_owner)
-            client_id=f"{username}~{uuid.uuid4().hex[:12]}",
-            transport=transport,
-            reconnect_on_failure=False,  # a cut connection must stay cut
-        )
-        client.connacks = queue.Queue()
-        client.disconnected_at = queue.Queue()
-        client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
-        client.on_disconnect = lambda *_a: client.disconnected_at.put(time.monotonic())
-        connect_to_rabbitmq(self, client, self.broker, username, password, transport)
+        client = rabbitmq_client(self, self.broker, username, password, transport)
         rc = client.connacks.get(timeout=WAIT)
         self.assertEqual(rc.value, expect_rc, f"CONNACK: {rc}")
         return client

@@ -89,7 +89,14 @@ class TestCredentials(IotCommonCase):
         second = user.get_or_create_iot_credentials()
         self.assertEqual(
             set(first),
-            {"username", "password", "is_superuser", "expires_at", "credential_id"},
+            {
+                "username",
+                "password",
+                "is_superuser",
+                "expires_at",
+                "credential_id",
+                "secret_id",
+            },
         )
         self.assertEqual(first["username"], second["username"])
         self.assertNotEqual(first["password"], second["password"])

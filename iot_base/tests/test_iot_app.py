@@ -4,13 +4,9 @@ unit tests, and tours in Chromium against a real RabbitMQ broker."""
 
 import json
 import logging
-import queue
 import random
 import re
 import threading
-import uuid
-
-import paho.mqtt.client as mqtt
 
 from odoo import http
 from odoo.tests import HttpCase, new_test_user, tagged
@@ -20,6 +16,7 @@ from odoo.tools.misc import file_path
 from ..models.iot_credentials import owns_client_id
 from ..tools import topic_acl
 from .brokers import RabbitMQBroker
+from .common import rabbitmq_client
 
 TOKEN = "iot-app-broker-t0ken"
 WAIT = 15  # seconds, for anything the broker must do
@@ -259,21 +256,7 @@ class BrokerCase(HttpCase):
 
     def _paho(self, username, password):
         """A connected paho-mqtt client (TCP) with queues of what it gets."""
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{username}~{uuid.uuid4().hex[:12]}",
-            reconnect_on_failure=False,
-        )
-        client.connacks, client.messages = queue.Queue(), queue.Queue()
-        client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
-        client.on_message = lambda _c, _u, msg: client.messages.put(
-            (msg.topic, msg.payload)
-        )
-        client.username_pw_set(username, password)
-        client.connect("127.0.0.1", self.broker.mqtt_port, keepalive=30)
-        client.loop_start()
-        self.addCleanup(client.loop_stop)
-        self.addCleanup(client.disconnect)
+        client = rabbitmq_client(self, self.broker, username, password)
         rc = client.connacks.get(timeout=WAIT)
         self.assertFalse(rc.is_failure, f"CONNACK {rc}")
         return client

@@ -30,8 +30,9 @@ from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash, new_secret
 
+from .brokers import free_ports
 from .common import IotCommonCase, MosquittoClientMixin, start_synced_mosquitto
-from .mosquitto_broker import BrokerError, free_port
+from .mosquitto_broker import BrokerError
 
 WAIT = 5  # seconds for anything the broker must do
 LOGGER = "odoo.addons.iot_base.models.iot_mosquitto_sync"
@@ -851,7 +852,8 @@ class TestMosquittoExampleConfig(BaseCase):
         self.assertEqual(len(listeners), 4)
         for listener in listeners:
             self.assertRegex(listener, r"(?m)^use_username_as_clientid true$")
-        ports = {p: free_port() for p in ("1883", "8083", "8883", "8884")}
+        originals = ("1883", "8083", "8883", "8884")
+        ports = dict(zip(originals, free_ports(len(originals)), strict=True))
         config = example
         for old, new in ports.items():
             config = re.sub(rf"(?m)^listener {old}\b", f"listener {new}", config)

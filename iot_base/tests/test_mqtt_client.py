@@ -11,8 +11,8 @@ from odoo.tests import HttpCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_mqtt_client
 
+from .brokers import free_ports
 from .common import IotCommonCase, start_publisher_mosquitto, start_synced_mosquitto
-from .mosquitto_broker import free_port
 
 
 @tagged("post_install", "-at_install")
@@ -102,7 +102,7 @@ class TestMqttClient(IotCommonCase):
 
     def test_broker_down_is_a_clear_error(self):
         params = self.env["ir.config_parameter"].sudo()
-        params.set_param("iot_base.mqtt_port", str(free_port()))
+        params.set_param("iot_base.mqtt_port", str(free_ports(1)[0]))
         with self.assertRaisesRegex(UserError, "Cannot reach the MQTT broker"):
             self.env["iot.mqtt.client"]._send_command(self.pump1, "ping", {})
 

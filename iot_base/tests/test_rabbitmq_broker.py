@@ -12,7 +12,6 @@ import contextlib
 import os
 import queue
 import time
-import uuid
 from unittest.mock import patch
 
 import paho.mqtt.client as mqtt
@@ -20,7 +19,7 @@ import paho.mqtt.client as mqtt
 from odoo.tests import BaseCase, HttpCase, new_test_user, tagged
 
 from .brokers import BrokerError, RabbitMQBroker, rabbitmq_config
-from .common import connect_to_rabbitmq
+from .common import rabbitmq_client
 
 TOKEN = "rabbit-broker-t0ken"
 WAIT = 15  # seconds, for anything the broker must do
@@ -70,26 +69,15 @@ class TestRabbitmqBroker(HttpCase):
         """A connected paho client (loop running, disconnected at cleanup)
         with queues of what it receives; asserts the CONNACK code. Its client
         id is by default one of the credential's own (``<username>~<hex>``)."""
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"{username}~{uuid.uuid4().hex[:12]}",
-            transport=transport,
+        client = rabbitmq_client(
+            self,
+            self.broker,
+            username,
+            password,
+            transport,
+            client_id=client_id,
             clean_session=clean_session,
-            reconnect_on_failure=False,  # a refused CONNECT must stay refused
         )
-        client.connacks, client.subacks, client.messages = (
-            queue.Queue() for _ in range(3)
-        )
-        client.disconnected = queue.Queue()
-        client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
-        client.on_subscribe = lambda _c, _u, mid, rcs, _p: client.subacks.put(
-            (mid, rcs)
-        )
-        client.on_message = lambda _c, _u, msg: client.messages.put(
-            (msg.topic, msg.payload)
-        )
-        client.on_disconnect = lambda _c, _u, _f, rc, _p: client.disconnected.put(rc)
-        connect_to_rabbitmq(self, client, self.broker, username, password, transport)
         if expect_rc == REFUSED:
             self._wait_refused(client)
             return client
