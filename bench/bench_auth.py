@@ -42,8 +42,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +49,8 @@ import threading
 import time
 from pathlib import Path
 
-from harness import free_ports
+import harness
+from harness import Connection, http_request, say
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -61,6 +60,7 @@ DEVICE_PREFIX = "bench_dev_%03d"
 META_KEYS = ("_credentials", "_plan")  # breakdown.py entries that are not steps
 BLOCKED_USERNAME = "bench_blocked"
 FILLER_PREFIX = "bench_filler_"
+BREAKDOWN_PEER = "10.9.9.9"
 
 # EMQX 5's default headers for its HTTP authenticator and authorizer.
 EMQX_HEADERS = (
@@ -77,84 +77,20 @@ ACCESS_LOG_RE = re.compile(
 )
 
 
-def say(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------
 # Load generator: one thread per connection, HTTP/1.1 keep-alive when allowed
 # ---------------------------------------------------------------------------
 
 
 def build_request(host, port, path, body):
+    """An EMQX-like POST of the JSON ``body``."""
     payload = json.dumps(body, separators=(",", ":")).encode()
-    head = [f"POST {path} HTTP/1.1", f"host: {host}:{port}"]
-    head += [f"{name}: {value}" for name, value in EMQX_HEADERS]
-    head.append(f"content-length: {len(payload)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+    return http_request(host, port, "POST", path, payload, EMQX_HEADERS)
 
 
-class Connection:
-    """A minimal HTTP/1.1 client connection: keeps its socket as long as the
-    server allows, reconnects when the server closes it."""
-
-    def __init__(self, host, port):
-        self.addr = (host, port)
-        self.sock = None
-        self.connects = 0
-
-    def close(self):
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def request(self, raw):
-        """Send ``raw``, return (status, body). Retries once when a kept-alive
-        socket turns out to be closed by the server."""
-        for attempt in (0, 1):
-            fresh = self.sock is None
-            if fresh:
-                self.sock = socket.create_connection(self.addr, timeout=30)
-                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.connects += 1
-            try:
-                self.sock.sendall(raw)
-                return self._read()
-            except (TimeoutError, ConnectionError, EOFError):
-                self.close()
-                if fresh or attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _read(self):
-        sock = self.sock
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed before the response")
-            buf += chunk
-        head, _sep, body = buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        version, status = lines[0].split(" ", 2)[:2]
-        headers = {}
-        for line in lines[1:]:
-            name, _sep, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip().lower()
-        length = int(headers.get("content-length", "-1"))
-        if length < 0:
-            raise EOFError("response without content-length")
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed inside the body")
-            body += chunk
-        connection = headers.get("connection", "")
-        if connection == "close" or (
-            version == "HTTP/1.0" and connection != "keep-alive"
-        ):
-            self.close()
-        return int(status), body
+def client_address(i):
+    """The ``peerhost`` of connection ``i``: one client address each."""
+    return f"10.1.0.{i + 1}"
 
 
 def percentile(values, p):
@@ -282,141 +218,37 @@ def run_load(host, port, requests_per_conn, expect, duration, result):
 # ---------------------------------------------------------------------------
 
 
-def odoo_base_addons():
-    import odoo  # noqa: PLC0415 - only to find Odoo's own addons
-
-    return Path(odoo.__file__).parent / "addons"
-
-
-class OdooServer:
-    """One prefork Odoo serving the benchmark database with one iot_base."""
+class OdooServer(harness.OdooServer):
+    """One prefork Odoo serving a benchmark database with one iot_base and
+    the floor addon."""
 
     def __init__(self, bench, label, db, addon_dir=None, addons_path=None):
-        self.bench = bench
-        self.label = label
-        self.db = db
-        self.host = "127.0.0.1"
-        self.port, self.gevent_port = free_ports(2)
         if addons_path is None:
-            snapshot = bench.tmp / f"addons_{label}"
-            snapshot.mkdir()
-            shutil.copytree(
-                Path(addon_dir).resolve(),
-                snapshot / "iot_base",
-                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"),
+            addons_path = harness.snapshot_addons(
+                bench.tmp / f"addons_{label}", addon_dir, extra=[FLOOR_ADDONS]
             )
-            addons_path = ",".join(
-                [str(odoo_base_addons()), str(snapshot), str(FLOOR_ADDONS)]
-            )
+        self.db = db
         self.addons_path = addons_path
-        self.log = bench.tmp / f"odoo_{label}.log"
-        self.proc = None
-        self.pids = []
-
-    def opts(self):
-        return [
-            f"--addons-path={self.addons_path}",
-            *self.bench.db_opts(),
-            # -d without --db-filter: Odoo serves that database without
-            # listing pg_database on every request
-            "-d",
-            self.db,
-            f"--data-dir={self.bench.tmp / 'data'}",
-            "--http-interface=127.0.0.1",
-            f"--http-port={self.port}",
-            f"--gevent-port={self.gevent_port}",
-            "--max-cron-threads=0",
-            "--without-demo=all",
-        ]
-
-    def cmd(self, *extra):
-        # a script file, not `python -c`: the prefork master re-executes
-        # sys.argv[0] to start its gevent process
-        return [
-            sys.executable,
-            str(BENCH_DIR / "odoo_launcher.py"),
-            *self.opts(),
-            *extra,
-        ]
+        super().__init__(
+            harness.odoo_opts(addons_path, db, bench.tmp / "data", bench.pg),
+            bench.tmp / f"odoo_{label}.log",
+            label,
+        )
 
     def start(self, workers):
-        say(
-            f"== starting Odoo [{self.label}]: --workers={workers} "
-            "--max-cron-threads=0 "
-            f"on {self.host}:{self.port}"
-        )
-        self.proc = subprocess.Popen(
-            self.cmd(
-                f"--workers={workers}",
-                "--limit-request=100000000",
-                f"--logfile={self.log}",
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=self.bench.env(),
-            start_new_session=True,
-        )
         raw = build_request(self.host, self.port, "/iot_bench/floor", {"username": "x"})
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"Odoo [{self.label}] exited early:\n{self.log_tail()}"
-                )
+
+        def floor_answers():
             conn = Connection(self.host, self.port)
             try:
                 status, body = conn.request(raw)
-                if status == 200 and json.loads(body).get("result") == "allow":
-                    break
+                return status == 200 and json.loads(body).get("result") == "allow"
             except (OSError, EOFError, ValueError):
-                pass
+                return False
             finally:
                 conn.close()
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(
-                f"Odoo [{self.label}] did not answer:\n{self.log_tail()}"
-            )
-        deadline = time.monotonic() + 30
-        while len(self.pids) < workers and time.monotonic() < deadline:
-            self.pids = self.worker_pids()
-            time.sleep(0.2)
-        say(f"   HTTP workers: {self.pids}")
 
-    def worker_pids(self):
-        """The master's children, except its gevent process."""
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                stat = (proc / "stat").read_text()
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid and b"gevent" not in argv:
-                pids.append(int(proc.name))
-        return sorted(pids)
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        except ProcessLookupError:
-            pass
-
-    def log_size(self):
-        try:
-            return self.log.stat().st_size
-        except OSError:
-            return 0
+        super().start(workers, floor_answers)
 
     def read_access_log(self, offset):
         with open(self.log, "rb") as log:
@@ -427,12 +259,6 @@ class OdooServer:
             for q, sql, other in ACCESS_LOG_RE.findall(data)
         ]
 
-    def log_tail(self, size=3000):
-        try:
-            return self.log.read_text()[-size:]
-        except OSError:
-            return "(no log)"
-
 
 class Bench:
     def __init__(self, args):
@@ -441,6 +267,7 @@ class Bench:
         self.db = f"iot_bench_{os.getpid()}"
         self.db_large = f"{self.db}_large"
         self.dbs_created = []
+        self.pg = harness.Postgres.from_args(args)
         self.token = secrets.token_hex(16)
         self.main = OdooServer(self, "A", self.db, addon_dir=args.addon_dir)
         # the same code on a clone of the database with the filler rows
@@ -454,81 +281,23 @@ class Bench:
         )
         self.servers = [s for s in (self.main, self.large, self.other) if s]
 
-    def db_opts(self):
-        a = self.args
-        pairs = (
-            ("--db_host", a.db_host),
-            ("--db_port", a.db_port),
-            ("--db_user", a.db_user),
-            ("--db_password", a.db_password),
-        )
-        return [f"{flag}={value}" for flag, value in pairs if value]
-
-    def env(self):
-        env = dict(os.environ, TZ="UTC")
-        env.pop("ODOO_HTTP_SOCKET_TIMEOUT", None)
-        return env
-
-    def pg_cli_opts(self):
-        a = self.args
-        pairs = (("-h", a.db_host), ("-p", a.db_port), ("-U", a.db_user))
-        return [x for flag, value in pairs if value for x in (flag, str(value))]
-
-    def pg_cli_env(self):
-        env = dict(os.environ)
-        if self.args.db_password:
-            env["PGPASSWORD"] = self.args.db_password
-        return env
-
     def clone_db(self):
         """The large case's database: a copy of the small one (made while no
         one is connected to it), to which the filler rows are added."""
         t0 = time.monotonic()
         self.dbs_created.append(self.db_large)
-        cmd = ["createdb", *self.pg_cli_opts(), "-T", self.db, self.db_large]
-        out = subprocess.run(cmd, env=self.pg_cli_env(), capture_output=True, text=True)
-        if out.returncode:
-            raise RuntimeError(f"cannot copy the database: {out.stderr.strip()}")
+        self.pg.copy(self.db, self.db_large)
         say(f"== copied {self.db} to {self.db_large} in {time.monotonic() - t0:.1f} s")
 
     def pg_connect(self, db=None):
-        import psycopg2  # noqa: PLC0415 - Odoo's own dependency
-
-        a = self.args
-        kwargs = {"dbname": db or self.db}
-        for key, value in (
-            ("host", a.db_host),
-            ("port", a.db_port),
-            ("user", a.db_user),
-            ("password", a.db_password),
-        ):
-            if value:
-                kwargs[key] = value
-        return psycopg2.connect(**kwargs)
+        return self.pg.connect(db or self.db)
 
     def run_in_odoo(self, script, spec, server, marker):
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(BENCH_DIR / script),
-                json.dumps(spec),
-                *server.opts(),
-                "--log-level=warn",
-            ],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
+        return harness.run_in_odoo(
+            BENCH_DIR / script,
+            [json.dumps(spec), *server.opts(), "--log-level=warn"],
+            marker,
         )
-        line = next(
-            (x for x in out.stdout.splitlines() if x.startswith(marker + " ")), None
-        )
-        if out.returncode != 0 or line is None:
-            raise RuntimeError(
-                f"{script} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
-            )
-        return json.loads(line[len(marker) + 1 :])
 
     # -- steps ------------------------------------------------------------
 
@@ -539,33 +308,24 @@ class Bench:
         )
         t0 = time.monotonic()
         self.dbs_created.append(self.db)
-        log_path = self.tmp / "install.log"
-        with open(log_path, "w") as log:
-            rc = subprocess.call(
-                self.main.cmd(
-                    "-i",
-                    "iot_base,iot_bench_floor",
-                    "--stop-after-init",
-                    "--workers=0",
-                    "--log-level=warn",
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env(),
-            )
-        text = log_path.read_text()
-        if rc != 0 or " ERROR " in text or " CRITICAL " in text:
-            raise RuntimeError(f"installing iot_base failed (rc={rc}):\n{text[-3000:]}")
+        harness.install(
+            self.main.base_opts, "iot_base,iot_bench_floor", self.tmp / "install.log"
+        )
         say(f"   installed in {time.monotonic() - t0:.0f} s")
 
     def setup_db(self):
         spec = {
             "token": self.token,
-            "max_failures": 1_000_000_000,
+            # times the peer factor (5), still a PostgreSQL integer
+            "max_failures": 100_000_000,
             "devices": self.args.credentials,
             "device_prefix": DEVICE_PREFIX,
             "blocked_username": BLOCKED_USERNAME,
+            # the throttle counts per client address: blocked from each
+            "blocked_peers": [
+                *(client_address(i) for i in range(self.args.connections)),
+                BREAKDOWN_PEER,
+            ],
         }
         self.setup = self.run_in_odoo("odoo_setup.py", spec, self.main, "BENCH_SETUP")
         say(
@@ -579,7 +339,7 @@ class Bench:
             "token": self.token,
             "username": user,
             "secret": self.setup["secrets"][user],
-            "peer": "10.9.9.9",
+            "peer": BREAKDOWN_PEER,
             "topic": f"{self.setup['namespace']}/devices/{user}/telemetry/temp",
             "blocked_username": BLOCKED_USERNAME,
             "blocked_secret": self.setup["secrets"][BLOCKED_USERNAME],
@@ -598,13 +358,7 @@ class Bench:
             say(f"== kept database {self.db} and {self.tmp}")
             return
         for db in reversed(self.dbs_created):
-            if (
-                subprocess.call(
-                    ["dropdb", *self.pg_cli_opts(), "--if-exists", "--force", db],
-                    env=self.pg_cli_env(),
-                )
-                != 0
-            ):
+            if not self.pg.drop(db):
                 say(f"warning: could not drop database {db}")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -623,15 +377,12 @@ class Bench:
         def req(path, body):
             return build_request(host, port, path, body)
 
-        def peer(i):
-            return f"10.1.0.{i + 1}"  # one client address per connection
-
         def auth_body(user, password, i):
             return {
                 "username": user,
                 "password": password,
                 "clientid": f"{user}~c",
-                "peerhost": peer(i),
+                "peerhost": client_address(i),
             }
 
         def wrong_secret(secret):
@@ -647,7 +398,7 @@ class Bench:
                 "topic": topic,
                 "qos": "0",
                 "retain": "false",
-                "peerhost": peer(i),
+                "peerhost": client_address(i),
             }
 
         def per_device(make):
@@ -1033,14 +784,7 @@ def summarize_stacks(stacks, top=40):
 
 
 def machine():
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = harness.machine()
     try:
         pg = subprocess.run(
             ["psql", "--version"], capture_output=True, text=True, check=False
@@ -1379,10 +1123,7 @@ def parse_args(argv):
         "and interleave its scenarios, marked [B]",
     )
     parser.add_argument("--breakdown-iterations", type=int, default=300)
-    parser.add_argument("--db-host", default=os.environ.get("DB_HOST"))
-    parser.add_argument("--db-port", default=os.environ.get("DB_PORT"))
-    parser.add_argument("--db-user", default=os.environ.get("DB_USER"))
-    parser.add_argument("--db-password", default=os.environ.get("DB_PASSWORD"))
+    harness.add_db_arguments(parser)
     parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument(
         "--profile",
@@ -1408,21 +1149,7 @@ def main(argv=None):
         say("--addon-dir and --compare must be addon folders (with a __manifest__.py)")
         return 2
     bench = Bench(args)
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        return bench.run()
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - reported, then cleaned up
-        say(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        bench.cleanup()
+    return harness.run_benchmark(bench.run, bench.cleanup)
 
 
 if __name__ == "__main__":

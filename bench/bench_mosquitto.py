@@ -34,7 +34,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -44,16 +43,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import test_helper
+import harness
+from harness import say, test_helper
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEVICE_PREFIX = "bench_dev_"
 GOAL_SECONDS = 2.0
-
-
-def say(*args):
-    print(*args, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -333,63 +329,16 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="iot_bench_mosq_"))
         self.db = f"iot_bench_mosq_{os.getpid()}"
         self.db_created = False
-        import odoo  # noqa: PLC0415 - only to find Odoo's own addons
-
-        base_addons = Path(odoo.__file__).parent / "addons"
-        snapshot = self.tmp / "addons"
-        snapshot.mkdir()
-        shutil.copytree(
-            Path(args.addon_dir).resolve(),
-            snapshot / "iot_base",
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"),
-        )
-        self.addons_path = f"{base_addons},{snapshot}"
+        self.pg = harness.Postgres.from_args(args)
+        self.addons_path = harness.snapshot_addons(self.tmp / "addons", args.addon_dir)
 
     def odoo_opts(self):
-        a = self.args
-        opts = [
-            f"--addons-path={self.addons_path}",
-            "-d",
-            self.db,
-            f"--data-dir={self.tmp / 'data'}",
-            "--without-demo=all",
-            "--max-cron-threads=0",
-        ]
-        for flag, value in (
-            ("db_host", a.db_host),
-            ("db_port", a.db_port),
-            ("db_user", a.db_user),
-            ("db_password", a.db_password),
-        ):
-            if value:
-                opts.append(f"--{flag}={value}")
-        return opts
-
-    def env(self):
-        return dict(os.environ, TZ="UTC")
+        return harness.odoo_opts(self.addons_path, self.db, self.tmp / "data", self.pg)
 
     def install(self):
         say(f"== installing iot_base into throwaway database {self.db}")
         self.db_created = True
-        with open(self.tmp / "install.log", "w") as log:
-            rc = subprocess.call(
-                [
-                    sys.executable,
-                    str(BENCH_DIR / "odoo_launcher.py"),
-                    *self.odoo_opts(),
-                    "-i",
-                    "iot_base",
-                    "--stop-after-init",
-                    "--log-level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env(),
-            )
-        text = (self.tmp / "install.log").read_text()
-        if rc != 0 or "ERROR" in text:
-            raise RuntimeError(f"installing iot_base failed (rc={rc}):\n{text[-3000:]}")
+        harness.install(self.odoo_opts(), "iot_base", self.tmp / "install.log")
 
     def measure(self):
         a = self.args
@@ -403,32 +352,12 @@ class Bench:
             f"== {a.credentials} devices, {a.sessions} session secrets, "
             f"{a.connected} devices connected, {a.runs} runs"
         )
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__)),
-                "--inner",
-                json.dumps(spec),
-                "--",
-                *self.odoo_opts(),
-                "--log-level=warn",
-            ],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
+        return harness.run_in_odoo(
+            Path(__file__),
+            ["--inner", json.dumps(spec), "--", *self.odoo_opts(), "--log-level=warn"],
+            "BENCH_MOSQUITTO",
+            show_stderr=True,
         )
-        sys.stderr.write(out.stderr)
-        line = next(
-            (x for x in out.stdout.splitlines() if x.startswith("BENCH_MOSQUITTO ")),
-            None,
-        )
-        if out.returncode != 0 or line is None:
-            raise RuntimeError(
-                f"measurement failed (rc={out.returncode}):\n{out.stdout[-2000:]}"
-            )
-        return json.loads(line[len("BENCH_MOSQUITTO ") :])
 
     def drop(self):
         if not self.db_created:
@@ -436,18 +365,7 @@ class Bench:
         if self.args.keep_db:
             say(f"database {self.db} kept")
             return
-        cmd = ["dropdb", "--if-exists", "--force", self.db]
-        for flag, value in (
-            ("-h", self.args.db_host),
-            ("-p", self.args.db_port),
-            ("-U", self.args.db_user),
-        ):
-            if value:
-                cmd += [flag, str(value)]
-        env = dict(os.environ)
-        if self.args.db_password:
-            env["PGPASSWORD"] = self.args.db_password
-        subprocess.call(cmd, env=env)
+        self.pg.drop(self.db)
 
     def cleanup(self):
         try:
@@ -466,7 +384,7 @@ def report(args, data):
         f"Mosquitto sync benchmark: {args.credentials} device credentials + "
         f"{args.sessions} session secrets, {args.connected} devices connected "
         f"during the syncs, {len(runs)} runs (median / max)",
-        f"machine: {os.cpu_count()} CPUs, {machine()}, "
+        f"machine: {os.cpu_count()} CPUs, {harness.machine()}, "
         f"mosquitto {mosquitto_version()}, Python {sys.version.split()[0]}",
         f"files: password {data['files']['password_bytes']:,} bytes, "
         f"ACL {data['files']['acl_bytes']:,} bytes "
@@ -505,17 +423,6 @@ def report(args, data):
     return "\n".join(lines)
 
 
-def machine():
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def mosquitto_version():
     try:
         out = subprocess.run(
@@ -543,10 +450,7 @@ def parse_args(argv):
     )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--addon-dir", default=str(REPO_ROOT / "iot_base"))
-    parser.add_argument("--db-host", default=os.environ.get("DB_HOST"))
-    parser.add_argument("--db-port", default=os.environ.get("DB_PORT"))
-    parser.add_argument("--db-user", default=os.environ.get("DB_USER"))
-    parser.add_argument("--db-password", default=os.environ.get("DB_PASSWORD"))
+    harness.add_db_arguments(parser)
     parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument(
         "--keep-db",
@@ -564,11 +468,7 @@ def main(argv=None):
     args = parse_args(argv)
     bench = Bench(args)
 
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
+    def work():
         bench.install()
         data = bench.measure()
         text = report(args, data)
@@ -582,14 +482,8 @@ def main(argv=None):
                     default=str,
                 )
         return 0
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    except Exception as exc:  # noqa: BLE001
-        say(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        bench.cleanup()
+
+    return harness.run_benchmark(work, bench.cleanup)
 
 
 if __name__ == "__main__":

@@ -197,11 +197,16 @@ def main():
         auth_paths = {
             "valid": values,
             "wrong secret": dict(values, password=wrong),
-            "unknown user": dict(values, username="bench_breakdown_ghost"),
+            "unknown user": dict(
+                values,
+                username="bench_breakdown_ghost",
+                clientid="bench_breakdown_ghost~c",
+            ),
             "throttled": dict(
                 values,
                 username=spec["blocked_username"],
                 password=spec["blocked_secret"],
+                clientid=spec["blocked_username"] + "~c",
             ),
         }
         acl_paths = {

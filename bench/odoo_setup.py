@@ -49,15 +49,17 @@ def main():
             action = record.action_rotate_secret()
             secrets[record.username] = action["context"]["default_secret"]
 
-        # The throttled path: this username is blocked for a day.
-        cr.execute(
-            """
-            INSERT INTO iot_auth_throttle (key, failures, window_start, blocked_until)
-            VALUES (%s, 0, now() at time zone 'utc',
-                    now() at time zone 'utc' + interval '1 day')
-            """,
-            ["user:" + spec["blocked_username"]],
-        )
+        # The throttled path: this username is blocked for a day from each
+        # client address the benchmark uses (models/iot_auth_throttle.py).
+        for peer in spec["blocked_peers"]:
+            cr.execute(
+                """
+                INSERT INTO iot_auth_throttle (key, failed_at, blocked_until)
+                VALUES (%s, now() at time zone 'utc',
+                        now() at time zone 'utc' + interval '1 day')
+                """,
+                [f"pair:{peer}|{spec['blocked_username']}"],
+            )
         company = env.company
         out = {
             "secrets": secrets,
