@@ -74,8 +74,10 @@ class IotMqttClient(models.AbstractModel):
             raise UserError(_("Odoo's MQTT publisher credential is revoked."))
         if credential._authenticate(credential.username, secret) == credential:
             return credential.username, secret
-        if config["test_enable"]:
-            # tests run in one transaction that the broker's calls share
+        if config["test_enable"] or not self.env.registry.ready:
+            # tests run in one transaction that the broker's calls share; an
+            # install (the data file) has not committed the secrets' table
+            # nor this credential: another transaction would not see them
             self._store_publisher_hash(credential, secret)
         else:
             with self.env.registry.cursor() as cr:
