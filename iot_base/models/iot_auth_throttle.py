@@ -6,10 +6,13 @@ from odoo.tools import SQL
 
 from ..tools.settings import number_param
 
+# default and highest value used: a larger one is cut to it, so that a typo in
+# a setting never overflows the SQL integers or Python's timedelta
+YEAR = 366 * 24 * 3600
 DEFAULTS = {
-    "iot_base.throttle_max_failures": 10,
-    "iot_base.throttle_window_seconds": 60,
-    "iot_base.throttle_cooldown_seconds": 300,
+    "iot_base.throttle_max_failures": (10, 10**6),
+    "iot_base.throttle_window_seconds": (60, YEAR),
+    "iot_base.throttle_cooldown_seconds": (300, YEAR),
 }
 # A peer (one address, possibly a NAT in front of many devices) may fail
 # this many times more than one username from it before it is blocked.
@@ -55,8 +58,8 @@ class IotAuthThrottle(models.Model):
     @api.model
     def _settings(self):
         return {
-            key.rsplit(".", 1)[1]: number_param(self.env, key, default)
-            for key, default in DEFAULTS.items()
+            key.rsplit(".", 1)[1]: min(number_param(self.env, key, default), highest)
+            for key, (default, highest) in DEFAULTS.items()
         }
 
     @api.model

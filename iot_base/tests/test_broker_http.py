@@ -380,6 +380,22 @@ class TestBrokerHttp(HttpCase):
         self.env.cr.execute("UPDATE iot_auth_throttle SET blocked_until = '2000-01-01'")
         self.assertReply(self._auth("device_ab12cd34", self.device_secret), "allow")
 
+    def test_throttle_settings_out_of_range(self):
+        """Settings too large for SQL integers or timedelta are cut to the
+        highest value used: a failed login is still a logged deny, never an
+        error."""
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.throttle_max_failures", str(10**12))
+        params.set_param("iot_base.throttle_window_seconds", str(10**15))
+        params.set_param("iot_base.throttle_cooldown_seconds", "9" * 30)
+        self.assertReply(self._auth("device_ab12cd34", "f" * 40), "deny")
+        denied = self._log(reason="invalid_credentials")
+        self.assertEqual(denied.username, "device_ab12cd34")
+        settings = self.env["iot.auth.throttle"]._settings()
+        self.assertEqual(settings["throttle_max_failures"], 10**6)
+        self.assertEqual(settings["throttle_window_seconds"], 366 * 24 * 3600)
+        self.assertReply(self._auth("device_ab12cd34", self.device_secret), "allow")
+
     def test_no_lockout_from_another_peer(self):
         """Failures from an attacker's address never stop the right secret
         from another address, however many and however long."""
