@@ -3,7 +3,11 @@ import secrets
 
 from odoo import api, fields, models
 
-from .iot_app import CONSOLE_AUTH_PARAM
+from .iot_app import (
+    CONSOLE_AUTH_PARAM,
+    DEFAULT_RABBITMQ_RESOURCE_SERVER,
+    RABBITMQ_RESOURCE_SERVER_PARAM,
+)
 from .iot_broker_session import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
@@ -251,14 +255,27 @@ class ResConfigSettings(models.TransientModel):
     # The console's MQTT password: a session secret checked by Odoo at each
     # CONNECT, or a token the broker verifies itself (iot.jwt.key).
     iot_console_auth = fields.Selection(
-        [("secret", "Session Secrets"), ("jwt", "Signed Tokens (JWT)")],
+        [
+            ("secret", "Session Secrets"),
+            ("jwt", "Signed Tokens for EMQX (JWT)"),
+            ("rabbitmq_jwt", "Signed Tokens for RabbitMQ (OAuth 2)"),
+        ],
         "Console Login",
         config_parameter=CONSOLE_AUTH_PARAM,
         default="secret",
         groups="base.group_system",
         help="Signed tokens: the broker verifies the console's token with the keys "
-        "of /iot/jwks.json and never calls Odoo for it (EMQX's JWT authenticator). "
-        "Mosquitto keeps session secrets.",
+        "of /iot/jwks.json and never calls Odoo for it (EMQX's JWT authenticator, "
+        "RabbitMQ 3.10's rabbitmq_auth_backend_oauth2; the token's form differs, "
+        "so choose the broker). Mosquitto keeps session secrets.",
+    )
+    iot_rabbitmq_resource_server_id = fields.Char(
+        "RabbitMQ Resource Server ID",
+        config_parameter=RABBITMQ_RESOURCE_SERVER_PARAM,
+        default=DEFAULT_RABBITMQ_RESOURCE_SERVER,
+        groups="base.group_system",
+        help="auth_oauth2.resource_server_id of the RabbitMQ node: the tokens' "
+        "audience and the prefix of their scopes (letters, digits, _ and -).",
     )
     iot_jwt_lifetime_seconds = fields.Integer(
         "Token Lifetime (seconds)",
