@@ -1,7 +1,8 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import secrets
 
-from odoo import api, fields, models
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError
 
 from .iot_app import (
     CONSOLE_AUTH_PARAM,
@@ -18,6 +19,7 @@ from .iot_broker_session import (
 )
 from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
 from .iot_jwt_key import (
+    ALGORITHM_PARAM,
     DEFAULT_JWKS_REFRESH,
     DEFAULT_JWT_LIFETIME,
     JWKS_REFRESH_PARAM,
@@ -198,6 +200,13 @@ class ResConfigSettings(models.TransientModel):
         keys = (ENABLED_PARAM, PASSWORD_FILE_PARAM, ACL_FILE_PARAM, PID_FILE_PARAM)
         before = [params.get_param(key) for key in keys]
         res = super().set_values()
+        if (
+            params.get_param(ALGORITHM_PARAM) == "HS256"
+            and not self.env["iot.jwt.key"].sudo()._hs256_row()
+        ):
+            raise UserError(
+                _("HS256 token signatures need a shared secret: type one first.")
+            )
         if [params.get_param(key) for key in keys] != before:
             self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res
@@ -293,6 +302,47 @@ class ResConfigSettings(models.TransientModel):
         help="The brokers' JWKS refresh interval (EMQX: refresh_interval): a new "
         "signing key signs only after this delay.",
     )
+
+    iot_jwt_algorithm = fields.Selection(
+        [
+            ("ES256", "ES256 key pairs (brokers fetch /iot/jwks.json)"),
+            ("HS256", "HS256 shared secret (brokers that cannot fetch a JWKS)"),
+        ],
+        "Token Signature",
+        config_parameter=ALGORITHM_PARAM,
+        default="ES256",
+        groups="base.group_system",
+    )
+    # Write-only: typed by a system administrator, stored where no ORM read
+    # reaches (iot.jwt.key's raw column), never shown again, never logged.
+    iot_jwt_hs256_secret = fields.Char(
+        "New HS256 Shared Secret",
+        compute="_compute_iot_jwt_hs256_secret",
+        inverse="_inverse_iot_jwt_hs256_secret",
+        groups="base.group_system",
+        help="At least 32 bytes, the same as in the broker's configuration (EMQX: "
+        "the JWT authenticator's secret; RabbitMQ: advanced.config signing_keys). "
+        "Write-only: leave empty to keep the current one.",
+    )
+    iot_jwt_hs256_secret_set = fields.Boolean(
+        "HS256 Secret Set",
+        compute="_compute_iot_jwt_hs256_secret",
+        groups="base.group_system",
+    )
+
+    def _compute_iot_jwt_hs256_secret(self):
+        is_set = bool(self.env["iot.jwt.key"].sudo()._hs256_row())
+        for settings in self:
+            settings.iot_jwt_hs256_secret = False
+            settings.iot_jwt_hs256_secret_set = is_set
+
+    def _inverse_iot_jwt_hs256_secret(self):
+        for settings in self:
+            if settings.iot_jwt_hs256_secret:
+                settings._iot_check_system()
+                self.env["iot.jwt.key"].sudo()._set_hs256_secret(
+                    settings.iot_jwt_hs256_secret
+                )
 
     def action_iot_rotate_jwt_key(self):
         self.ensure_one()

@@ -186,6 +186,8 @@ def rabbitmq_advanced_config(odoo_base_url, oauth2=None):
     rabbitmq.conf does the same). Only ES256 signatures are accepted."""
     if not oauth2:
         return "[].\n"
+    if oauth2.get("hs256"):
+        return _hs256_advanced_config(**oauth2["hs256"])
     url = oauth2.get("jwks_url") or odoo_base_url.rstrip("/") + JWKS_PATH
     if not all(c.isprintable() and c not in '"\\' for c in url):
         raise BrokerError(f"unusable JWKS URL {url!r}")
@@ -193,6 +195,23 @@ def rabbitmq_advanced_config(odoo_base_url, oauth2=None):
         "[{rabbitmq_auth_backend_oauth2, [{key_config, [\n"
         f'    {{jwks_url, "{url}"}},\n'
         '    {algorithms, [<<"ES256">>]}\n'
+        "]}]}].\n"
+    )
+
+
+def _hs256_advanced_config(kid, secret):
+    """key_config for an HS256 secret shared with Odoo (3.10 takes symmetric
+    keys only from advanced.config): the key, as a JWK of kty oct, is the
+    only one, and the default for tokens without a kid."""
+    if not (kid and all(c.isalnum() or c in "-_" for c in kid)):
+        raise BrokerError(f"unusable key id {kid!r}")
+    k = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
+    return (
+        "[{rabbitmq_auth_backend_oauth2, [{key_config, [\n"
+        f'    {{default_key, <<"{kid}">>}},\n'
+        f'    {{signing_keys, #{{<<"{kid}">> => {{map, #{{<<"kty">> => <<"oct">>, '
+        f'<<"alg">> => <<"HS256">>, <<"k">> => <<"{k}">>}}}}}}}},\n'
+        '    {algorithms, [<<"HS256">>]}\n'
         "]}]}].\n"
     )
 

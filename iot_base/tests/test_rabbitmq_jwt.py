@@ -25,11 +25,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from odoo import fields, http
+from odoo.exceptions import AccessError, UserError
+from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import BaseCase, HttpCase, tagged
 from odoo.tools import SQL, mute_logger
 
 from ..models.iot_app import AUTH_RABBITMQ_JWT
-from ..tools import jwt_es256, rabbitmq_scopes, topic_acl
+from ..models.iot_jwt_key import ALGORITHM_PARAM
+from ..tools import jwt_es256, jwt_hs256, rabbitmq_scopes, topic_acl
 from ..tools.rabbitmq_scopes import scope_allows, wildcard_match
 from .brokers import (
     BrokerError,
@@ -243,14 +246,16 @@ class OAuth2BrokerCase(BrokerCase):
         params = cls.env["ir.config_parameter"].sudo()
         params.set_param("iot_base.auth_token", TOKEN)
         params.set_param("iot_base.console_auth", AUTH_RABBITMQ_JWT)
-        cls.broker = RabbitMQBroker(
-            cls.base_url(), TOKEN, oauth2={"resource_server_id": SERVER}
-        )
+        cls.broker = RabbitMQBroker(cls.base_url(), TOKEN, oauth2=cls._oauth2())
         cls.addClassCleanup(cls.broker.stop)
         cls.broker.start()
         params.set_param("iot_base.mqtt_broker_url", cls.broker.ws_url)
         cls.ns = cls.env.ref("base.main_company").iot_mqtt_namespace
         cls.Key = cls.env["iot.jwt.key"].sudo()
+
+    @classmethod
+    def _oauth2(cls):
+        return {"resource_server_id": SERVER}
 
     def check_test_cursor(self, operation):
         # the node fetches /iot/jwks.json without the test cookie
@@ -764,3 +769,84 @@ class TestRabbitmqOAuth2Config(BaseCase):
         self.assertEqual(rabbitmq_advanced_config("http://x", None), "[].\n")
         with self.assertRaises(BrokerError):
             rabbitmq_advanced_config("http://x", {"jwks_url": 'http://x"}]}, evil'})
+
+
+HS256_SECRET = "a shared secret of 32 bytes or more, for HS256 tests"
+
+
+@tagged("post_install", "-at_install")
+class TestRabbitmqHs256(OAuth2BrokerCase):
+    """The HS256 alternative: a secret shared with a node that has no JWKS
+    (3.10 takes it from advanced.config), set write-only by an admin."""
+
+    @classmethod
+    def _oauth2(cls):
+        admin = cls.env.ref("base.user_admin")
+        kid = cls.env["iot.jwt.key"].with_user(admin)._set_hs256_secret(HS256_SECRET)
+        cls.env["ir.config_parameter"].sudo().set_param(ALGORITHM_PARAM, "HS256")
+        return {
+            "resource_server_id": SERVER,
+            "hs256": {"kid": kid, "secret": HS256_SECRET},
+        }
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.alice = _user(
+            cls.env,
+            "rmq.hs256@example.com",
+            "base.group_user,iot_base.iot_base_group_user",
+        )
+
+    def test_hs256_token(self):
+        config = self._console_config(self.alice)
+        token = config["credentials"]["password"]
+        header = json.loads(jwt_es256_b64d(token.split(".")[0]))
+        self.assertEqual(header["alg"], "HS256")
+        me = config["credentials"]["username"]
+        client = self._connected(me, token, config["client_id"])
+        self._subscribed(client, f"{self.ns}/users/{me}/#")
+        client.publish(f"{self.ns}/users/{me}/x", b"hs", qos=1)
+        self.assertEqual(client.messages.get(timeout=WAIT)[1], b"hs")
+        # another secret, or the ES256 key pair: refused
+        claims = self._claims(token)
+        forged = jwt_hs256.sign(
+            "another secret of at least 32 bytes!", header["kid"], claims
+        )
+        self._refused(me, forged, config["client_id"])
+        es256 = jwt_es256.sign(jwt_es256.new_private_pem(), header["kid"], claims)
+        self._refused(me, es256, config["client_id"])
+
+    def test_secret_stays_secret(self):
+        # never published
+        jwks = self.url_open("/iot/jwks.json")
+        self.assertNotIn("oct", jwks.text)
+        self.assertNotIn(HS256_SECRET, jwks.text)
+        self.assertNotIn(jwt_es256.b64url(HS256_SECRET.encode()), jwks.text)
+        admin = self.env.ref("base.user_admin")
+        with self.registry.test_lock:
+            # never read back, by the key list or the settings
+            values = self.env["iot.jwt.key"].with_user(admin).search_read([], [])
+            self.assertIn("shared", [v["state"] for v in values])
+            self.assertNotIn(HS256_SECRET, repr(values))
+            settings = self.env["res.config.settings"].with_user(admin).create({})
+            self.assertFalse(settings.iot_jwt_hs256_secret)
+            self.assertTrue(settings.iot_jwt_hs256_secret_set)
+            self.assertNotIn(HS256_SECRET, repr(settings.read()))
+            # system administrators only, and long enough
+            manager = _user(
+                self.env,
+                "rmq.hs256.manager@example.com",
+                "base.group_user,iot_base.iot_base_group_manager",
+            )
+            with self.assertRaises(AccessError):
+                self.env["iot.jwt.key"].with_user(manager)._set_hs256_secret("x" * 40)
+            with self.assertRaises(UserError):
+                self.env["iot.jwt.key"].with_user(admin)._set_hs256_secret("short")
+            # a neutralized copy keeps no secret
+            self.env.flush_all()
+            for query in get_neutralization_queries(["iot_base"]):
+                self.env.cr.execute(query)
+            self.assertIsNone(self.env["iot.jwt.key"].sudo()._hs256_row())
+            with self.assertRaises(UserError):
+                self.env["iot.app"].with_user(self.alice)._page_config()
