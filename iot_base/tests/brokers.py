@@ -571,9 +571,13 @@ def _read_pid(base_dir):
     return None
 
 
-def node_matches(base_dir, odoo_url, token, *, mqtt_port, ws_port, management_port):
+def node_matches(
+    base_dir, odoo_url, token, *, mqtt_port, ws_port, management_port, oauth2=None
+):
     """Was the node of ``base_dir`` configured for this Odoo, broker token
-    and ports? (Its ``rabbitmq.conf``, written before it started, says.)"""
+    and ports? (Its ``rabbitmq.conf``, written before it started, says.)
+    ``oauth2``: None (not compared), "" (no token mode) or the resource
+    server id of token mode."""
     settings = {}
     with (
         contextlib.suppress(OSError),
@@ -595,6 +599,8 @@ def node_matches(base_dir, odoo_url, token, *, mqtt_port, ws_port, management_po
             "management.tcp.port": str(management_port),
         }
     )
+    if oauth2 is not None:
+        wanted["auth_oauth2.resource_server_id"] = oauth2 or None
     return all(settings.get(key) == value for key, value in wanted.items())
 
 
@@ -612,7 +618,19 @@ def main(argv=None):
     parser.add_argument("--mqtt-port", type=int, default=1884)
     parser.add_argument("--ws-port", type=int, default=8083)
     parser.add_argument("--management-port", type=int, default=15673)
+    parser.add_argument(
+        "--oauth2",
+        default="",
+        metavar="RESOURCE_SERVER_ID",
+        help="console token mode: the OAuth 2 backend verifies Odoo's tokens "
+        "(keys from <odoo-url>/iot/jwks.json) before the HTTP backend",
+    )
     args = parser.parse_args(argv)
+    if args.oauth2 and not (
+        len(args.oauth2) <= 64 and all(c.isalnum() or c in "-_" for c in args.oauth2)
+    ):
+        _say(f"--oauth2 {args.oauth2!r}: letters, digits, - and _ only", sys.stderr)
+        return 2
     args.dir = os.path.realpath(args.dir)
     pid = _read_pid(args.dir)
     running = bool(pid) and _alive(pid) and _is_node_of(pid, args.dir)
@@ -636,6 +654,7 @@ def main(argv=None):
             mqtt_port=args.mqtt_port,
             ws_port=args.ws_port,
             management_port=args.management_port,
+            oauth2=args.oauth2,
         ):
             _say(f"already running (pid {pid})")
             return 0
@@ -655,6 +674,7 @@ def main(argv=None):
         mqtt_port=args.mqtt_port,
         base_dir=args.dir,
         management_port=args.management_port,
+        oauth2={"resource_server_id": args.oauth2} if args.oauth2 else None,
     )
     try:
         broker.start()  # stops the node itself when it fails
@@ -666,6 +686,12 @@ def main(argv=None):
         f"{broker.mqtt_port}, WebSocket {broker.ws_url}, management API "
         f"{broker.management_url} (user {MANAGEMENT_USER}, password in "
         f"{args.dir}/{MANAGEMENT_SECRET_FILE}), logs in {args.dir}/log"
+        + (
+            f"; console tokens verified with {args.odoo_url.rstrip('/')}{JWKS_PATH}"
+            f" (resource server {args.oauth2})"
+            if args.oauth2
+            else ""
+        )
     )
     return 0
 

@@ -14,8 +14,10 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import queue
 import secrets
+import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -37,6 +39,7 @@ from ..tools.rabbitmq_scopes import scope_allows, wildcard_match
 from .brokers import (
     BrokerError,
     RabbitMQBroker,
+    node_matches,
     rabbitmq_advanced_config,
     rabbitmq_config,
 )
@@ -767,6 +770,15 @@ class TestRabbitmqOAuth2Config(BaseCase):
         self.assertIn('{jwks_url, "http://127.0.0.1:8069/iot/jwks.json"}', advanced)
         self.assertIn('{algorithms, [<<"ES256">>]}', advanced)
         self.assertEqual(rabbitmq_advanced_config("http://x", None), "[].\n")
+        hs256 = rabbitmq_advanced_config(
+            "http://x", {"hs256": {"kid": "hs256-1", "secret": HS256_SECRET}}
+        )
+        self.assertIn('{algorithms, [<<"HS256">>]}', hs256)
+        self.assertNotIn("jwks_url", hs256)
+        with self.assertRaises(BrokerError):
+            rabbitmq_advanced_config(
+                "http://x", {"hs256": {"kid": '"}', "secret": "s"}}
+            )
         with self.assertRaises(BrokerError):
             rabbitmq_advanced_config("http://x", {"jwks_url": 'http://x"}]}, evil'})
 
@@ -850,3 +862,26 @@ class TestRabbitmqHs256(OAuth2BrokerCase):
             self.assertIsNone(self.env["iot.jwt.key"].sudo()._hs256_row())
             with self.assertRaises(UserError):
                 self.env["iot.app"].with_user(self.alice)._page_config()
+
+    def test_local_node_follows_token_mode(self):
+        """make run's node is restarted when token mode is switched."""
+        ports = {"mqtt_port": 1884, "ws_port": 8083, "management_port": 15673}
+        with tempfile.TemporaryDirectory(prefix="iot_oauth2_conf_") as directory:
+            with open(os.path.join(directory, "rabbitmq.conf"), "w") as conf:
+                conf.write(
+                    rabbitmq_config(
+                        "http://127.0.0.1:8069",
+                        "tok",
+                        1884,
+                        8083,
+                        5999,
+                        management_port=15673,
+                        management_password="x",
+                        oauth2={"resource_server_id": SERVER},
+                    )
+                )
+            url = "http://127.0.0.1:8069"
+            self.assertTrue(node_matches(directory, url, "tok", **ports))
+            self.assertTrue(node_matches(directory, url, "tok", oauth2=SERVER, **ports))
+            self.assertFalse(node_matches(directory, url, "tok", oauth2="", **ports))
+            self.assertFalse(node_matches(directory, url, "tok", oauth2="x", **ports))
