@@ -32,6 +32,7 @@ from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import BaseCase, HttpCase, tagged
 from odoo.tools import SQL, mute_logger
 
+from ..models import iot_mosquitto_sync as mosq
 from ..models.iot_app import AUTH_RABBITMQ_JWT
 from ..models.iot_jwt_key import ALGORITHM_PARAM
 from ..tools import jwt_es256, jwt_hs256, rabbitmq_scopes, topic_acl
@@ -738,6 +739,19 @@ class TestRabbitmqTokenConfigRoute(HttpCase):
         ).json()
         self.assertIn("error", anonymous)
         self.assertNotIn("result", anonymous)
+
+    def test_mosquitto_keeps_secrets(self):
+        """Mosquitto cannot verify a token: whatever the setting, secrets."""
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param(mosq.ENABLED_PARAM, "True")
+        config = self.env["iot.app"].with_user(self.user)._page_config()
+        self.assertEqual((config["auth"], config["broker_kind"]), ("secret", ""))
+        self.assertRegex(config["credentials"]["password"], r"^[0-9a-f]{40}$")
+        # an unknown value is secrets too
+        params.set_param(mosq.ENABLED_PARAM, "False")
+        params.set_param("iot_base.console_auth", "rabbitmq")
+        config = self.env["iot.app"].with_user(self.user)._page_config()
+        self.assertEqual(config["auth"], "secret")
 
 
 @tagged("post_install", "-at_install")
