@@ -19,7 +19,11 @@
 # ${TMPDIR:-/tmp}/iot_base_rabbitmq_$UID), IOT_ODOO_URL (default
 # http://127.0.0.1:8069), IOT_MQTT_PORT (1884), IOT_WS_PORT (8083),
 # IOT_MGMT_PORT (15673),
-# IOT_RABBITMQ_SERVER (start script; default Debian's), PYTHON.
+# IOT_RABBITMQ_SERVER (start script; default Debian's), PYTHON,
+# IOT_CONSOLE_AUTH (default rabbitmq_jwt: the node's OAuth 2 backend verifies
+# the console's signed tokens with $IOT_ODOO_URL/iot/jwks.json, before the
+# HTTP backend that still checks every device secret; "secret": HTTP only),
+# IOT_RESOURCE_SERVER_ID (the tokens' audience, default iot_base).
 set -u -o pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +33,9 @@ DIR=${IOT_BROKER_DIR:-${TMPDIR:-/tmp}/iot_base_rabbitmq_$(id -u)}
 ARGS=(--dir "$DIR" --odoo-url "${IOT_ODOO_URL:-http://127.0.0.1:8069}"
       --mqtt-port "${IOT_MQTT_PORT:-1884}" --ws-port "${IOT_WS_PORT:-8083}"
       --management-port "${IOT_MGMT_PORT:-15673}")
+if [ "${IOT_CONSOLE_AUTH:-rabbitmq_jwt}" = rabbitmq_jwt ]; then
+    ARGS+=(--oauth2 "${IOT_RESOURCE_SERVER_ID:-iot_base}")
+fi
 
 usage() {
     sed -n '2,8s/^# \{0,1\}//p' "$0" >&2

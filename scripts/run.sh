@@ -17,6 +17,8 @@
 #   IOT_GEVENT_PORT      Odoo's gevent (websocket) port in prefork mode (8072)
 #   IOT_WS_PORT, IOT_MQTT_PORT, IOT_MGMT_PORT, IOT_BROKER_DIR
 #                        the local broker's (scripts/local_broker.sh)
+#   IOT_CONSOLE_AUTH     rabbitmq_jwt (default: the console logs in with signed
+#                        tokens the local broker verifies itself) or secret
 #   ODOO_DATA_DIR        filestore (default Odoo's ~/.local/share/Odoo)
 # plus the ones in scripts/odoo_env.sh (PYTHON, ODOO_PATH, DB_*).
 set -u -o pipefail
@@ -121,6 +123,20 @@ VALUES ('iot_base.mqtt_broker_url', 'ws://localhost:$IOT_WS_PORT/mqtt', now(), n
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, write_date = now();
 -- no TLS on the local broker; Odoo stores a boolean setting's False as no row
 DELETE FROM ir_config_parameter WHERE key = 'iot_base.mqtt_tls';
+SQL
+    configure_console_tokens
+}
+
+# The local broker verifies the console's signed tokens itself (OAuth 2
+# backend, keys from /iot/jwks.json): a new database's console uses them.
+# A choice made since in Settings > IoT > Console Login is kept.
+configure_console_tokens() {
+    [ "${IOT_CONSOLE_AUTH:-rabbitmq_jwt}" = rabbitmq_jwt ] || return 0
+    psql "${PG_OPTS[@]}" -d "$DB" -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
+INSERT INTO ir_config_parameter (key, value, create_date, write_date)
+VALUES ('iot_base.console_auth', 'rabbitmq_jwt', now(), now()),
+       ('iot_base.rabbitmq_resource_server_id', '${IOT_RESOURCE_SERVER_ID:-iot_base}', now(), now())
+    ON CONFLICT (key) DO NOTHING;
 SQL
 }
 

@@ -1,7 +1,8 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """The MQTT console: a standalone page and the route that renews its secret."""
 
-from odoo import http
+from odoo import _, http
+from odoo.exceptions import UserError
 from odoo.http import request
 
 # The page and the config embed a session secret: never kept by a cache; and
@@ -30,11 +31,19 @@ class IotAppController(http.Controller):
     @http.route(
         "/iot/app/config", type="json", auth="user", methods=["POST"], readonly=False
     )
-    def iot_app_config(self, client_id=None):
-        """A fresh config (new session secret) for an open page.
+    def iot_app_config(self, client_id=None, **unknown):
+        """A fresh config (new session secret, or token) for an open page.
 
         Raises AccessError for users who lost the IoT group: the page then
-        stops reconnecting and says so.
+        stops reconnecting and says so. Unknown parameters are a clear JSON
+        error, not silently dropped.
         """
         request.future_response.headers.set("Cache-Control", "no-store")
+        if unknown:
+            raise UserError(
+                _(
+                    "Unknown parameter(s) %(names)s: only client_id is accepted.",
+                    names=", ".join(sorted(unknown))[:200],
+                )
+            )
         return request.env["iot.app"]._page_config(client_id=client_id)

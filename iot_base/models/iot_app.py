@@ -7,7 +7,7 @@ import time
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError
 
-from ..tools import topic_acl
+from ..tools import rabbitmq_scopes, topic_acl
 from .iot_credentials import CLIENT_ID_SEPARATOR, make_client_id
 
 # Server-made MQTT client ids of the console: one per page (tab), so that two
@@ -17,8 +17,15 @@ CLIENT_ID_RE = r"%s" + re.escape(CLIENT_ID_SEPARATOR) + r"[0-9a-f]{8}"
 MAX_SUGGESTIONS = 6
 DEFAULT_BROKER_URL = "ws://localhost:8083/mqtt"
 # "secret": the console logs in with a session secret Odoo checks at each
-# CONNECT; "jwt": with a token the broker verifies itself (iot.jwt.key).
+# CONNECT; "jwt": with a token EMQX verifies itself (iot.jwt.key);
+# "rabbitmq_jwt": with a token RabbitMQ's OAuth 2 backend verifies itself.
 CONSOLE_AUTH_PARAM = "iot_base.console_auth"
+AUTH_SECRET, AUTH_EMQX_JWT, AUTH_RABBITMQ_JWT = "secret", "jwt", "rabbitmq_jwt"
+# rabbitmq.conf's auth_oauth2.resource_server_id: the token's audience and
+# the prefix of its scopes
+RABBITMQ_RESOURCE_SERVER_PARAM = "iot_base.rabbitmq_resource_server_id"
+DEFAULT_RABBITMQ_RESOURCE_SERVER = "iot_base"
+RESOURCE_SERVER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class IotApp(models.AbstractModel):
@@ -46,7 +53,8 @@ class IotApp(models.AbstractModel):
         # know the client id: show the rules that broker will apply.
         # Mosquitto cannot verify a token: it always gets session secrets.
         mosquitto = self.env["iot.mosquitto.sync"].sudo()._is_enabled()
-        token_mode = not mosquitto and self._console_auth() == "jwt"
+        auth = AUTH_SECRET if mosquitto else self._console_auth()
+        token_mode = auth != AUTH_SECRET
         if token_mode:
             credentials = self._token_credentials()
         else:
@@ -66,8 +74,12 @@ class IotApp(models.AbstractModel):
         rules = self.env["iot.broker"]._rules(
             credential, None if mosquitto else client_id
         )
-        if token_mode:
+        if auth == AUTH_EMQX_JWT:
             credentials.update(self._console_token(credential, client_id, rules))
+        elif auth == AUTH_RABBITMQ_JWT:
+            credentials.update(
+                self._rabbitmq_console_token(credential, client_id, rules)
+            )
         expires_at = fields.Datetime.to_datetime(credentials["expires_at"])
         expires_in = (
             max(0, int((expires_at - fields.Datetime.now()).total_seconds()))
@@ -94,12 +106,18 @@ class IotApp(models.AbstractModel):
             "default_publish_topic": _suggested_topic(rules),
             "refresh_route": "/iot/app/config",
             "auth": "jwt" if token_mode else "secret",
+            "broker_kind": {AUTH_EMQX_JWT: "emqx", AUTH_RABBITMQ_JWT: "rabbitmq"}.get(
+                auth, ""
+            ),
         }
 
     @api.model
     def _console_auth(self):
+        """How the console logs in: per broker kind (Mosquitto, which cannot
+        verify a token, is decided by the caller); anything unknown is
+        session secrets."""
         value = self.env["ir.config_parameter"].sudo().get_param(CONSOLE_AUTH_PARAM)
-        return "jwt" if value == "jwt" else "secret"
+        return value if value in (AUTH_EMQX_JWT, AUTH_RABBITMQ_JWT) else AUTH_SECRET
 
     @api.model
     def _token_credentials(self):
@@ -118,6 +136,57 @@ class IotApp(models.AbstractModel):
         }
 
     @api.model
+    def _token_exp(self, credential):
+        """(now, exp) of a new console token: integers of epoch seconds, the
+        token never outliving its credential."""
+        now = int(time.time())
+        exp = now + self.env["iot.jwt.key"].sudo()._token_lifetime()
+        if credential.expires_at:
+            exp = min(exp, calendar.timegm(credential.expires_at.timetuple()))
+        return now, exp
+
+    @api.model
+    def _rabbitmq_resource_server(self):
+        value = (
+            self.env["ir.config_parameter"]
+            .sudo()
+            .get_param(RABBITMQ_RESOURCE_SERVER_PARAM)
+        )
+        if isinstance(value, str) and RESOURCE_SERVER_RE.fullmatch(value):
+            return value
+        return DEFAULT_RABBITMQ_RESOURCE_SERVER
+
+    @api.model
+    def _rabbitmq_console_token(self, credential, client_id, rules):
+        """A console token for RabbitMQ 3.10's OAuth 2 backend
+        (rabbit_auth_backend_oauth2): ``sub`` the username (the broker's
+        username comes from ``client_id``, else ``sub``: there is no
+        ``client_id`` claim), ``aud`` the resource server id, ``exp`` an
+        integer, ``scope`` the topic rules compiled by
+        :mod:`..tools.rabbitmq_scopes` (never more than the evaluator
+        allows) with the client id policy: only this client id's own
+        subscription queues. The header's ``kid`` names the signing key in
+        the JWKS (auth_oauth2.jwks_url). Never a ``tag:`` scope.
+
+        :return: ``password`` (the token) and ``expires_at`` (UTC string)
+        """
+        server = self._rabbitmq_resource_server()
+        vhost = self.env["iot.broker"]._rabbitmq_vhost_name()
+        now, exp = self._token_exp(credential)
+        scopes = rabbitmq_scopes.compile_scopes(rules, client_id, vhost=vhost)
+        claims = {
+            "iat": now,
+            "exp": exp,
+            "sub": credential.username,
+            "aud": [server],
+            "scope": " ".join(f"{server}.{scope}" for scope in scopes),
+        }
+        return {
+            "password": self.env["iot.jwt.key"].sudo()._sign(claims),
+            "expires_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(exp)),
+        }
+
+    @api.model
     def _console_token(self, credential, client_id, rules):
         """A console token for ``client_id`` of ``credential``, signed by
         the current key, with the claims EMQX 5.8's JWT authenticator reads
@@ -130,10 +199,7 @@ class IotApp(models.AbstractModel):
         :return: ``password`` (the token) and ``expires_at`` (UTC string)
         """
         keys = self.env["iot.jwt.key"].sudo()
-        now = int(time.time())
-        exp = now + keys._token_lifetime()
-        if credential.expires_at:
-            exp = min(exp, calendar.timegm(credential.expires_at.timetuple()))
+        now, exp = self._token_exp(credential)
         claims = {
             "iat": now,
             "exp": exp,

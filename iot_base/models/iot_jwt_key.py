@@ -5,10 +5,10 @@ import secrets
 from datetime import timedelta
 
 from odoo import _, api, fields, models
-from odoo.exceptions import AccessError
+from odoo.exceptions import AccessError, UserError
 from odoo.tools import SQL
 
-from ..tools import jwt_es256
+from ..tools import jwt_es256, jwt_hs256
 from ..tools.settings import number_param
 
 _logger = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ MAX_JWT_LIFETIME = 3600
 MIN_JWT_LIFETIME = 60
 # Retired keys (no longer published) are deleted after this.
 RETIRED_KEEP_DAYS = 1
+# "ES256" (default: key pairs, /iot/jwks.json) or "HS256" (a secret shared
+# with a broker that cannot fetch a JWKS, set by a system administrator)
+ALGORITHM_PARAM = "iot_base.jwt_algorithm"
 
 
 class IotJwtKey(models.Model):
@@ -60,6 +63,7 @@ class IotJwtKey(models.Model):
             ("signing", "Signing"),
             ("retiring", "Published, no longer signing"),
             ("retired", "Retired"),
+            ("shared", "HS256 shared secret (never published)"),
         ],
         compute="_compute_state",
     )
@@ -88,7 +92,9 @@ class IotJwtKey(models.Model):
         now = fields.Datetime.now()
         signing = self._signing_row(now)
         for key in self:
-            if key.retire_at and key.retire_at <= now:
+            if key.algorithm == jwt_hs256.ALGORITHM:
+                key.state = "shared"
+            elif key.retire_at and key.retire_at <= now:
                 key.state = "retired"
             elif key.sign_from > now:
                 key.state = "published"
@@ -130,13 +136,14 @@ class IotJwtKey(models.Model):
                 """
             SELECT id, kid FROM %s
              WHERE sign_from <= %s AND (retire_at IS NULL OR retire_at > %s)
-               AND private_pem IS NOT NULL
+               AND private_pem IS NOT NULL AND algorithm = %s
              ORDER BY sign_from DESC, id DESC
              LIMIT 1
             """,
                 SQL.identifier(self._table),
                 now,
                 now,
+                jwt_es256.ALGORITHM,
             )
         )
         return self.env.cr.fetchone()
@@ -172,22 +179,87 @@ class IotJwtKey(models.Model):
             SQL(
                 """
             SELECT public_jwk FROM %s
-             WHERE retire_at IS NULL OR retire_at > %s
+             WHERE (retire_at IS NULL OR retire_at > %s) AND algorithm = %s
              ORDER BY sign_from DESC, id DESC
             """,
                 SQL.identifier(self._table),
                 now,
+                jwt_es256.ALGORITHM,
             )
         )
         return {"keys": [json.loads(row[0]) for row in self.env.cr.fetchall()]}
 
     @api.model
+    def _algorithm(self):
+        value = self.env["ir.config_parameter"].sudo().get_param(ALGORITHM_PARAM)
+        return (
+            jwt_hs256.ALGORITHM if value == jwt_hs256.ALGORITHM else jwt_es256.ALGORITHM
+        )
+
+    @api.model
+    def _hs256_row(self):
+        """(kid, secret) of the shared HS256 secret, or None."""
+        self.env.cr.execute(
+            SQL(
+                """
+            SELECT kid, private_pem FROM %s WHERE algorithm = %s
+             ORDER BY id DESC LIMIT 1
+            """,
+                SQL.identifier(self._table),
+                jwt_hs256.ALGORITHM,
+            )
+        )
+        return self.env.cr.fetchone()
+
+    @api.model
+    def _set_hs256_secret(self, secret):
+        """Store the HS256 secret shared with the broker (replacing the
+        previous one), in the column no ORM read reaches. Never logged."""
+        if not self.env.user.has_group("base.group_system"):
+            raise AccessError(_("Only system administrators may set the HS256 secret."))
+        problem = jwt_hs256.secret_problem(secret)
+        if problem:
+            raise UserError(_("%(problem)s", problem=problem))
+        table = SQL.identifier(self._table)
+        self.env.cr.execute(
+            SQL("DELETE FROM %s WHERE algorithm = %s", table, jwt_hs256.ALGORITHM)
+        )
+        kid = "hs256-" + secrets.token_hex(4)
+        self.env.cr.execute(
+            SQL(
+                """
+            INSERT INTO %s (kid, algorithm, public_jwk, private_pem, sign_from)
+            VALUES (%s, %s, '{}', %s, %s)
+            """,
+                table,
+                kid,
+                jwt_hs256.ALGORITHM,
+                secret,
+                fields.Datetime.now(),
+            )
+        )
+        self.invalidate_model()
+        _logger.info("MQTT token HS256 secret replaced (key id %s)", kid)
+        return kid
+
+    @api.model
     def _sign(self, claims):
-        """``claims`` signed by the current key (made on first use).
+        """``claims`` signed by the current key (made on first use), or by
+        the shared HS256 secret when the algorithm setting says so.
 
         The first key of a database signs at once: there is no older key a
         broker could still use instead.
         """
+        if self._algorithm() == jwt_hs256.ALGORITHM:
+            row = self._hs256_row()
+            if not row:
+                raise UserError(
+                    _(
+                        "Console tokens are set to HS256 but no shared secret is set: "
+                        "a system administrator sets it in Settings > IoT."
+                    )
+                )
+            return jwt_hs256.sign(row[1], row[0], claims)
         now = fields.Datetime.now()
         row = self._signing_row(now)
         if not row:
@@ -217,11 +289,13 @@ class IotJwtKey(models.Model):
         self.env.cr.execute(
             SQL(
                 """
-            UPDATE %s SET retire_at = %s WHERE id != %s AND retire_at IS NULL
+            UPDATE %s SET retire_at = %s
+             WHERE id != %s AND retire_at IS NULL AND algorithm = %s
             """,
                 SQL.identifier(self._table),
                 sign_from + timedelta(seconds=MAX_JWT_LIFETIME + 60),
                 key.id,
+                jwt_es256.ALGORITHM,
             )
         )
         self.invalidate_model()

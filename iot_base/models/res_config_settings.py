@@ -1,9 +1,15 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import secrets
 
-from odoo import api, fields, models
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError
 
-from .iot_app import CONSOLE_AUTH_PARAM, DEFAULT_BROKER_URL
+from .iot_app import (
+    CONSOLE_AUTH_PARAM,
+    DEFAULT_BROKER_URL,
+    DEFAULT_RABBITMQ_RESOURCE_SERVER,
+    RABBITMQ_RESOURCE_SERVER_PARAM,
+)
 from .iot_broker_session import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
@@ -14,6 +20,7 @@ from .iot_broker_session import (
 )
 from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
 from .iot_jwt_key import (
+    ALGORITHM_PARAM,
     DEFAULT_JWKS_REFRESH,
     DEFAULT_JWT_LIFETIME,
     JWKS_REFRESH_PARAM,
@@ -192,6 +199,13 @@ class ResConfigSettings(models.TransientModel):
         keys = (ENABLED_PARAM, PASSWORD_FILE_PARAM, ACL_FILE_PARAM, PID_FILE_PARAM)
         before = [params.get_param(key) for key in keys]
         res = super().set_values()
+        if (
+            params.get_param(ALGORITHM_PARAM) == "HS256"
+            and not self.env["iot.jwt.key"].sudo()._hs256_row()
+        ):
+            raise UserError(
+                _("HS256 token signatures need a shared secret: type one first.")
+            )
         if [params.get_param(key) for key in keys] != before:
             self.env["iot.mosquitto.sync"].sudo()._schedule()
         return res
@@ -249,14 +263,27 @@ class ResConfigSettings(models.TransientModel):
     # The console's MQTT password: a session secret checked by Odoo at each
     # CONNECT, or a token the broker verifies itself (iot.jwt.key).
     iot_console_auth = fields.Selection(
-        [("secret", "Session Secrets"), ("jwt", "Signed Tokens (JWT)")],
+        [
+            ("secret", "Session Secrets"),
+            ("jwt", "Signed Tokens for EMQX (JWT)"),
+            ("rabbitmq_jwt", "Signed Tokens for RabbitMQ (OAuth 2)"),
+        ],
         "Console Login",
         config_parameter=CONSOLE_AUTH_PARAM,
         default="secret",
         groups="base.group_system",
         help="Signed tokens: the broker verifies the console's token with the keys "
-        "of /iot/jwks.json and never calls Odoo for it (EMQX's JWT authenticator). "
-        "Mosquitto keeps session secrets.",
+        "of /iot/jwks.json and never calls Odoo for it (EMQX's JWT authenticator, "
+        "RabbitMQ 3.10's rabbitmq_auth_backend_oauth2; the token's form differs, "
+        "so choose the broker). Mosquitto keeps session secrets.",
+    )
+    iot_rabbitmq_resource_server_id = fields.Char(
+        "RabbitMQ Resource Server ID",
+        config_parameter=RABBITMQ_RESOURCE_SERVER_PARAM,
+        default=DEFAULT_RABBITMQ_RESOURCE_SERVER,
+        groups="base.group_system",
+        help="auth_oauth2.resource_server_id of the RabbitMQ node: the tokens' "
+        "audience and the prefix of their scopes (letters, digits, _ and -).",
     )
     iot_jwt_lifetime_seconds = fields.Integer(
         "Token Lifetime (seconds)",
@@ -274,6 +301,47 @@ class ResConfigSettings(models.TransientModel):
         help="The brokers' JWKS refresh interval (EMQX: refresh_interval): a new "
         "signing key signs only after this delay.",
     )
+
+    iot_jwt_algorithm = fields.Selection(
+        [
+            ("ES256", "ES256 key pairs (brokers fetch /iot/jwks.json)"),
+            ("HS256", "HS256 shared secret (brokers that cannot fetch a JWKS)"),
+        ],
+        "Token Signature",
+        config_parameter=ALGORITHM_PARAM,
+        default="ES256",
+        groups="base.group_system",
+    )
+    # Write-only: typed by a system administrator, stored where no ORM read
+    # reaches (iot.jwt.key's raw column), never shown again, never logged.
+    iot_jwt_hs256_secret = fields.Char(
+        "New HS256 Shared Secret",
+        compute="_compute_iot_jwt_hs256_secret",
+        inverse="_inverse_iot_jwt_hs256_secret",
+        groups="base.group_system",
+        help="At least 32 bytes, the same as in the broker's configuration (EMQX: "
+        "the JWT authenticator's secret; RabbitMQ: advanced.config signing_keys). "
+        "Write-only: leave empty to keep the current one.",
+    )
+    iot_jwt_hs256_secret_set = fields.Boolean(
+        "HS256 Secret Set",
+        compute="_compute_iot_jwt_hs256_secret",
+        groups="base.group_system",
+    )
+
+    def _compute_iot_jwt_hs256_secret(self):
+        is_set = bool(self.env["iot.jwt.key"].sudo()._hs256_row())
+        for settings in self:
+            settings.iot_jwt_hs256_secret = False
+            settings.iot_jwt_hs256_secret_set = is_set
+
+    def _inverse_iot_jwt_hs256_secret(self):
+        for settings in self:
+            if settings.iot_jwt_hs256_secret:
+                settings._iot_check_system()
+                self.env["iot.jwt.key"].sudo()._set_hs256_secret(
+                    settings.iot_jwt_hs256_secret
+                )
 
     def action_iot_rotate_jwt_key(self):
         self.ensure_one()

@@ -42,6 +42,10 @@ RABBITMQ_PLUGINS = (
     "rabbitmq_auth_backend_http",
     "rabbitmq_management",
 )
+# With token mode (``oauth2=``): the console's tokens are checked by the
+# node itself, with the keys of Odoo's /iot/jwks.json.
+RABBITMQ_OAUTH2_PLUGIN = "rabbitmq_auth_backend_oauth2"
+JWKS_PATH = "/iot/jwks.json"
 # The internal user Odoo closes revoked clients' connections with (management
 # HTTP API). "/" can never be in an Odoo MQTT username, so Odoo, which
 # authorizes every login (see rabbitmq_config), never grants this one a vhost.
@@ -107,9 +111,17 @@ def rabbitmq_config(
     *,
     management_port,
     management_password,
+    oauth2=None,
 ):
     """The ``rabbitmq.conf`` (sysctl format) of a node whose only
     authorization backend is Odoo.
+
+    ``oauth2``: None, or a dict (``resource_server_id``, optional
+    ``jwks_url``, default Odoo's /iot/jwks.json) for token mode: the OAuth 2
+    backend comes before the HTTP one, so a console token is verified by the
+    node without calling Odoo (a device's secret is no JWT: the OAuth 2
+    backend refuses it and the HTTP backend asks Odoo, as before). A token
+    with an unknown ``kid`` makes the node fetch the JWKS at once.
 
     POST, not GET: with GET, RabbitMQ 3.10 puts the MQTT password in the
     query string, and so in every access log on the way. The token has to be
@@ -125,9 +137,12 @@ def rabbitmq_config(
     AMQP logins to Odoo alone.
     """
     base = odoo_base_url.rstrip("/")
+    # 3.10 knows no short name for the OAuth 2 backend: its module name
+    chain = ["internal", "http"]
+    if oauth2:
+        chain.insert(1, "rabbit_auth_backend_oauth2")
     backends = [
-        "auth_backends.1 = internal",
-        "auth_backends.2 = http",
+        *(f"auth_backends.{i} = {name}" for i, name in enumerate(chain, 1)),
         "management.tcp.ip = 127.0.0.1",
         f"management.tcp.port = {management_port}",
         f"default_user = {MANAGEMENT_USER}",
@@ -156,7 +171,49 @@ def rabbitmq_config(
         "log.console = false",
         "log.file.level = info",
     ]
+    if oauth2:
+        # jwks_url and algorithms: rabbitmq_advanced_config
+        lines.append(f"auth_oauth2.resource_server_id = {oauth2['resource_server_id']}")
     return "\n".join(lines) + "\n"
+
+
+def rabbitmq_advanced_config(odoo_base_url, oauth2=None):
+    """The ``advanced.config`` (Erlang terms) of a node: with ``oauth2``,
+    the OAuth 2 backend's ``key_config``. 3.10's rabbitmq.conf refuses a
+    ``jwks_url`` that is not https; the node's Odoo here is plain HTTP on
+    loopback, which advanced.config accepts (a production Odoo is behind
+    https: ``auth_oauth2.jwks_url = https://.../iot/jwks.json`` in
+    rabbitmq.conf does the same). Only ES256 signatures are accepted."""
+    if not oauth2:
+        return "[].\n"
+    if oauth2.get("hs256"):
+        return _hs256_advanced_config(**oauth2["hs256"])
+    url = oauth2.get("jwks_url") or odoo_base_url.rstrip("/") + JWKS_PATH
+    if not all(c.isprintable() and c not in '"\\' for c in url):
+        raise BrokerError(f"unusable JWKS URL {url!r}")
+    return (
+        "[{rabbitmq_auth_backend_oauth2, [{key_config, [\n"
+        f'    {{jwks_url, "{url}"}},\n'
+        '    {algorithms, [<<"ES256">>]}\n'
+        "]}]}].\n"
+    )
+
+
+def _hs256_advanced_config(kid, secret):
+    """key_config for an HS256 secret shared with Odoo (3.10 takes symmetric
+    keys only from advanced.config): the key, as a JWK of kty oct, is the
+    only one, and the default for tokens without a kid."""
+    if not (kid and all(c.isalnum() or c in "-_" for c in kid)):
+        raise BrokerError(f"unusable key id {kid!r}")
+    k = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
+    return (
+        "[{rabbitmq_auth_backend_oauth2, [{key_config, [\n"
+        f'    {{default_key, <<"{kid}">>}},\n'
+        f'    {{signing_keys, #{{<<"{kid}">> => {{map, #{{<<"kty">> => <<"oct">>, '
+        f'<<"alg">> => <<"HS256">>, <<"k">> => <<"{k}">>}}}}}}}},\n'
+        '    {algorithms, [<<"HS256">>]}\n'
+        "]}]}].\n"
+    )
 
 
 class RabbitMQBroker:
@@ -185,7 +242,9 @@ class RabbitMQBroker:
         base_dir=None,
         vhost="/",
         management_port=None,
+        oauth2=None,
     ):
+        self.oauth2 = oauth2
         self.odoo_base_url = odoo_base_url
         self.token = token
         self.ws_port = ws_port
@@ -340,11 +399,17 @@ class RabbitMQBroker:
                 vhost=self.vhost,
                 management_port=self.management_port,
                 management_password=self.management_password,
+                oauth2=self.oauth2,
             ),
         )
         _write_private(
+            os.path.join(base, "advanced.config"),
+            rabbitmq_advanced_config(self.odoo_base_url, self.oauth2),
+        )
+        plugins = RABBITMQ_PLUGINS + ((RABBITMQ_OAUTH2_PLUGIN,) if self.oauth2 else ())
+        _write_private(
             os.path.join(base, "enabled_plugins"),
-            f"[{','.join(RABBITMQ_PLUGINS)}].\n",
+            f"[{','.join(plugins)}].\n",
         )
         _write_private(os.path.join(base, "rabbitmq-env.conf"), "")
         # Erlang reads (and would create) $HOME/.erlang.cookie: give the node
@@ -506,9 +571,13 @@ def _read_pid(base_dir):
     return None
 
 
-def node_matches(base_dir, odoo_url, token, *, mqtt_port, ws_port, management_port):
+def node_matches(
+    base_dir, odoo_url, token, *, mqtt_port, ws_port, management_port, oauth2=None
+):
     """Was the node of ``base_dir`` configured for this Odoo, broker token
-    and ports? (Its ``rabbitmq.conf``, written before it started, says.)"""
+    and ports? (Its ``rabbitmq.conf``, written before it started, says.)
+    ``oauth2``: None (not compared), "" (no token mode) or the resource
+    server id of token mode."""
     settings = {}
     with (
         contextlib.suppress(OSError),
@@ -530,6 +599,8 @@ def node_matches(base_dir, odoo_url, token, *, mqtt_port, ws_port, management_po
             "management.tcp.port": str(management_port),
         }
     )
+    if oauth2 is not None:
+        wanted["auth_oauth2.resource_server_id"] = oauth2 or None
     return all(settings.get(key) == value for key, value in wanted.items())
 
 
@@ -547,7 +618,19 @@ def main(argv=None):
     parser.add_argument("--mqtt-port", type=int, default=1884)
     parser.add_argument("--ws-port", type=int, default=8083)
     parser.add_argument("--management-port", type=int, default=15673)
+    parser.add_argument(
+        "--oauth2",
+        default="",
+        metavar="RESOURCE_SERVER_ID",
+        help="console token mode: the OAuth 2 backend verifies Odoo's tokens "
+        "(keys from <odoo-url>/iot/jwks.json) before the HTTP backend",
+    )
     args = parser.parse_args(argv)
+    if args.oauth2 and not (
+        len(args.oauth2) <= 64 and all(c.isalnum() or c in "-_" for c in args.oauth2)
+    ):
+        _say(f"--oauth2 {args.oauth2!r}: letters, digits, - and _ only", sys.stderr)
+        return 2
     args.dir = os.path.realpath(args.dir)
     pid = _read_pid(args.dir)
     running = bool(pid) and _alive(pid) and _is_node_of(pid, args.dir)
@@ -571,6 +654,7 @@ def main(argv=None):
             mqtt_port=args.mqtt_port,
             ws_port=args.ws_port,
             management_port=args.management_port,
+            oauth2=args.oauth2,
         ):
             _say(f"already running (pid {pid})")
             return 0
@@ -590,6 +674,7 @@ def main(argv=None):
         mqtt_port=args.mqtt_port,
         base_dir=args.dir,
         management_port=args.management_port,
+        oauth2={"resource_server_id": args.oauth2} if args.oauth2 else None,
     )
     try:
         broker.start()  # stops the node itself when it fails
@@ -601,6 +686,12 @@ def main(argv=None):
         f"{broker.mqtt_port}, WebSocket {broker.ws_url}, management API "
         f"{broker.management_url} (user {MANAGEMENT_USER}, password in "
         f"{args.dir}/{MANAGEMENT_SECRET_FILE}), logs in {args.dir}/log"
+        + (
+            f"; console tokens verified with {args.odoo_url.rstrip('/')}{JWKS_PATH}"
+            f" (resource server {args.oauth2})"
+            if args.oauth2
+            else ""
+        )
     )
     return 0
 

@@ -518,3 +518,76 @@ describe("session secret", () => {
         expect(() => mqtt.connect({ url: "http://x", username: "u" })).toThrow(MqttConfigError);
     });
 });
+
+describe("signed token", () => {
+    const TOKEN_CONFIG = { auth: "jwt", broker_kind: "rabbitmq", expires_in: 600 };
+
+    test("the config says token mode", () => {
+        expect(validateConfig(makeConfig(TOKEN_CONFIG)).auth).toBe("jwt");
+        expect(validateConfig(makeConfig(TOKEN_CONFIG)).broker_kind).toBe("rabbitmq");
+        expect(validateConfig(makeConfig({ auth: "other" })).auth).toBe("secret");
+        expect(validateConfig(makeConfig()).auth).toBe("secret");
+    });
+
+    test("reconnected with a fresh token before its exp, the client id kept", async () => {
+        let calls = 0;
+        onRpc("/iot/app/config", async (request) => {
+            const { params } = await request.json();
+            expect.step(`refresh ${params.client_id}`);
+            calls++;
+            return makeConfig({
+                ...TOKEN_CONFIG,
+                credentials: { username: "user_demo", password: `jwt-${calls + 1}`, is_superuser: false },
+            });
+        });
+        const { mqtt, clients } = await setup({
+            config: makeConfig({
+                ...TOKEN_CONFIG,
+                credentials: { username: "user_demo", password: "jwt-1", is_superuser: false },
+            }),
+        });
+        mqtt.connectWithOdooConfig();
+        clients[0].accept();
+        expect(mqtt.state.authKind).toBe("jwt");
+        const expiresAt = mqtt.state.expiresAt;
+        expect(expiresAt - Date.now()).toBeGreaterThan(599 * 1000);
+        expect(expiresAt - Date.now()).toBeLessThan(600 * 1000 + 1);
+        // renewed at half its life (well before the broker ends it at exp)
+        await advanceTime(300 * 1000 - 1000);
+        expect.verifySteps([]);
+        await advanceTime(2000);
+        await tick();
+        expect.verifySteps(["refresh user_demo~0a1b2c3d"]);
+        expect(clients).toHaveLength(2);
+        expect(clients[0].ended).toBe(true);
+        expect(clients[1].options.password).toBe("jwt-2");
+        expect(clients[1].options.clientId).toBe("user_demo~0a1b2c3d");
+        expect(mqtt.state.expiresAt).toBeGreaterThan(expiresAt);
+        expect(mqtt.state.authKind).toBe("jwt");
+    });
+
+    test("a refused token is fetched again once, then a clear message", async () => {
+        onRpc("/iot/app/config", () => {
+            expect.step("refresh");
+            return makeConfig({
+                ...TOKEN_CONFIG,
+                credentials: { username: "user_demo", password: "jwt-2", is_superuser: false },
+            });
+        });
+        const { mqtt, clients } = await setup({ config: makeConfig(TOKEN_CONFIG) });
+        mqtt.connectWithOdooConfig();
+        // RabbitMQ's Web MQTT closes the socket of a refused token
+        clients[0].hangUp();
+        await tick();
+        expect.verifySteps(["refresh"]);
+        expect(mqtt.state.lastError).toMatch(/refused the token/);
+        clients[1].hangUp();
+        await tick();
+        expect(mqtt.state.status).toBe(STATUS.ERROR);
+        expect(mqtt.state.lastError).toMatch(/refused a freshly issued token/);
+        expect(mqtt.state.lastError).toMatch(/jwks\.json/);
+        await advanceTime(RECONNECT.maxDelay * 5);
+        expect(clients).toHaveLength(2);
+        expect.verifySteps([]);
+    });
+});

@@ -152,3 +152,25 @@ test("without a config: a clear error, no connection", async () => {
     expect(".o_mqtt_status").toHaveAttribute("data-status", "disconnected");
     expect(clients).toHaveLength(0);
 });
+
+test("the expiry of the page's password: a session secret or a signed token", async () => {
+    patchWithCleanup(odoo, {
+        mqtt_config: { ...CONFIG, auth: "jwt", broker_kind: "rabbitmq", expires_in: 600 },
+    });
+    useAcceptingBroker();
+    await mountWithCleanup(MQTTSubscriber);
+    await animationFrame();
+    await animationFrame();
+    expect(".o_mqtt_expiry").toHaveAttribute("data-auth", "jwt");
+    expect(".o_mqtt_expiry").toHaveText(/Signed token, renewed automatically \(valid until \d\d:\d\d\)/);
+});
+
+test("a session secret's expiry says so", async () => {
+    patchWithCleanup(odoo, { mqtt_config: CONFIG });
+    useAcceptingBroker();
+    await mountWithCleanup(MQTTSubscriber);
+    await animationFrame();
+    await animationFrame();
+    expect(".o_mqtt_expiry").toHaveAttribute("data-auth", "secret");
+    expect(".o_mqtt_expiry").toHaveText(/Session secret, renewed automatically/);
+});

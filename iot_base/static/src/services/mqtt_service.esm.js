@@ -3,6 +3,7 @@ import { browser } from "@web/core/browser/browser";
 import { _t } from "@web/core/l10n/translation";
 import { rpc, RPCError } from "@web/core/network/rpc";
 import { registry } from "@web/core/registry";
+import { sprintf } from "@web/core/utils/strings";
 import { ALLOW, authorize, isValidTopicFilter, isValidTopicName, topicMatches } from "../utils/topic_acl.esm";
 
 /**
@@ -169,7 +170,33 @@ export function validateConfig(config) {
         default_subscriptions: config.default_subscriptions || [],
         default_publish_topic: config.default_publish_topic || "",
         refresh_route: config.refresh_route || "/iot/app/config",
+        // "jwt": the password is a signed token the broker verifies itself
+        auth: config.auth === "jwt" ? "jwt" : "secret",
+        broker_kind: typeof config.broker_kind === "string" ? config.broker_kind : "",
     };
+}
+
+function sprintfWords(template, value) {
+    return sprintf(String(template), value);
+}
+
+// What the page's password is, for its messages.
+function passwordWords(authKind) {
+    return authKind === "jwt"
+        ? {
+              refusedRenewing: _t("The broker refused the token (%s): fetching a new one."),
+              refusedFresh: _t(
+                  "The broker refused a freshly issued token (%s). Check that the broker verifies tokens with this Odoo's keys (/iot/jwks.json), that its clock is right and that the Console Login setting names this broker, then connect again."
+              ),
+              renewFailed: _t("Could not renew the token: %s"),
+          }
+        : {
+              refusedRenewing: _t("The broker refused the session secret (%s): renewing it."),
+              refusedFresh: _t(
+                  "The broker refused a freshly issued secret (%s). Check that the broker authenticates against this Odoo, then connect again."
+              ),
+              renewFailed: _t("Could not renew the session secret: %s"),
+          };
 }
 
 /** Read and validate `window.odoo.mqtt_config`. */
@@ -217,6 +244,8 @@ export const mqttService = {
             usesOdooSession: false,
             /** ms timestamp at which the current secret expires, or null */
             expiresAt: null,
+            /** "secret" (session secret) or "jwt" (signed token): the password */
+            authKind: "secret",
             secretRenewals: 0,
             /** topic rules known for this identity (null: the broker decides alone) */
             acl: null,
@@ -440,7 +469,7 @@ export const mqttService = {
             if (params.refresh && !secretIsFresh) {
                 // an expired or revoked session secret: fetch a new one
                 state.status = STATUS.RECONNECTING;
-                state.lastError = _t("The broker refused the session secret (%s): renewing it.", reason);
+                state.lastError = sprintfWords(passwordWords(state.authKind).refusedRenewing, reason);
                 if ((await refreshCredentials()) && wanted) {
                     openClient();
                 }
@@ -448,10 +477,7 @@ export const mqttService = {
             }
             fail(
                 params.refresh
-                    ? _t(
-                          "The broker refused a freshly issued secret (%s). Check that the broker authenticates against this Odoo, then connect again.",
-                          reason
-                      )
+                    ? sprintfWords(passwordWords(state.authKind).refusedFresh, reason)
                     : _t("The broker refused these credentials (%s).", reason)
             );
         }
@@ -471,6 +497,7 @@ export const mqttService = {
             params.expiresAt =
                 config.expires_in === null ? null : receivedAt + config.expires_in * 1000;
             params.receivedAt = receivedAt;
+            state.authKind = config.auth === "jwt" ? "jwt" : "secret";
             state.username = params.username;
             state.clientId = params.clientId;
             state.isSuperuser = params.isSuperuser;
@@ -527,7 +554,10 @@ export const mqttService = {
                 }
                 // Odoo unreachable or failing: keep what we have, try again later
                 const delay = backoffDelay(refreshFailures++);
-                state.lastError = _t("Could not renew the session secret: %s", describeError(error));
+                state.lastError = sprintfWords(
+                    passwordWords(state.authKind).renewFailed,
+                    describeError(error)
+                );
                 clearTimer("refresh");
                 timers.refresh = browser.setTimeout(renewBeforeExpiry, delay);
                 if (!client) {
@@ -715,6 +745,8 @@ export const mqttService = {
          * @param {Object[]|null} [options.acl] topic rules checked before the broker
          * @param {Function} [options.refresh] async (clientId) => new config
          * @param {number} [options.expiresIn] seconds the password stays valid
+         * @param {string} [options.authKind] "jwt" when the password is a
+         *   signed token (renewed, and reconnected with, before its exp)
          * @param {number} [options.protocolVersion] 4 (3.1.1, default) or 5
          * @returns {Promise<boolean>} whether the first attempt connected
          *   (attempts go on in the background when it did not)
@@ -761,6 +793,7 @@ export const mqttService = {
                 clientId: params.clientId,
                 isSuperuser: params.isSuperuser,
                 usesOdooSession: Boolean(params.refresh),
+                authKind: options.authKind === "jwt" ? "jwt" : "secret",
                 acl: params.acl,
                 expiresAt: params.expiresAt,
             });
@@ -796,6 +829,7 @@ export const mqttService = {
                 isSuperuser: config.credentials.is_superuser,
                 acl: config.acl,
                 expiresIn: config.expires_in ?? undefined,
+                authKind: config.auth,
                 refresh,
                 ...overrides,
             });
