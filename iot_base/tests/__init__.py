@@ -20,3 +20,4 @@ from . import test_broker_session
 from . import test_neutralize
 from . import test_jwt
 from . import test_local_broker
+from . import test_listener
