@@ -54,7 +54,8 @@ class TestListenerSecurity(IotCommonCase):
             self.assertEqual(credential.kind, "service")
             self.assertFalse(credential.is_superuser)
             ns = company.iot_mqtt_namespace
-            other_ns = ((self.company | self.other_company) - company).iot_mqtt_namespace
+            other = (self.company | self.other_company) - company
+            other_ns = other.iot_mqtt_namespace
             for topic in (f"{ns}/devices/+/status/#", f"{ns}/devices/+/telemetry/#"):
                 self.assertEqual(
                     topic_acl.authorize(rules, "subscribe", topic, 1), "allow"
