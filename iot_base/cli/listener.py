@@ -27,6 +27,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
+import psycopg2
 from psycopg2 import InterfaceError, OperationalError
 
 import odoo
@@ -328,7 +329,6 @@ class Listener:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._want_reload = False
-        self._new_logins = set()
         self.stats = Counter()
         self.total = Counter()
         self.last_lag = 0.0
@@ -353,13 +353,9 @@ class Listener:
         companies = {c.id: c for c in listener._listener_companies()}
         logins = {}
         for company_id, company in companies.items():
-            current = self.logins.get(company_id)
-            if company_id in self._new_logins:
-                current = None
-            login = listener._listener_login(company, current)
+            login = listener._listener_login(company, self.logins.get(company_id))
             if login:
                 logins[company_id] = (company.iot_mqtt_namespace, login)
-        self._new_logins.clear()
         return settings, devices, (topics, known), logins
 
     def _apply(self, settings, devices, topics, logins):
@@ -451,7 +447,11 @@ class Listener:
         if isinstance(value, dict):
             for key in IDENTITY_KEYS:
                 claimed = value.get(key)
-                if claimed is not None and claimed != levels[2]:
+                if (
+                    claimed != levels[2]
+                    and isinstance(claimed, str)
+                    and (claimed in self.devices)
+                ):
                     return "foreign"
         history = self.settings["history"] and numeric_values(value)
         with self._lock:
@@ -530,10 +530,11 @@ class Listener:
             self.failed.merge(pending)
             pending, self.failed = self.failed, None
         changes = []
+        batch = pending.batch()
         try:
             with self._env() as env:
                 changes = env["iot.listener"]._listener_write(
-                    pending.batch(), self.settings["heartbeat_timeout"]
+                    batch, self.settings["heartbeat_timeout"]
                 )
                 loaded = None
                 if reload:
@@ -553,6 +554,16 @@ class Listener:
                     exc.__class__.__name__,
                 )
             return []
+        except psycopg2.Error as exc:
+            # not an outage: this batch cannot be written (a bug, a schema
+            # change); drop it rather than retry it forever
+            _logger.warning(
+                "dropped a batch of %d message(s) the database refused: %s",
+                pending.count,
+                exc.__class__.__name__,
+            )
+            self._want_reload = True
+            return []
         if self.db_down_since is not None:
             _logger.info(
                 "database back after %.1f s", time.monotonic() - self.db_down_since
@@ -564,12 +575,12 @@ class Listener:
                 self.stats["max_lag_ms"], int(self.last_lag * 1000)
             )
         self.stats["transactions"] += 1
-        self.stats["rows"] += sum(len(rows) for rows in pending.batch().values())
+        self.stats["rows"] += sum(len(rows) for rows in batch.values())
         if self.on_flush:
             self.on_flush(changes)
         return changes
 
-    def log_summary(self):
+    def log_summary(self, period="last minute"):
         with self._lock:
             stats, self.stats = self.stats, Counter()
         self.total.update(stats)
@@ -579,8 +590,9 @@ class Listener:
             if stats[f"dropped_{reason}"]
         }
         _logger.info(
-            "last minute: %d messages, %d dropped%s, %d devices known, "
+            "%s: %d messages, %d dropped%s, %d devices known, "
             "%d/%d connections up, %d transactions, %d rows, lag max %.2f s",
+            period,
             stats["messages"],
             sum(dropped.values()),
             f" ({', '.join(f'{k} {v}' for k, v in dropped.items())})"
@@ -603,4 +615,5 @@ class Listener:
         if self.pending or self.failed:
             with contextlib.suppress(OperationalError, InterfaceError):
                 self.flush()
+        self.log_summary("since the last summary")
         _logger.info("stopped")

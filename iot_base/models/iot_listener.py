@@ -223,6 +223,7 @@ class IotListener(models.AbstractModel):
         cr = self.env.cr
         now = now or fields.Datetime.now()
         changes = []
+        batch = self._listener_live_rows(batch)
         if batch.get("presence"):
             rows = execute_values(
                 cr,
@@ -320,6 +321,33 @@ class IotListener(models.AbstractModel):
         return changes
 
     @api.model
+    def _listener_live_rows(self, batch):
+        """``batch`` without the rows of devices deleted since the listener
+        read them (their rows would break the foreign keys), the others
+        locked against deletion until the commit."""
+        ids = {
+            row[0]
+            for key in ("presence", "readings", "history")
+            for row in batch.get(key) or ()
+        }
+        if not ids:
+            return batch
+        self.env.cr.execute(
+            "SELECT id FROM iot_mqtt_device WHERE id = ANY(%s) FOR KEY SHARE",
+            [sorted(ids)],
+        )
+        live = {row[0] for row in self.env.cr.fetchall()}
+        if live == ids:
+            return batch
+        return dict(
+            batch,
+            **{
+                key: [row for row in batch.get(key) or () if row[0] in live]
+                for key in ("presence", "readings", "history")
+            },
+        )
+
+    @api.model
     def _listener_mark_stale(self, heartbeat_timeout, now):
         """Online devices silent for longer than the heartbeat timeout turn
         stale (in SQL: with several listeners, none sees every heartbeat)."""
@@ -329,7 +357,7 @@ class IotListener(models.AbstractModel):
             UPDATE iot_mqtt_device
                SET presence_state = 'stale', presence_since = %s
              WHERE presence_state = 'online'
-               AND COALESCE(presence_heartbeat_at, presence_since) < %s
+               AND GREATEST(presence_heartbeat_at, last_message_at, presence_since) < %s
          RETURNING id, company_id, presence_state, presence_since
             """,
             [now, limit],

@@ -152,7 +152,7 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         bad = [
             (env_topic, b"\xff\xfe not UTF-8"),
             (env_topic, b"x" * 2048),  # over the 1024-byte setting
-            (env_topic, '{"temperature": 99, "device": "device_someone_else"}'),
+            (env_topic, json.dumps({"temperature": 99, "device": self.quiet.username})),
             (env_topic, "bad\x00nul"),
             (self._topic(self.sensor, "status"), "maybe"),
             (self._topic(self.sensor, "status", "extra"), "online"),
@@ -163,7 +163,8 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         ]
         for topic, payload in bad:
             self._publish(forger, topic, payload)
-        self._publish(forger, env_topic, '{"temperature": 22}')
+        # a "device" key naming no other device is just data
+        self._publish(forger, env_topic, '{"temperature": 22, "device": "Pump 1"}')
         self._wait(
             lambda: (
                 json.loads(self._reading(self.sensor, "env")[0])["temperature"] == 22

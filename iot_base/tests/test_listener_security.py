@@ -214,3 +214,27 @@ class TestListenerSecurity(IotCommonCase):
         self.assertEqual(target, (self.company, FLEET_CHANNEL))
         self.assertEqual(kind, "iot_base.presence")
         self.assertEqual(payload["devices"][0]["presence_state"], "stale")
+
+    def test_rows_of_deleted_devices_skipped(self):
+        gone, _secret = self.env["iot.mqtt.device"]._register_device(
+            "bb:00:00:00:00:09"
+        )
+        gone_id = gone.id
+        gone.unlink()
+        now = fields.Datetime.now()
+        self.Listener._listener_write(
+            {
+                "presence": [(gone_id, "online", now, now, now)],
+                "readings": [
+                    (gone_id, self.company.id, "t", "1", True, now),
+                    (self.device.id, self.company.id, "u", "2", True, now),
+                ],
+                "history": [(gone_id, self.company.id, "t", "", 1.0, now)],
+            },
+            heartbeat_timeout=60,
+        )
+        self.env.invalidate_all()
+        self.assertFalse(
+            self.env["iot.device.reading"].search([("device_id", "=", gone_id)])
+        )
+        self.assertIn("u", self.device.reading_ids.mapped("topic"))
