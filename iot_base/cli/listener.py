@@ -496,13 +496,14 @@ class Listener:
             "y" if len(self.connections) == 1 else "ies",
             len(self.devices),
         )
-        last_flush = last_summary = time.monotonic()
+        last_tick = last_flush = last_summary = time.monotonic()
         try:
             while not self._stop.is_set():
+                # one tick per interval, flush or not (an idle listener sleeps)
                 self._stop.wait(
-                    max(0.0, last_flush + self.flush_interval - time.monotonic())
+                    max(0.0, last_tick + self.flush_interval - time.monotonic())
                 )
-                now = time.monotonic()
+                now = last_tick = time.monotonic()
                 due_reload = now - self.last_reload >= self.reload_interval or (
                     self._want_reload and now - self.last_reload >= self.reload_min_gap
                 )

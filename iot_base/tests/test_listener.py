@@ -294,6 +294,27 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         self.assertEqual(self._throughput(self.company)[0] - before, 20)
         self.assertEqual(self._reading(self.sensor, "n"), ("19", True))
 
+    def test_idle_listener_sleeps(self):
+        """Nothing heard: one tick per second, not a busy loop."""
+        listener = self._start_listener(connections=2)
+        real, ticks = listener._stop, []
+
+        class CountingEvent:
+            def wait(self, timeout=None):
+                ticks.append(timeout)
+                return real.wait(timeout)
+
+            def is_set(self):
+                return real.is_set()
+
+            def set(self):
+                real.set()
+
+        listener._stop = CountingEvent()
+        time.sleep(3)
+        self.assertLessEqual(len(ticks), 5, ticks[:10])
+        self.assertGreaterEqual(len(ticks), 2)
+
     def test_neutralized_database_refused(self):
         self.env["ir.config_parameter"].set_param("database.is_neutralized", "True")
         self.env.flush_all()
