@@ -8,7 +8,7 @@
     "website": "https://github.com/iot-base/iot_base",
     "author": "iot_base developers",
     "license": "LGPL-3",
-    "depends": ["base", "web", "base_setup", "web_tour"],
+    "depends": ["base", "web", "base_setup", "web_tour", "bus"],
     "external_dependencies": {"python": ["paho-mqtt", "passlib", "cryptography"]},
     "data": [
         "security/iot_base_groups.xml",
@@ -29,8 +29,11 @@
         "views/res_config_settings_broker_session_views.xml",
         "data/iot_mosquitto_cron.xml",
         "views/iot_app_view.xml",
+        "views/iot_device_presence_views.xml",
+        "views/res_config_settings_listener_views.xml",
         "views/iot_menus.xml",
         "views/iot_jwt_key_views.xml",
+        "data/iot_listener_data.xml",
     ],
     "assets": {
         # the MQTT console page (/iot/app): Odoo's core, MQTT.js and the console
@@ -52,6 +55,9 @@
             "web/static/src/scss/ui.scss",
             "iot_base/static/lib/mqtt/mqtt.min.js",
             "iot_base/static/src/**/*",
+            # the backend's presence badges and Fleet dashboard (bus, views)
+            ("remove", "iot_base/static/src/presence_badge/**/*"),
+            ("remove", "iot_base/static/src/fleet/**/*"),
         ],
         # loaded by the page in test mode: what start_tour needs
         "iot_base.assets_iot_app_tests": [
@@ -69,6 +75,14 @@
             "iot_base/static/src/widgets/**/*.xml",
             "iot_base/static/tests/**/*",
             ("remove", "iot_base/static/tests/tours/**/*"),
+            ("remove", "iot_base/static/tests/backend_tours/**/*"),
+        ],
+        "web.assets_backend": [
+            "iot_base/static/src/presence_badge/**/*",
+            "iot_base/static/src/fleet/**/*",
+        ],
+        "web.assets_tests": [
+            "iot_base/static/tests/backend_tours/**/*",
         ],
     },
     "installable": True,

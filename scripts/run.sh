@@ -187,6 +187,24 @@ fi
 
 start_mqtt_broker
 
+# The listener (odoo-bin iot-listen, iot_base/cli/): device presence, last
+# readings, throughput. It runs beside Odoo and stops when Odoo does (a
+# watcher follows this shell's pid, which exec below hands to Odoo). Until
+# Odoo answers the broker's login checks it retries with back-off.
+# IOT_LISTENER=0 leaves it off; its log: IOT_LISTENER_LOG.
+if [ "${IOT_LISTENER:-1}" != 0 ]; then
+    LISTENER_LOG=${IOT_LISTENER_LOG:-${TMPDIR:-/tmp}/iot_listener_$DB.log}
+    say "== listener (odoo-bin iot-listen -d $DB), log: $LISTENER_LOG"
+    # the command comes right after --addons-path: Odoo finds addon commands so
+    "${ODOO_CMD[@]}" --addons-path="$ADDONS_PATH" iot-listen -d "$DB" "${DATA_OPT[@]}" \
+        ${DB_HOST:+--db_host="$DB_HOST"} ${DB_PORT:+--db_port="$DB_PORT"} \
+        ${DB_USER:+--db_user="$DB_USER"} ${DB_PASSWORD:+--db_password="$DB_PASSWORD"} \
+        --logfile="$LISTENER_LOG" </dev/null &
+    listener_pid=$!
+    ( while kill -0 $$ 2>/dev/null && kill -0 "$listener_pid" 2>/dev/null; do sleep 2; done
+      kill -TERM "$listener_pid" 2>/dev/null ) </dev/null >/dev/null 2>&1 &
+fi
+
 mode="threaded"
 PREFORK=()
 if [ "$WORKERS" -gt 0 ]; then

@@ -20,3 +20,10 @@ from . import iot_mosquitto_sync
 from . import iot_broker_session
 from . import res_groups
 from . import ir_http
+from . import iot_device_reading
+from . import iot_device_reading_history
+from . import iot_throughput
+from . import iot_mqtt_device_presence
+from . import iot_listener
+from . import iot_credentials_listener
+from . import ir_websocket

@@ -347,3 +347,38 @@ class ResConfigSettings(models.TransientModel):
         self.ensure_one()
         self._iot_check_system()
         return self.env["iot.jwt.key"].action_rotate()
+
+    # The listener (odoo-bin iot-listen, models/iot_listener.py)
+    iot_listener_heartbeat_timeout = fields.Integer(
+        "Heartbeat Timeout (seconds)",
+        config_parameter="iot_base.listener_heartbeat_timeout",
+        default=120,
+        groups="base.group_system",
+        help="An online device that sends nothing for this long is shown stale.",
+    )
+    iot_listener_shared_group = fields.Char(
+        "Shared Subscription Group",
+        config_parameter="iot_base.listener_shared_group",
+        groups="base.group_system",
+        help="Set (e.g. odoo) on brokers with shared subscriptions (Mosquitto, "
+        "EMQX): listeners subscribe to $share/<group>/... and split the messages. "
+        "Leave empty for RabbitMQ 3.x, which has none.",
+    )
+    iot_listener_history = fields.Boolean(
+        "Reading History",
+        config_parameter="iot_base.listener_history",
+        groups="base.group_system",
+        help="Keep numeric readings over time, one per device, topic and interval.",
+    )
+    iot_listener_history_interval = fields.Integer(
+        "Sampling Interval (seconds)",
+        config_parameter="iot_base.listener_history_interval",
+        default=60,
+        groups="base.group_system",
+    )
+    iot_listener_history_days = fields.Integer(
+        "History Retention (days)",
+        config_parameter="iot_base.listener_history_days",
+        default=30,
+        groups="base.group_system",
+    )

@@ -21,3 +21,7 @@ from . import test_neutralize
 from . import test_jwt
 from . import test_local_broker
 from . import test_rabbitmq_jwt
+from . import test_listener
+from . import test_listener_security
+from . import test_listener_rabbitmq
+from . import test_listener_tour

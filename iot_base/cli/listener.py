@@ -1,0 +1,620 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""The listener: MQTT clients (paho-mqtt, one per company) hearing device
+status and telemetry, and a loop writing what they heard in batches.
+
+Threads: one per MQTT connection (connects, runs paho's network loop,
+reconnects with jittered exponential back-off) and the main one (flushes
+at most once per second, follows settings and devices every few seconds,
+logs a summary per minute). The MQTT threads never touch the database:
+they validate each message and fold it into :class:`Pending` (the last
+state per device, the last reading per device and topic, counters), so
+memory stays bounded whatever the rate, and a batch the database refused
+(restart, failover) is kept and written by the next flush. Messages are
+acknowledged (QoS 1) on receipt: what was acknowledged is in memory until
+written; a listener killed with SIGKILL loses at most its last second.
+
+No payload and no secret ever reaches a log line.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import paho.mqtt.client as mqtt
+import psycopg2
+from psycopg2 import InterfaceError, OperationalError
+
+import odoo
+from odoo import SUPERUSER_ID, api
+
+_logger = logging.getLogger(__name__)
+
+STATUS_WORDS = ("online", "offline", "heartbeat")
+# identity keys a JSON payload may carry; naming another device drops it
+IDENTITY_KEYS = ("device", "username")
+MAX_TOPIC_LEVELS = 8  # below .../telemetry
+MAX_TOPIC_LENGTH = 128
+MAX_TOPICS_PER_DEVICE = 32
+MAX_HISTORY_KEYS = 16
+KEEPALIVE = 30
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0
+EPOCH = datetime(1970, 1, 1)
+DROP_REASONS = ("layout", "unknown", "foreign", "huge", "encoding", "payload", "topics")
+
+
+def utcnow():
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def parse_status(text):
+    """``online`` / ``offline`` / ``heartbeat`` from a status payload: the
+    word itself (any case, blanks around ignored), the same as a JSON
+    string, or a JSON object whose ``"status"`` is one of them. Else None."""
+    word = text.strip().lower()
+    if word in STATUS_WORDS:
+        return word
+    if not word.startswith(("{", '"')):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        value = value.get("status")
+    if isinstance(value, str) and value.strip().lower() in STATUS_WORDS:
+        return value.strip().lower()
+    return None
+
+
+def numeric_values(value):
+    """{key: float} of a telemetry value worth a history point: a number
+    (key ""), or an object's top-level numbers (booleans are not)."""
+    if isinstance(value, bool):
+        return {}
+    if isinstance(value, (int, float)):
+        return {"": float(value)} if math.isfinite(value) else {}
+    if not isinstance(value, dict):
+        return {}
+    points = {}
+    for key, item in value.items():
+        if (
+            isinstance(item, (int, float))
+            and not isinstance(item, bool)
+            and math.isfinite(item)
+            and len(key) <= MAX_TOPIC_LENGTH
+        ):
+            points[key] = float(item)
+            if len(points) >= MAX_HISTORY_KEYS:
+                break
+    return points
+
+
+class Pending:
+    """What was heard since the last flush, folded (not a row per message)."""
+
+    def __init__(self):
+        # device id -> [state or None, state_at, heartbeat_at, message_at]
+        self.presence = {}
+        # (device id, topic) -> (company id, payload, is_json, received_at)
+        self.readings = {}
+        # (device id, topic, key, sampled_at) -> (company id, value)
+        self.history = {}
+        # (company id, minute) -> [messages, dropped]
+        self.throughput = {}
+        self.oldest = None  # monotonic time of the oldest message here
+        self.count = 0
+
+    def __bool__(self):
+        return bool(self.presence or self.readings or self.history or self.throughput)
+
+    def note(self, company_id, now, dropped=False):
+        key = (company_id, now.replace(second=0, microsecond=0))
+        counts = self.throughput.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += dropped
+        self.count += 1
+        if self.oldest is None:
+            self.oldest = time.monotonic()
+
+    def status(self, device_id, state, now, live):
+        entry = self.presence.setdefault(device_id, [None, None, None, None])
+        if state == "heartbeat":
+            state = "online"
+        if entry[0] != state:
+            entry[0], entry[1] = state, now
+        if live and state == "online":
+            entry[2] = now
+            entry[3] = now
+
+    def seen(self, device_id, now):
+        entry = self.presence.setdefault(device_id, [None, None, None, None])
+        entry[1] = entry[1] or now
+        entry[3] = now
+
+    def merge(self, newer):
+        """Fold ``newer`` (heard after this) into this one."""
+        for device_id, (state, state_at, beat, seen) in newer.presence.items():
+            entry = self.presence.setdefault(device_id, [None, None, None, None])
+            if state and state != entry[0]:
+                entry[0], entry[1] = state, state_at
+            entry[1] = entry[1] or state_at
+            entry[2] = max(filter(None, (entry[2], beat)), default=None)
+            entry[3] = max(filter(None, (entry[3], seen)), default=None)
+        self.readings.update(newer.readings)
+        self.history.update(newer.history)
+        for key, (messages, dropped) in newer.throughput.items():
+            counts = self.throughput.setdefault(key, [0, 0])
+            counts[0] += messages
+            counts[1] += dropped
+        self.count += newer.count
+        if self.oldest is None:
+            self.oldest = newer.oldest
+
+    def batch(self):
+        return {
+            "presence": [
+                (device_id, *entry) for device_id, entry in self.presence.items()
+            ],
+            "readings": [
+                (device_id, company_id, topic, payload, is_json, received_at)
+                for (device_id, topic), (
+                    company_id,
+                    payload,
+                    is_json,
+                    received_at,
+                ) in self.readings.items()
+            ],
+            "history": [
+                (device_id, company_id, topic, key, value, sampled_at)
+                for (device_id, topic, key, sampled_at), (
+                    company_id,
+                    value,
+                ) in self.history.items()
+            ],
+            "throughput": [
+                (company_id, minute, messages, dropped)
+                for (company_id, minute), (messages, dropped) in self.throughput.items()
+            ],
+        }
+
+
+class Connection:
+    """One company's MQTT connection, in its own thread."""
+
+    def __init__(self, listener, company_id, namespace, login):
+        self.listener = listener
+        self.company_id = company_id
+        self.namespace = namespace
+        self.login = login
+        self.client = None
+        self.connected = False
+        self.refused = None
+        self.connects = 0
+        self._stop = threading.Event()
+        self._restart = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name=f"iot-listen-{company_id}", daemon=True
+        )
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._disconnect()
+
+    def restart(self, namespace=None, login=None):
+        """Reconnect with new settings (the thread picks them up)."""
+        self.namespace = namespace or self.namespace
+        self.login = login or self.login
+        self._restart.set()
+        self._disconnect()
+
+    def join(self, timeout):
+        self.thread.join(timeout)
+
+    def _disconnect(self):
+        client = self.client
+        if client is not None:
+            with contextlib.suppress(Exception):  # already closed
+                client.disconnect()
+
+    def filters(self):
+        group = self.listener.settings["shared_group"]
+        prefix = f"$share/{group}/" if group else ""
+        return [
+            (f"{prefix}{self.namespace}/devices/+/status/#", 1),
+            (f"{prefix}{self.namespace}/devices/+/telemetry/#", 1),
+        ]
+
+    def _run(self):
+        attempt = 0
+        while not self._stop.is_set():
+            self._restart.clear()
+            settings, login = self.listener.settings, self.login
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=login["client_id"],
+                clean_session=True,
+                reconnect_on_failure=False,
+            )
+            client.username_pw_set(login["username"], login["password"])
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_message = self._on_message
+            client.connect_timeout = settings["timeout"]
+            if settings["tls"]:
+                client.tls_set()
+            self.refused = None
+            try:
+                client.connect(settings["host"], settings["port"], keepalive=KEEPALIVE)
+            except (OSError, ValueError) as exc:
+                _logger.info(
+                    "company %s: cannot reach %s:%s (%s)",
+                    self.company_id,
+                    settings["host"],
+                    settings["port"],
+                    exc.__class__.__name__,
+                )
+            else:
+                self.client = client
+                if not self._stop.is_set():
+                    client.loop_forever()
+                self.client = None
+                with contextlib.suppress(Exception):
+                    client.socket() and client.socket().close()
+            if self.connects and self.refused is None:
+                attempt = 0  # it worked: start the back-off again
+                self.connects = 0
+            if self.refused is not None:
+                self.listener.login_refused(self)
+            if self._stop.is_set():
+                break
+            if self._restart.is_set():
+                continue
+            delay = min(BACKOFF_MAX, BACKOFF_MIN * 2**attempt)
+            delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
+            attempt = min(attempt + 1, 16)
+            self._stop.wait(delay)
+
+    def _on_connect(self, client, _userdata, _flags, reason_code, _properties):
+        if reason_code.is_failure:
+            self.refused = str(reason_code)
+            _logger.info(
+                "company %s: broker refused the listener: %s",
+                self.company_id,
+                reason_code,
+            )
+            client.disconnect()
+            return
+        self.connected = True
+        self.connects += 1
+        client.subscribe(self.filters())
+        _logger.info("company %s: connected, subscribed", self.company_id)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties):
+        if self.connected:
+            _logger.info("company %s: disconnected (%s)", self.company_id, reason_code)
+        self.connected = False
+
+    def _on_message(self, _client, _userdata, message):
+        self.listener.handle(self, message.topic, message.payload, message.retain)
+
+
+class Listener:
+    """``Listener(dbname).run()`` until :meth:`stop` (SIGTERM)."""
+
+    flush_interval = 1.0  # at most one transaction per second
+    reload_interval = 10.0  # settings and devices
+    reload_min_gap = 2.0  # when an unknown device is heard
+    idle_flush_interval = 5.0  # the stale sweep when nothing is heard
+    summary_interval = 60.0
+
+    def __init__(self, dbname, on_flush=None):
+        self.dbname = dbname
+        self.on_flush = on_flush  # called with the presence changes (tests)
+        self.settings = None
+        self.devices = {}
+        self.topics = {}
+        self.connections = {}
+        self.logins = {}
+        self.pending = Pending()
+        self.failed = None  # a batch the database refused, retried first
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._want_reload = False
+        self.stats = Counter()
+        self.total = Counter()
+        self.last_lag = 0.0
+        self.db_down_since = None
+
+    # -- database --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _env(self):
+        registry = odoo.modules.registry.Registry(self.dbname)
+        with registry.cursor() as cr:
+            yield api.Environment(cr, SUPERUSER_ID, {})
+
+    def _load(self, env):
+        """Settings, devices and logins; connections follow them."""
+        listener = env["iot.listener"]
+        listener._check_can_listen()
+        settings = listener._listener_settings()
+        devices, _states = listener._listener_devices()
+        known = listener._listener_topics()
+        topics = Counter(device_id for device_id, _topic in known)
+        companies = {c.id: c for c in listener._listener_companies()}
+        logins = {}
+        for company_id, company in companies.items():
+            login = listener._listener_login(company, self.logins.get(company_id))
+            if login:
+                logins[company_id] = (company.iot_mqtt_namespace, login)
+        return settings, devices, (topics, known), logins
+
+    def _apply(self, settings, devices, topics, logins):
+        old = self.settings
+        self.settings = settings
+        self.devices = devices
+        with self._lock:
+            self.topic_counts, self.known_topics = topics
+        reconnect_all = old is not None and any(
+            old[key] != settings[key]
+            for key in ("host", "port", "tls", "shared_group", "mosquitto")
+        )
+        for company_id in list(self.connections):
+            if company_id not in logins:
+                self.connections.pop(company_id).stop()
+        for company_id, (namespace, login) in logins.items():
+            self.logins[company_id] = login
+            connection = self.connections.get(company_id)
+            if connection is None:
+                connection = Connection(self, company_id, namespace, login)
+                self.connections[company_id] = connection
+                connection.start()
+            elif (
+                reconnect_all
+                or connection.namespace != namespace
+                or connection.login is not login
+            ):
+                connection.restart(namespace, login)
+
+    def login_refused(self, connection):
+        """The broker refused a login: the next reload checks it (and
+        issues a new secret when it is no longer valid)."""
+        self._want_reload = True
+
+    # -- messages (MQTT threads) ------------------------------------------
+
+    def handle(self, connection, topic, payload, retained):
+        now = utcnow()
+        company_id = connection.company_id
+        reason = self._fold(connection, topic, payload, retained, now)
+        with self._lock:
+            self.pending.note(company_id, now, dropped=reason is not None)
+            self.stats["messages"] += 1
+            if reason:
+                self.stats[f"dropped_{reason}"] += 1
+
+    def _fold(self, connection, topic, payload, retained, now):
+        """Fold one message into the pending batch; the drop reason or None."""
+        levels = topic.split("/")
+        if (
+            len(levels) < 4
+            or levels[0] != connection.namespace
+            or levels[1] != "devices"
+        ):
+            return "layout"
+        device = self.devices.get(levels[2])
+        if device is None:
+            self._want_reload = True
+            return "unknown"
+        device_id, company_id = device
+        if company_id != connection.company_id:
+            return "foreign"
+        if len(payload) > self.settings["max_payload"]:
+            return "huge"
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return "encoding"
+        if "\x00" in text:  # PostgreSQL text cannot hold it
+            return "encoding"
+        kind = levels[3]
+        if kind == "status":
+            if len(levels) != 4:
+                return "layout"
+            state = parse_status(text)
+            if state is None:
+                return "payload"
+            with self._lock:
+                self.pending.status(device_id, state, now, live=not retained)
+            return None
+        if kind != "telemetry":
+            return "layout"
+        sub = "/".join(levels[4:])
+        if len(levels) - 4 > MAX_TOPIC_LEVELS or len(sub) > MAX_TOPIC_LENGTH:
+            return "layout"
+        value, is_json = None, False
+        with contextlib.suppress(ValueError, RecursionError):
+            value, is_json = json.loads(text), True
+        if isinstance(value, dict):
+            for key in IDENTITY_KEYS:
+                claimed = value.get(key)
+                if (
+                    claimed != levels[2]
+                    and isinstance(claimed, str)
+                    and (claimed in self.devices)
+                ):
+                    return "foreign"
+        history = self.settings["history"] and numeric_values(value)
+        with self._lock:
+            if (device_id, sub) not in self.known_topics:
+                if self.topic_counts[device_id] >= MAX_TOPICS_PER_DEVICE:
+                    return "topics"
+                self.known_topics.add((device_id, sub))
+                self.topic_counts[device_id] += 1
+            self.pending.readings[(device_id, sub)] = (company_id, text, is_json, now)
+            if history:
+                interval = self.settings["history_interval"]
+                epoch = int((now - EPOCH).total_seconds())
+                bucket = EPOCH + timedelta(seconds=epoch - epoch % interval)
+                for key, number in history.items():
+                    self.pending.history[(device_id, sub, key, bucket)] = (
+                        company_id,
+                        number,
+                    )
+            if not retained:
+                self.pending.seen(device_id, now)
+        return None
+
+    # -- main loop ---------------------------------------------------------
+
+    def start(self):
+        """Load everything and connect; raises UserError (neutralized
+        database) or a database error: the caller does not start then."""
+        with self._env() as env:
+            loaded = self._load(env)
+        self._apply(*loaded)
+        self.last_reload = time.monotonic()
+
+    def stop(self):
+        self._stop.set()
+
+    def run(self):
+        if self.settings is None:  # not started yet
+            self.start()
+        _logger.info(
+            "listening for %d compan%s, %d devices",
+            len(self.connections),
+            "y" if len(self.connections) == 1 else "ies",
+            len(self.devices),
+        )
+        last_tick = last_flush = last_summary = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                # one tick per interval, flush or not (an idle listener sleeps)
+                self._stop.wait(
+                    max(0.0, last_tick + self.flush_interval - time.monotonic())
+                )
+                now = last_tick = time.monotonic()
+                due_reload = now - self.last_reload >= self.reload_interval or (
+                    self._want_reload and now - self.last_reload >= self.reload_min_gap
+                )
+                if (
+                    self.pending
+                    or self.failed
+                    or due_reload
+                    or now - last_flush >= self.idle_flush_interval
+                ):
+                    last_flush = now
+                    self.flush(reload=due_reload)
+                if now - last_summary >= self.summary_interval:
+                    last_summary = now
+                    self.log_summary()
+        finally:
+            self.shutdown()
+
+    def flush(self, reload=False):
+        """One transaction: the pending batch (and the one that failed
+        before, if any), the stale sweep, the bus notifications; then, when
+        due, the settings and devices. Returns the presence changes."""
+        with self._lock:
+            pending, self.pending = self.pending, Pending()
+        if self.failed is not None:
+            self.failed.merge(pending)
+            pending, self.failed = self.failed, None
+        changes = []
+        batch = pending.batch()
+        try:
+            with self._env() as env:
+                changes = env["iot.listener"]._listener_write(
+                    batch, self.settings["heartbeat_timeout"]
+                )
+                loaded = None
+                if reload:
+                    self._want_reload = False
+                    loaded = self._load(env)
+            if loaded:
+                self.last_reload = time.monotonic()
+                self._apply(*loaded)
+        except (OperationalError, InterfaceError) as exc:
+            # the database went away: keep the batch, write it when back
+            self.failed = pending
+            if self.db_down_since is None:
+                self.db_down_since = time.monotonic()
+                _logger.warning(
+                    "database unavailable, keeping %d message(s) in memory: %s",
+                    pending.count,
+                    exc.__class__.__name__,
+                )
+            return []
+        except psycopg2.Error as exc:
+            # not an outage: this batch cannot be written (a bug, a schema
+            # change); drop it rather than retry it forever
+            _logger.warning(
+                "dropped a batch of %d message(s) the database refused: %s",
+                pending.count,
+                exc.__class__.__name__,
+            )
+            self._want_reload = True
+            return []
+        if self.db_down_since is not None:
+            _logger.info(
+                "database back after %.1f s", time.monotonic() - self.db_down_since
+            )
+            self.db_down_since = None
+        if pending.oldest is not None:
+            self.last_lag = time.monotonic() - pending.oldest
+            self.stats["max_lag_ms"] = max(
+                self.stats["max_lag_ms"], int(self.last_lag * 1000)
+            )
+        self.stats["transactions"] += 1
+        self.stats["rows"] += sum(len(rows) for rows in batch.values())
+        if self.on_flush:
+            self.on_flush(changes)
+        return changes
+
+    def log_summary(self, period="last minute"):
+        with self._lock:
+            stats, self.stats = self.stats, Counter()
+        self.total.update(stats)
+        dropped = {
+            reason: stats[f"dropped_{reason}"]
+            for reason in DROP_REASONS
+            if stats[f"dropped_{reason}"]
+        }
+        _logger.info(
+            "%s: %d messages, %d dropped%s, %d devices known, "
+            "%d/%d connections up, %d transactions, %d rows, lag max %.2f s",
+            period,
+            stats["messages"],
+            sum(dropped.values()),
+            f" ({', '.join(f'{k} {v}' for k, v in dropped.items())})"
+            if dropped
+            else "",
+            len(self.devices),
+            sum(c.connected for c in self.connections.values()),
+            len(self.connections),
+            stats["transactions"],
+            stats["rows"],
+            stats["max_lag_ms"] / 1000,
+        )
+        return stats
+
+    def shutdown(self):
+        for connection in self.connections.values():
+            connection.stop()
+        for connection in self.connections.values():
+            connection.join(5)
+        if self.pending or self.failed:
+            with contextlib.suppress(OperationalError, InterfaceError):
+                self.flush()
+        self.log_summary("since the last summary")
+        _logger.info("stopped")
