@@ -171,7 +171,7 @@ class IotApp(models.AbstractModel):
         :return: ``password`` (the token) and ``expires_at`` (UTC string)
         """
         server = self._rabbitmq_resource_server()
-        vhost = self.env["iot.broker"]._rabbitmq_vhost_name()
+        vhost = self.env["iot.broker.rabbitmq"]._rabbitmq_vhost_name()
         now, exp = self._token_exp(credential)
         scopes = rabbitmq_scopes.compile_scopes(rules, client_id, vhost=vhost)
         claims = {

@@ -24,8 +24,8 @@ from odoo.tools import str2bool
 from ..tools.settings import number_param
 from .iot_broker_session import database_is_neutralized
 from .iot_credentials import make_client_id
-from .iot_mosquitto_sync import login_for
 from .iot_device_reading_history import DEFAULT_HISTORY_DAYS, HISTORY_DAYS_PARAM
+from .iot_mosquitto_sync import login_for
 
 _logger = logging.getLogger(__name__)
 
