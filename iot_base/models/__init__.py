@@ -14,6 +14,8 @@ from . import iot_mqtt_fleet
 from . import iot_mqtt_device
 from . import iot_mqtt_client
 from . import iot_app
+from . import iot_store_sync
+from . import iot_store_sync_run
 from . import iot_mosquitto_sync
 from . import iot_broker_session
 from . import res_groups
