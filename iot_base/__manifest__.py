@@ -30,6 +30,8 @@
         "data/iot_mosquitto_cron.xml",
         "views/iot_app_view.xml",
         "views/iot_menus.xml",
+        "views/iot_store_sync_run_views.xml",
+        "views/res_config_settings_store_views.xml",
         "views/iot_jwt_key_views.xml",
     ],
     "assets": {

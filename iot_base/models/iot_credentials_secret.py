@@ -99,6 +99,7 @@ class IotCredentialsSecret(models.Model):
                 secret_hash,
             )
         )
+        self._store_broker_hashes(credential, secret_type, index, secret)
         if secret_type == "session":
             self._trim_sessions(credential)
         self.invalidate_model()
@@ -107,6 +108,22 @@ class IotCredentialsSecret(models.Model):
         )
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return secret
+
+    @api.model
+    def _store_broker_hashes(self, credential, secret_type, index, secret):
+        """Give the new secret the hash forms the broker stores need
+        (``iot.store.hash``): its clear value exists only now."""
+        self.env.cr.execute(
+            SQL(
+                "SELECT max(id) FROM %s WHERE credential_id = %s AND index = %s",
+                SQL.identifier(self._table),
+                credential.id,
+                index,
+            )
+        )
+        self.env["iot.store.hash"]._store(
+            self.env.cr.fetchone()[0], secret_type, secret
+        )
 
     @api.model
     def _max_session_secrets(self):

@@ -122,12 +122,17 @@ class IotStoreSync(models.AbstractModel):
     # ------------------------------------------------------------------
 
     @api.model
+    def _store_models(self):
+        """{store key: adapter model} of the adapters this registry has."""
+        return {key: model for key, model in ADAPTERS.items() if model in self.env}
+
+    @api.model
     def _enabled_adapters(self):
         """The adapters switched on in the settings, in a fixed order."""
         return [
             model
-            for model in ADAPTERS.values()
-            if model in self.env and self.env[model]._store_enabled()
+            for model in self._store_models().values()
+            if self.env[model]._store_enabled()
         ]
 
     @api.model
