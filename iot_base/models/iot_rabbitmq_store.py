@@ -25,6 +25,8 @@ from .iot_broker_session import CLOSE_REASON
 
 ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
 VHOST_PARAM = "iot_base.rabbitmq_store_vhost"
+# above this many logins to cut, list the connections first
+BULK_CLOSE = 20
 
 
 class IotRabbitmqStore(models.AbstractModel):
@@ -101,14 +103,30 @@ class IotRabbitmqStore(models.AbstractModel):
 
     @api.model
     def _delete(self, config, logins):
-        for login in logins:
+        if len(logins) == 1:
             self._call(
-                config, "DELETE", f"/api/users/{quote(login, safe='')}", (204, 404)
+                config, "DELETE", f"/api/users/{quote(logins[0], safe='')}", (204, 404)
+            )
+        else:
+            self._call(
+                config,
+                "POST",
+                "/api/users/bulk-delete",
+                (204,),
+                json={"users": list(logins)},
             )
         self._close(config, logins)
 
     @api.model
     def _close(self, config, logins):
+        """Close the connections of ``logins``; for many, only of those the
+        node lists as connected (one call instead of one per login)."""
+        if len(logins) > BULK_CLOSE:
+            response = self._call(
+                config, "GET", "/api/connections?columns=user", (200,)
+            )
+            connected = {c.get("user") for c in response.json()}
+            logins = [login for login in logins if login in connected]
         for login in logins:
             self._call(
                 config,

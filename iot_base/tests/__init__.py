@@ -20,3 +20,5 @@ from . import test_broker_session
 from . import test_neutralize
 from . import test_jwt
 from . import test_local_broker
+from . import test_rabbitmq_store
+from . import test_store_acl

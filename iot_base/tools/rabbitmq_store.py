@@ -30,8 +30,11 @@ HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 # longer has, and never touches another user
 TAG = "iot_base_store"
 EXCHANGE = "amq.topic"
+# the very end of the key: PCRE's (and Python's) "$" also matches before a
+# final newline, which a topic may hold
+END = r"(?![\s\S])"
 # never matches a routing key: the "nothing allowed" expression
-NOTHING = "^(?!)$"
+NOTHING = "^(?!)"
 # a client id suffix (iot_credentials.CLIENT_ID_SUFFIX_RE)
 _SUFFIX = "(~[A-Za-z0-9_.:@-]{1,64})?"
 
@@ -52,8 +55,8 @@ def resource_permissions(username):
     and the MQTT exchange for binding (read) and publishing (write)."""
     queues = f"mqtt-subscription-{_client_ids(username)}qos[01]"
     exchange = re.escape(EXCHANGE)
-    both = f"^({exchange}|{queues})$"
-    return {"configure": f"^{queues}$", "write": both, "read": both}
+    both = f"^({exchange}|{queues}){END}"
+    return {"configure": f"^{queues}{END}", "write": both, "read": both}
 
 
 def _mqtt_level_to_key(level):
@@ -71,14 +74,14 @@ def _publish_regex(topic_filter):
         if level == "#":
             # "a/#" matches "a" too; "#" alone matches no "$" topic
             if first:
-                return r"^(?!\$).*$"
-            return "^" + "".join(parts) + r"(\..*)?$"
+                return r"^(?!\$)[\s\S]*" + END
+            return "^" + "".join(parts) + r"(\.[\s\S]*)?" + END
         sep = "" if first else r"\."
         if level == "+":
             parts.append(sep + (r"(?!\$)[^.]*" if first else r"[^.]*"))
         else:
             parts.append(sep + re.escape(_mqtt_level_to_key(level)))
-    return "^" + "".join(parts) + "$"
+    return "^" + "".join(parts) + END
 
 
 def _subscribe_regex(topic_filter):
@@ -95,8 +98,8 @@ def _subscribe_regex(topic_filter):
         sep = "" if first else r"\."
         if level == "#":
             if first:
-                return r"^(?!\$).*$"
-            return "^" + "".join(parts) + r"(\..*)?$"
+                return r"^(?!\$)[\s\S]*" + END
+            return "^" + "".join(parts) + r"(\.[\s\S]*)?" + END
         if level == "+":
             # "*" (itself) or a word without wildcard characters
             word = r"(\*|[^.*#$][^.*#]*|)" if first else r"(\*|[^.*#]*)"
@@ -106,7 +109,7 @@ def _subscribe_regex(topic_filter):
         if "*" in key or "#" in key:
             return None  # RabbitMQ would read such a word as a wildcard
         parts.append(sep + re.escape(key))
-    return "^" + "".join(parts) + "$"
+    return "^" + "".join(parts) + END
 
 
 def _conditional(rule, action):
