@@ -89,9 +89,7 @@ def _run_locked(registry, lock_cr, model, force, not_before):
     try:
         with registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {})
-            return env["iot.store.sync"]._run(
-                model, force=force, not_before=not_before
-            )
+            return env["iot.store.sync"]._run(model, force=force, not_before=not_before)
     except Exception as exc:
         _logger.exception("Store sync (%s) failed", model)
         return {"ok": False, "error": str(exc) or exc.__class__.__name__}

@@ -187,7 +187,9 @@ class TestRabbitmqStore(HttpCase):
             {"write": "^x$", "read": "^x$"},
         )
         status, _body = self.broker.management_request(
-            "POST", "/api/definitions", rabbitmq_store.definitions({"svc_hashcheck": state}, "/")
+            "POST",
+            "/api/definitions",
+            rabbitmq_store.definitions({"svc_hashcheck": state}, "/"),
         )
         self.assertEqual(status, 204)
         self.connected("svc_hashcheck", secret)
@@ -261,7 +263,9 @@ class TestRabbitmqStore(HttpCase):
         self.env["ir.config_parameter"].sudo().set_param(rstore.ENABLED_PARAM, "True")
         result = self.sync()
         self.assertIn("device_old_secret", result["needs_rotation"])
-        run = self.env["iot.store.sync.run"].search([("store", "=", "rabbitmq")], limit=1)
+        run = self.env["iot.store.sync.run"].search(
+            [("store", "=", "rabbitmq")], limit=1
+        )
         self.assertGreaterEqual(run.needs_rotation, 1)
         self.assertIn("need rotation", run.summary)
         self.assertNotIn(secret, run.result)

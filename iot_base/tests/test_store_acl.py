@@ -55,16 +55,20 @@ TOPICS = [
     for size in (1, 2, 3)
     for levels in itertools.product(WORDS, repeat=size)
 ]
-FILTERS = TOPICS + [
-    "/".join(levels)
-    for size in (1, 2, 3)
-    for levels in itertools.product(WORDS + ["+"], repeat=size)
-    if "+" in levels
-] + [
-    "/".join(levels) + "/#"
-    for size in (0, 1, 2)
-    for levels in itertools.product(WORDS[:3] + ["+"], repeat=size)
-]
+FILTERS = (
+    TOPICS
+    + [
+        "/".join(levels)
+        for size in (1, 2, 3)
+        for levels in itertools.product(WORDS + ["+"], repeat=size)
+        if "+" in levels
+    ]
+    + [
+        "/".join(levels) + "/#"
+        for size in (0, 1, 2)
+        for levels in itertools.product(WORDS[:3] + ["+"], repeat=size)
+    ]
+)
 FILTERS = [f.lstrip("/") if f.startswith("/#") else f for f in FILTERS]
 
 
@@ -156,9 +160,7 @@ class TestEmqxRules(BaseCase):
         self.assertEqual(entries[0]["topic"], "t/0")
 
     def test_short_list_ends_with_deny(self):
-        entries, notes = emqx_store.user_rules(
-            [topic_acl.Rule("allow", "all", "a/#")]
-        )
+        entries, notes = emqx_store.user_rules([topic_acl.Rule("allow", "all", "a/#")])
         self.assertEqual(entries[-1], emqx_store.DENY_ALL)
         self.assertEqual(notes, [])
         self.assertLessEqual(len(entries), emqx_store.MAX_RULES)

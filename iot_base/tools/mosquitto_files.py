@@ -324,4 +324,3 @@ def reload_broker(pid_file, files=()):
     except ProcessLookupError as exc:
         raise SyncError(_msg("No process %(pid)s.", pid=pid)) from exc
     return _msg("Mosquitto (pid %(pid)s) signalled to reload", pid=pid)
-

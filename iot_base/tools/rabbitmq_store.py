@@ -215,4 +215,8 @@ def definitions(states, vhost):
                 "read": state["topic_read"],
             }
         )
-    return {"users": users, "permissions": permissions, "topic_permissions": topic_perms}
+    return {
+        "users": users,
+        "permissions": permissions,
+        "topic_permissions": topic_perms,
+    }
