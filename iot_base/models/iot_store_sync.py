@@ -27,6 +27,7 @@ from datetime import timedelta
 
 import odoo
 from odoo import SUPERUSER_ID, _, api, fields, models
+from odoo.api import Transaction
 from odoo.exceptions import AccessError
 
 from ..tools.store_sync import SyncError
@@ -88,6 +89,9 @@ def _run_locked(registry, lock_cr, model, force, not_before):
     lock_cr.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEYS[model]])
     try:
         with registry.cursor() as cr:
+            if getattr(cr, "transaction", None) is None:
+                # the registry at hand: no look-up (and its lock) by name
+                cr.transaction = Transaction(registry)
             env = api.Environment(cr, SUPERUSER_ID, {})
             return env["iot.store.sync"]._run(model, force=force, not_before=not_before)
     except Exception as exc:

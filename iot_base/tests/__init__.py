@@ -22,3 +22,4 @@ from . import test_jwt
 from . import test_local_broker
 from . import test_rabbitmq_store
 from . import test_store_acl
+from . import test_emqx_store
