@@ -27,6 +27,8 @@ ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
 VHOST_PARAM = "iot_base.rabbitmq_store_vhost"
 # above this many logins to cut, list the connections first
 BULK_CLOSE = 20
+# logins per definitions import
+IMPORT_BATCH = 2000
 
 
 class IotRabbitmqStore(models.AbstractModel):
@@ -93,13 +95,20 @@ class IotRabbitmqStore(models.AbstractModel):
 
     @api.model
     def _push(self, config, states):
-        self._call(
-            config,
-            "POST",
-            "/api/definitions",
-            (200, 201, 204),
-            json=rabbitmq_store.definitions(states, config["vhost"]),
-        )
+        # in batches: the management API refuses a body over
+        # management.http.max_body_size (10 MB; ~1 KB per login)
+        logins = sorted(states)
+        for start in range(0, len(logins), IMPORT_BATCH):
+            batch = {
+                login: states[login] for login in logins[start : start + IMPORT_BATCH]
+            }
+            self._call(
+                config,
+                "POST",
+                "/api/definitions",
+                (200, 201, 204),
+                json=rabbitmq_store.definitions(batch, config["vhost"]),
+            )
 
     @api.model
     def _delete(self, config, logins):

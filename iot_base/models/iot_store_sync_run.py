@@ -39,8 +39,10 @@ class IotStoreSyncRun(models.Model):
         "cannot check them until they are rotated.",
     )
     seconds = fields.Float("Duration (s)", readonly=True, digits=(16, 3))
-    summary = fields.Text(readonly=True)
-    result = fields.Text("Details (JSON)", readonly=True)
+    # usernames of every company (needs rotation, approximations): for
+    # system administrators; company managers see the counts
+    summary = fields.Text(readonly=True, groups="base.group_system")
+    result = fields.Text("Details (JSON)", readonly=True, groups="base.group_system")
     next_trigger_at = fields.Datetime(readonly=True)
 
     @api.model
@@ -49,8 +51,9 @@ class IotStoreSyncRun(models.Model):
 
     def _result(self):
         self.ensure_one()
+        text = self.sudo().result
         try:
-            return json.loads(self.result) if self.result else None
+            return json.loads(text) if text else None
         except ValueError:
             return None
 
@@ -68,7 +71,7 @@ class IotStoreSyncRun(models.Model):
             "run_at": last.run_at,
             "snapshot_at": last.snapshot_at,
             "ok": last.ok,
-            "result": last.result,
+            "result": last.sudo().result,
             "next_trigger_at": last.next_trigger_at,
         }
 

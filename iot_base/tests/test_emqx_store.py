@@ -9,6 +9,7 @@ import threading
 
 import odoo
 from odoo import SUPERUSER_ID, api
+from odoo.exceptions import AccessError
 from odoo.modules.registry import Registry
 from odoo.tests import BaseCase, get_db_name, tagged
 from odoo.tools import mute_logger
@@ -177,8 +178,16 @@ class TestEmqxStoreContract(IotCommonCase):
         for name in ("iot_emqx_store_enabled", "iot_rabbitmq_store_enabled"):
             self.assertEqual(fields[name].groups, "base.group_system")
         runs = self.env["iot.store.sync.run"]
+        self.device("device_emqx08")
         self.sync()
-        self.assertTrue(runs.with_user(self.iot_manager).search([]))
+        run = runs.with_user(self.iot_manager).search([], limit=1)
+        self.assertEqual(run.store, "emqx")
+        self.assertGreaterEqual(run.pushed, 1)
+        # usernames of every company: not for a company manager
+        with self.assertRaises(AccessError):
+            run.read(["summary"])
+        with self.assertRaises(AccessError):
+            run.read(["result"])
         self.assertFalse(runs.with_user(self.iot_user).has_access("read"))
 
 
