@@ -55,21 +55,13 @@ from odoo import _, api, fields, models
 from odoo.exceptions import AccessError
 from odoo.tools import SQL
 
-from ..tools import topic_acl
 from ..tools.mosquitto_files import (
-    C_MARK,
     HEADER,
     LOGIN_SEPARATOR,
-    U_MARK,
-    _access_set,
-    clientid_pattern_safe,
-    entry_allows_all,
+    build_acl,
     login_for,
     password_line_hash,
-    pattern_for_login,
-    pattern_text,
     reload_broker,
-    translate_rules,
     write_atomically,
 )
 from ..tools.secret_hash import INDEX_SIZE, verify_secret
@@ -84,11 +76,6 @@ PASSWORD_FILE_PARAM = "iot_base.mosquitto_password_file"
 ACL_FILE_PARAM = "iot_base.mosquitto_acl_file"
 PID_FILE_PARAM = "iot_base.mosquitto_pid_file"
 FILE_GROUP_PARAM = "iot_base.mosquitto_file_group"
-# the largest group of credentials sharing their rules becomes pattern lines
-# when it has at least this many logins
-PATTERN_MIN_LOGINS = 2
-# above this many user sections, Mosquitto's quadratic parsing gets slow
-SECTIONS_WARNING = 5000
 
 
 class IotMosquittoSync(models.AbstractModel):
@@ -406,9 +393,7 @@ class IotMosquittoSync(models.AbstractModel):
         sections = [(row[1], key_of_cred[row[1]], row) for row in section_rows]
         self.env.cr.execute("SELECT id, iot_mqtt_namespace FROM res_company")
         namespaces = dict(self.env.cr.fetchall())
-        acl_lines, acl_stats = self._build_acl(
-            scopes, plain_by_key, sections, namespaces
-        )
+        acl_lines, acl_stats = build_acl(scopes, plain_by_key, sections, namespaces)
         t_acl = time.monotonic()
         stats = {
             "credentials": len({row[1] for row in rows}),
@@ -446,145 +431,6 @@ class IotMosquittoSync(models.AbstractModel):
                 row = (f"{login}:{line_hash}\n", cid, gkey, exp, None, None, False)
             kept.append(row)
         return kept, [row[0] for row in kept], skipped
-
-    @api.model
-    def _build_acl(self, scopes, plain_by_key, sections, namespaces):
-        """ACL file lines and stats; see the module docstring.
-
-        :param plain_by_key: {rule key: [rows]} of the logins named after
-            their credential (row[0]: password line, row[1]: credential id)
-        :param sections: [(credential id, rule key, row)] of the other logins
-        """
-        applicable_cache = {}
-
-        def applicable(key):
-            if key not in applicable_cache:
-                kind, company_id, groups, special = key
-                applicable_cache[key] = [
-                    scope
-                    for scope in scopes
-                    if not (
-                        (scope[1] and scope[1] != kind)
-                        or (scope[2] and not scope[2] & groups)
-                        or (scope[3] and special not in scope[3])
-                        or (scope[4] and scope[4] != company_id)
-                    )
-                ]
-            return applicable_cache[key]
-
-        def expand(key, username, clientid_of):
-            rules, names = [], []
-            for name, *_scope, rule in applicable(key):
-                for expanded in topic_acl.expand_rule(
-                    rule, username, clientid_of(rule), namespaces.get(key[1])
-                ):
-                    rules.append(expanded)
-                    names.append(name)
-            return rules, names
-
-        def login_of(row):
-            return row[0].split(":", 1)[0]
-
-        approximations = []
-
-        # -- the largest group sharing its rules: pattern lines -------------
-        pattern_entries = []
-        pattern_key = None
-        candidates = sorted(
-            (
-                (len(rows), key)
-                for key, rows in plain_by_key.items()
-                if key != "superuser"
-            ),
-            key=lambda item: -item[0],
-        )
-        for count, key in candidates:
-            if count < PATTERN_MIN_LOGINS:
-                break
-            rules, names = expand(
-                key,
-                U_MARK,
-                lambda rule: (
-                    C_MARK
-                    if rule.permission == topic_acl.ALLOW
-                    and clientid_pattern_safe(rule.topic)
-                    else None
-                ),
-            )
-            entries, notes = translate_rules(rules, names)
-            if any(pattern_text(topic) is None for _access, topic in entries):
-                continue  # a literal %c/%u: this group gets sections instead
-            pattern_key = key
-            pattern_entries = entries
-            approximations.extend(notes)
-            break
-
-        lines = [HEADER]
-        if pattern_key is not None:
-            lines.append(f"# {len(plain_by_key[pattern_key])} logins have no section\n")
-            lines.extend(
-                f"pattern {access} {pattern_text(topic)}\n"
-                for access, topic in pattern_entries
-            )
-        pattern_allows = [
-            (_access_set(access), topic)
-            for access, topic in pattern_entries
-            if access != "deny"
-        ]
-
-        # -- everyone else: one section per login ---------------------------
-        logins = [
-            (row[1], key, login_of(row))
-            for key, rows in plain_by_key.items()
-            if key != pattern_key
-            for row in rows
-        ]
-        logins.extend((cid, key, login_of(row)) for cid, key, row in sections)
-        logins.sort()
-        entries_cache = {}
-        count = protected = 0
-        for cid, key, login in logins:
-            if cid not in entries_cache:
-                if key == "superuser":
-                    entries_cache[cid] = [("readwrite", "#"), ("readwrite", "$SYS/#")]
-                else:
-                    username = login.split(LOGIN_SEPARATOR, 1)[0]
-                    rules, names = expand(key, username, lambda _rule: None)
-                    entries, notes = translate_rules(rules, names)
-                    entries_cache[cid] = entries
-                    approximations.extend(notes)
-            entries = list(entries_cache[cid])
-            for accesses, topic in pattern_allows:
-                meant = pattern_for_login(topic, login)
-                if not all(
-                    entry_allows_all(entries, access, meant) for access in accesses
-                ):
-                    entries.append(("deny", meant))
-                    protected += 1
-            if not entries:
-                continue
-            count += 1
-            lines.append(f"user {login}\n")
-            lines.extend(f"topic {access} {topic}\n" for access, topic in entries)
-
-        warnings = []
-        if count > SECTIONS_WARNING:
-            warnings.append(
-                _(
-                    "%(n)s ACL user sections: Mosquitto 2.0 reads them in quadratic "
-                    "time (10,000 take about 2 s)",
-                    n=count,
-                )
-            )
-        stats = {
-            "pattern_lines": len(pattern_entries),
-            "pattern_logins": len(plain_by_key[pattern_key]) if pattern_key else 0,
-            "sections": count,
-            "protection_denies": protected,
-            "approximations": sorted(set(approximations)),
-            "warnings": warnings,
-        }
-        return lines, stats
 
     # ------------------------------------------------------------------
     # Writing and reloading

@@ -50,7 +50,11 @@ class IotRabbitmqStore(models.AbstractModel):
         _cid, username, _kind, _co, _user, superuser, _exp, hash_, _salt = row
         topic_perms, notes = rabbitmq_store.topic_permissions(rules, superuser)
         state = rabbitmq_store.login_state(
-            hash_, rabbitmq_store.resource_permissions(username), topic_perms
+            hash_,
+            rabbitmq_store.resource_permissions(username),
+            topic_perms,
+            # a new vhost changes every login: all are pushed there again
+            self.env["ir.config_parameter"].sudo().get_param(VHOST_PARAM) or "/",
         )
         return state, notes
 
@@ -85,6 +89,7 @@ class IotRabbitmqStore(models.AbstractModel):
                 user.get("password_hash"),
                 permissions.get(name, empty),
                 topic_perms.get(name, {"write": "", "read": ""}),
+                vhost,
             )
             | {
                 "hashing_algorithm": user.get("hashing_algorithm"),

@@ -169,10 +169,11 @@ def mqtt_to_routing_key(topic):
     ).replace("+", "*")
 
 
-def login_state(hash_, permissions, topic_perms):
+def login_state(hash_, permissions, topic_perms, vhost="/"):
     """What the broker holds for one login, in one comparable form (the
     same whether built from Odoo's data or read back from the broker)."""
     return {
+        "vhost": vhost,
         "password_hash": hash_,
         "hashing_algorithm": HASHING_ALGORITHM,
         "tags": [TAG],
