@@ -173,6 +173,50 @@ class TestEmqxStoreContract(IotCommonCase):
         self.assertIn("device_emqx07", result["needs_rotation"])
         self.assertNotIn("device_emqx07", self.emqx.users)
 
+    def test_rule_and_namespace_changes_are_pushed(self):
+        self.device("device_emqx09")
+        self.sync()
+        rule = self.env["iot.acl.rule"].create(
+            {
+                "name": "Deny the device's status",
+                "sequence": 1,
+                "permission": "deny",
+                "action": "all",
+                "topic": "${namespace}/devices/${username}/status/#",
+            }
+        )
+        changed = self.sync()
+        self.assertGreaterEqual(changed["pushed"], 1)
+        rules = self.emqx.rules["device_emqx09"]
+        ns = self.company.iot_mqtt_namespace
+        self.assertEqual(
+            rules[0]["topic"], f"{ns}/devices/device_emqx09/status/#", rules[:2]
+        )
+        self.assertEqual(rules[0]["permission"], "deny")
+        rule.unlink()
+        self.company.iot_mqtt_namespace = "renamed_ns"
+        self.sync()
+        self.assertIn("renamed_ns/devices/device_emqx09/", str(self.emqx.rules))
+        self.assertNotIn(f"{ns}/devices/device_emqx09/", str(self.emqx.rules))
+
+    def test_cron_and_sync_now(self):
+        self.device("device_emqx10")
+        self.env.flush_all()
+        self.env.ref(engine.CRON_XMLID).method_direct_trigger()
+        self.assertIn("device_emqx10", self.emqx.users)
+        self.device("device_emqx11")
+        self.env.flush_all()
+        settings = self.env["res.config.settings"].with_user(
+            self.env.ref("base.user_admin")
+        )
+        action = settings.create({}).action_iot_store_sync_now()
+        self.assertEqual(action["params"]["type"], "success", action["params"])
+        self.assertIn("device_emqx11", self.emqx.users)
+        run = self.env["iot.store.sync.run"].search([("store", "=", "emqx")], limit=1)
+        self.assertTrue(run.full)
+        with self.assertRaises(AccessError):
+            self.env["iot.store.sync"].with_user(self.iot_user).action_sync_now()
+
     def test_settings_are_for_system_admins(self):
         fields = self.env["res.config.settings"]._fields
         for name in ("iot_emqx_store_enabled", "iot_rabbitmq_store_enabled"):
