@@ -39,6 +39,8 @@
         "views/iot_fleet_dashboard_views.xml",
         "views/res_config_settings_listener_views.xml",
         "views/iot_menus.xml",
+        "views/iot_store_sync_run_views.xml",
+        "views/res_config_settings_store_views.xml",
         "views/iot_jwt_key_views.xml",
         "data/iot_listener_data.xml",
     ],

@@ -36,3 +36,8 @@ VALUES ('database.is_neutralized', true)
 -- no console token signing key: a copy signs with a key of its own, which
 -- no production broker knows
 DELETE FROM iot_jwt_key;
+
+-- no broker store kept (RabbitMQ internal users, EMQX built-in database)
+UPDATE ir_config_parameter
+   SET value = 'False'
+ WHERE key IN ('iot_base.rabbitmq_store_enabled', 'iot_base.emqx_store_enabled');

@@ -102,6 +102,7 @@ class IotCredentialsSecret(models.Model):
             )
         )
         secret_id = self.env.cr.fetchone()[0]
+        self._store_broker_hashes(secret_id, secret_type, secret)
         if secret_type == "session":
             self._trim_sessions(credential)
         self.invalidate_model()
@@ -110,6 +111,12 @@ class IotCredentialsSecret(models.Model):
         )
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return secret, secret_id
+
+    @api.model
+    def _store_broker_hashes(self, secret_id, secret_type, secret):
+        """Give the new secret the hash forms the broker stores need
+        (``iot.store.hash``): its clear value exists only now."""
+        self.env["iot.store.hash"]._store(secret_id, secret_type, secret)
 
     @api.model
     def _max_session_secrets(self):

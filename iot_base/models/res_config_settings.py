@@ -19,6 +19,7 @@ from .iot_broker_session import (
     RABBITMQ_USER_PARAM,
 )
 from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
+from .iot_emqx_store import ENABLED_PARAM as EMQX_STORE_PARAM
 from .iot_jwt_key import (
     ALGORITHM_PARAM,
     DEFAULT_JWKS_REFRESH,
@@ -32,6 +33,8 @@ from .iot_mosquitto_sync import (
     PASSWORD_FILE_PARAM,
     PID_FILE_PARAM,
 )
+from .iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
+from .iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_STORE_VHOST_PARAM
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
 
 
@@ -197,6 +200,7 @@ class ResConfigSettings(models.TransientModel):
     def set_values(self):
         params = self.env["ir.config_parameter"].sudo()
         keys = (ENABLED_PARAM, PASSWORD_FILE_PARAM, ACL_FILE_PARAM, PID_FILE_PARAM)
+        keys += self._iot_store_keys()
         before = [params.get_param(key) for key in keys]
         res = super().set_values()
         if (
@@ -382,3 +386,51 @@ class ResConfigSettings(models.TransientModel):
         default=30,
         groups="base.group_system",
     )
+
+    # Broker stores kept by Odoo (iot.store.sync): which brokers check
+    # CONNECTs against their own store; the API endpoints and secrets are
+    # those above. System administrators only.
+    iot_rabbitmq_store_enabled = fields.Boolean(
+        "RabbitMQ Internal Users",
+        config_parameter=RABBITMQ_STORE_PARAM,
+        groups="base.group_system",
+        help="Keep the devices' and services' credentials as RabbitMQ internal "
+        "users (management API): the node checks their CONNECTs without Odoo. "
+        "Secrets issued before need a rotation.",
+    )
+    iot_rabbitmq_store_vhost = fields.Char(
+        "RabbitMQ MQTT Virtual Host",
+        config_parameter=RABBITMQ_STORE_VHOST_PARAM,
+        groups="base.group_system",
+        help="Empty: /. The virtual host of rabbitmq_mqtt (mqtt.vhost).",
+    )
+    iot_emqx_store_enabled = fields.Boolean(
+        "EMQX Built-in Database",
+        config_parameter=EMQX_STORE_PARAM,
+        groups="base.group_system",
+        help="Keep the devices' and services' credentials and topic rules in "
+        "EMQX's built-in database (REST API, salted sha256): EMQX checks their "
+        "CONNECTs without Odoo. Secrets issued before need a rotation.",
+    )
+    iot_store_sync_last_result = fields.Text(
+        "Last Store Syncs",
+        compute="_compute_iot_store_sync_last_result",
+        groups="base.group_system",
+    )
+
+    def _compute_iot_store_sync_last_result(self):
+        lines = [
+            f"{store}: {self._iot_last_result_text(model)}"
+            for store, model in self.env["iot.store.sync"]._store_models().items()
+            if store != "mosquitto" and self.env[model].sudo()._last_result()
+        ]
+        for settings in self:
+            settings.iot_store_sync_last_result = "\n".join(lines)
+
+    def action_iot_store_sync_now(self):
+        self.ensure_one()
+        self._iot_check_system()
+        return self.env["iot.store.sync"].action_sync_now()
+
+    def _iot_store_keys(self):
+        return (RABBITMQ_STORE_PARAM, RABBITMQ_STORE_VHOST_PARAM, EMQX_STORE_PARAM)

@@ -25,3 +25,6 @@ from . import test_listener
 from . import test_listener_security
 from . import test_listener_rabbitmq
 from . import test_listener_tour
+from . import test_rabbitmq_store
+from . import test_store_acl
+from . import test_emqx_store

@@ -27,6 +27,7 @@ from odoo.exceptions import AccessError
 from odoo.tests import BaseCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+from odoo.addons.iot_base.tools import mosquitto_files as files
 from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash, new_secret
 
@@ -186,8 +187,8 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
     def test_fast_hash_path_matches_mosquitto_hash(self):
         for _i in range(200):
             stored = new_secret()[2]
-            self.assertEqual(mosq.password_line_hash(stored), mosquitto_hash(stored))
-        self.assertIsNone(mosq.password_line_hash("$2b$12$notpbkdf2"))
+            self.assertEqual(files.password_line_hash(stored), mosquitto_hash(stored))
+        self.assertIsNone(files.password_line_hash("$2b$12$notpbkdf2"))
 
     def test_device_connects_tcp_and_websocket(self):
         _device, secret = self.device("device_conn01")
@@ -524,7 +525,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         pattern_allows = [(a, t) for a, t in patterns if a != "deny"]
         for login, cid in logins.items():
             credential = self.Credentials.browse(cid)
-            expected, _notes = mosq.translate_rules(
+            expected, _notes = files.translate_rules(
                 self.env["iot.acl.rule"]._rules_for(credential, None)
             )
             section = sections.get(login, [])
@@ -621,7 +622,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
                 )
                 for _i in range(rng.randint(1, 5))
             ]
-            entries, _notes = mosq.translate_rules(rules)
+            entries, _notes = files.translate_rules(rules)
             for access in ("read", "write"):
                 for topic in topics:
                     if mosquitto_decides(entries, [], "u", "c", access, topic):
@@ -641,7 +642,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
             ),
         ):
             rules = self.env["iot.acl.rule"]._rules_for(credential, None)
-            entries, notes = mosq.translate_rules(rules)
+            entries, notes = files.translate_rules(rules)
             self.assertEqual(notes, [])
             for topic in (
                 f"{ns}/devices/device_x1/telemetry/a",
@@ -663,17 +664,17 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
                     )
 
     def test_clientid_rules(self):
-        self.assertTrue(mosq.clientid_pattern_safe("a/${clientid}/#"))
-        self.assertTrue(mosq.clientid_pattern_safe("a/c-${clientid}/#"))
-        self.assertFalse(mosq.clientid_pattern_safe("a/${clientid}"))
-        self.assertFalse(mosq.clientid_pattern_safe("${clientid}/x/#"))
-        self.assertFalse(mosq.clientid_pattern_safe("a/${clientid}/b/#"))
+        self.assertTrue(files.clientid_pattern_safe("a/${clientid}/#"))
+        self.assertTrue(files.clientid_pattern_safe("a/c-${clientid}/#"))
+        self.assertFalse(files.clientid_pattern_safe("a/${clientid}"))
+        self.assertFalse(files.clientid_pattern_safe("${clientid}/x/#"))
+        self.assertFalse(files.clientid_pattern_safe("a/${clientid}/b/#"))
         self.assertEqual(
-            mosq.pattern_text(f"a/{mosq.U_MARK}/{mosq.C_MARK}/#"), "a/%u/%c/#"
+            files.pattern_text(f"a/{files.U_MARK}/{files.C_MARK}/#"), "a/%u/%c/#"
         )
-        self.assertIsNone(mosq.pattern_text(f"a%c/{mosq.U_MARK}"))
-        self.assertEqual(mosq._widen(" a/b\nc/d "), "+/+/+")
-        self.assertFalse(mosq.acl_line_safe("a/b "))
+        self.assertIsNone(files.pattern_text(f"a%c/{files.U_MARK}"))
+        self.assertEqual(files._widen(" a/b\nc/d "), "+/+/+")
+        self.assertFalse(files.acl_line_safe("a/b "))
 
     # triggers and errors -----------------------------------------------
 

@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""Reconnect storm: N devices CONNECT at once to a freshly started broker.
+See bench/README.md ("Reconnect storm").
+
+One command, everything throwaway:
+
+    python3 bench/bench_storm.py            # ~4 minutes on 2 cores
+
+Cases, side by side, each on a broker started for it, the same client:
+  (a)  Mosquitto, anonymous access: the machine's limit;
+  (b)  Mosquitto files written by Odoo (iot.mosquitto.sync);
+  (c0) RabbitMQ, one internal user created by hand, every client using it:
+       RabbitMQ's own floor;
+  (c)  RabbitMQ internal users kept by Odoo (iot.rabbitmq.store);
+  (d)  RabbitMQ's HTTP backend asking Odoo at each CONNECT (prefork Odoo,
+       2 workers): today's way.
+
+The client (asyncio, raw MQTT 3.1.1 CONNECT/CONNACK) keeps ``--in-flight``
+CONNECTs outstanding, keeps every accepted connection open until all are
+connected, and retries a refused or dropped CONNECT (counted as a failure).
+Odoo requests during a storm are counted from Odoo's access log.
+Reuses bench_mosquitto.py (install, devices by SQL, MQTT packets) and
+odoo_launcher.py; the brokers come from iot_base/tests.
+"""
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+import bench_mosquitto as bm  # noqa: E402
+
+TESTS = REPO_ROOT / "iot_base" / "tests"
+TOKEN = "storm-" + secrets.token_hex(8)
+DEVICE_PREFIX = "storm_dev_"
+
+
+def say(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------
+# The storm client
+# ---------------------------------------------------------------------------
+
+
+async def _one(host, port, login, state, deadline):
+    client_id, username, password = login
+    packet = bm.connect_packet(client_id, username, password, keepalive=0)
+    while time.monotonic() < deadline:
+        writer = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), timeout=10
+            )
+            writer.write(packet)
+            connack = await asyncio.wait_for(reader.readexactly(4), timeout=15)
+            if connack[0] == 0x20 and connack[3] == 0:
+                state["open"].append(writer)
+                return True
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            pass
+        state["failures"] += 1
+        if writer is not None:
+            writer.close()
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _storm(host, port, logins, in_flight, timeout):
+    state = {"open": [], "failures": 0}
+    gate = asyncio.Semaphore(in_flight)
+    deadline = time.monotonic() + timeout
+
+    async def task(login):
+        async with gate:
+            return await _one(host, port, login, state, deadline)
+
+    start = time.monotonic()
+    done = await asyncio.gather(*(task(login) for login in logins))
+    wall = time.monotonic() - start
+    for writer in state["open"]:
+        writer.close()
+    return {
+        "connected": sum(done),
+        "attempted": len(logins),
+        "wall_seconds": round(wall, 3),
+        "connects_per_second": round(sum(done) / wall, 1) if wall else None,
+        "failures": state["failures"],
+        "in_flight": in_flight,
+    }
+
+
+def storm(host, port, logins, in_flight, timeout=180):
+    return asyncio.run(_storm(host, port, logins, in_flight, timeout))
+
+
+# ---------------------------------------------------------------------------
+# Inside Odoo: devices, syncs
+# ---------------------------------------------------------------------------
+
+
+def inner(command, spec, odoo_args):
+    os.environ["TZ"] = "UTC"
+    import odoo  # noqa: PLC0415
+    from odoo import SUPERUSER_ID, api  # noqa: PLC0415
+
+    odoo.tools.config.parse_config(odoo_args)
+    dbname = odoo.tools.config["db_name"]
+    registry = odoo.modules.registry.Registry(dbname)
+    engine = sys.modules["odoo.addons.iot_base.models.iot_store_sync"]
+    rabbit = sys.modules["odoo.addons.iot_base.tools.rabbitmq_store"]
+    out = {}
+    if command == "setup":
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            env["ir.config_parameter"].sudo().set_param(
+                "iot_base.auth_token", spec["token"]
+            )
+            names = [f"{DEVICE_PREFIX}{i:05d}" for i in range(spec["devices"])]
+            clear = bm.insert_devices(cr, env, names)
+            # the RabbitMQ hash form, as if the secrets were issued with the
+            # store enabled (iot.store.hash)
+            cr.execute(
+                "SELECT c.username, s.id FROM iot_credentials_secret s "
+                "JOIN iot_credentials c ON c.id = s.credential_id "
+                "WHERE c.username LIKE %s",
+                [DEVICE_PREFIX + "%"],
+            )
+            rows = cr.fetchall()
+            cr.execute(
+                "INSERT INTO iot_store_hash (secret_id, store, hash) "
+                "SELECT unnest(%s::int[]), 'rabbitmq', unnest(%s::varchar[])",
+                [
+                    [sid for _u, sid in rows],
+                    [rabbit.rabbitmq_hash(clear[u])[0] for u, _sid in rows],
+                ],
+            )
+            cr.execute("ANALYZE iot_credentials")
+            cr.execute("ANALYZE iot_credentials_secret")
+            cr.postcommit.clear()
+        out["secrets"] = clear
+    elif command in ("mosquitto", "rabbitmq"):
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            params = env["ir.config_parameter"].sudo()
+            for key, value in spec["params"].items():
+                params.set_param(key, value)
+            cr.postcommit.clear()
+        model = {"mosquitto": "iot.mosquitto.sync", "rabbitmq": "iot.rabbitmq.store"}
+        start = time.monotonic()
+        result = engine.run_sync(dbname, force=True, adapters=[model[command]])
+        out["sync_seconds"] = round(time.monotonic() - start, 3)
+        out["ok"], out["error"] = result["ok"], result.get("error")
+        out["pushed"] = result.get("pushed")
+    print("BENCH_STORM " + json.dumps(out))
+
+
+# ---------------------------------------------------------------------------
+# Outside
+# ---------------------------------------------------------------------------
+
+
+class AnonymousMosquitto:
+    """Mosquitto of tests/mosquitto_broker.py with anonymous access."""
+
+    def __init__(self, module):
+        class Broker(module.MosquittoBroker):
+            def config(self):
+                return (
+                    super()
+                    .config()
+                    .replace("allow_anonymous false", "allow_anonymous true")
+                    .replace("use_username_as_clientid true\n", "")
+                )
+
+        self.broker = Broker()
+
+
+class Storm:
+    def __init__(self, args):
+        self.args = args
+        self.bench = bm.Bench(
+            argparse.Namespace(
+                addon_dir=args.addon_dir,
+                db_host=args.db_host,
+                db_port=args.db_port,
+                db_user=args.db_user,
+                db_password=args.db_password,
+                keep_db=False,
+            )
+        )
+        self.mosquitto = bm.load_broker_module()
+        self.brokers = load("iot_brokers", TESTS / "brokers.py")
+        self.odoo = None
+        self.odoo_log = self.bench.tmp / "odoo.log"
+
+    def run_inner(self, command, spec):
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__)),
+                "--inner",
+                command,
+                json.dumps(spec),
+                "--",
+                *self.bench.odoo_opts(),
+                "--log-level=warn",
+            ],
+            capture_output=True,
+            text=True,
+            env=self.bench.env(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        line = next(
+            (x for x in out.stdout.splitlines() if x.startswith("BENCH_STORM ")), None
+        )
+        if out.returncode != 0 or line is None:
+            raise RuntimeError(f"{command} failed:\n{out.stderr[-3000:]}")
+        return json.loads(line[len("BENCH_STORM ") :])
+
+    def start_odoo(self):
+        port = self.brokers.free_ports(1)[0]
+        gevent_port = self.brokers.free_ports(1)[0]
+        opts = [o for o in self.bench.odoo_opts() if not o.startswith("--max-cron")]
+        self.odoo_log_handle = open(self.odoo_log, "wb")  # noqa: SIM115
+        self.odoo = subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH_DIR / "odoo_launcher.py"),
+                *opts,
+                "--http-interface=127.0.0.1",
+                f"--http-port={port}",
+                f"--gevent-port={gevent_port}",
+                f"--workers={self.args.workers}",
+                "--max-cron-threads=0",
+                "--limit-request=100000000",
+                "--log-level=info",
+            ],
+            stdout=self.odoo_log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.bench.env(),
+            start_new_session=True,  # stopped as a process group
+        )
+        self.odoo_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.brokers.port_open(port):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("Odoo did not start")
+
+    def odoo_requests(self):
+        try:
+            text = self.odoo_log.read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum("/iot/rabbitmq/" in line for line in text.splitlines())
+
+    def rabbitmq(self):
+        node = self.brokers.RabbitMQBroker(self.odoo_url, TOKEN)
+        node.start()
+        return node
+
+    def case(self, name, host, port, logins):
+        before = self.odoo_requests()
+        say(f"== ({name}) {len(logins)} CONNECTs, {self.args.in_flight} in flight")
+        result = storm(host, port, logins, self.args.in_flight)
+        time.sleep(0.5)  # the access log is written after the reply
+        result["odoo_requests"] = self.odoo_requests() - before
+        say(
+            f"   {result['connected']}/{result['attempted']} in "
+            f"{result['wall_seconds']} s ({result['connects_per_second']}/s), "
+            f"{result['failures']} failures, {result['odoo_requests']} Odoo requests"
+        )
+        return result
+
+    def install(self):
+        """Install iot_base into the throwaway database. With ``--test-enable``
+        (and a test tag matching nothing): installed outside test mode,
+        ``iot.mqtt.client._publisher_login`` stores its hash in a new cursor,
+        which cannot see the tables the install has not committed yet."""
+        say(f"== installing iot_base into throwaway database {self.bench.db}")
+        self.bench.db_created = True
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH_DIR / "odoo_launcher.py"),
+                *self.bench.odoo_opts(),
+                "-i",
+                "iot_base",
+                "--stop-after-init",
+                "--test-enable",
+                "--test-tags=/iot_base:NoTestRunsHere",
+                # the test mode's HTTP server: a free port, never 8069
+                f"--http-port={self.brokers.free_ports(1)[0]}",
+                f"--gevent-port={self.brokers.free_ports(1)[0]}",
+                "--log-level=warn",
+            ],
+            capture_output=True,
+            text=True,
+            env=self.bench.env(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if out.returncode != 0 or "ERROR" in out.stdout + out.stderr:
+            raise RuntimeError(f"installing iot_base failed:\n{out.stderr[-3000:]}")
+
+    def run(self):
+        a = self.args
+        self.install()
+        say(f"== {a.devices} devices by SQL")
+        secrets_by_name = self.run_inner(
+            "setup", {"devices": a.devices, "token": TOKEN}
+        )["secrets"]
+        names = sorted(secrets_by_name)
+
+        def logins(count):
+            return [
+                (f"{n}~s{i}", n, secrets_by_name[n])
+                for i, n in enumerate(names[:count])
+            ]
+
+        self.start_odoo()
+        results = {}
+
+        # (a) anonymous Mosquitto
+        anonymous = AnonymousMosquitto(self.mosquitto).broker
+        anonymous.start()
+        try:
+            results["a"] = self.case(
+                "a",
+                anonymous.host,
+                anonymous.port,
+                [(f"anon~{i}", "", "") for i in range(a.devices)],
+            )
+        finally:
+            anonymous.stop()
+
+        # (b) Mosquitto files
+        broker = self.mosquitto.MosquittoBroker()
+        broker.start()
+        try:
+            sync = self.run_inner(
+                "mosquitto",
+                {
+                    "params": {
+                        "iot_base.mosquitto_sync_enabled": "True",
+                        "iot_base.mosquitto_password_file": broker.password_file,
+                        "iot_base.mosquitto_acl_file": broker.acl_file,
+                        "iot_base.mosquitto_pid_file": broker.pid_file,
+                    }
+                },
+            )
+            if not sync["ok"]:
+                raise RuntimeError(sync["error"])
+            bm.wait_accepted(
+                broker.host, broker.port, names[-1], secrets_by_name[names[-1]]
+            )
+            # Mosquitto uses the username as client id (use_username_as_clientid)
+            results["b"] = self.case("b", broker.host, broker.port, logins(a.devices))
+            results["b"]["sync_seconds"] = sync["sync_seconds"]
+        finally:
+            broker.stop()
+            self.run_inner(
+                "mosquitto", {"params": {"iot_base.mosquitto_sync_enabled": "False"}}
+            )
+
+        # (c0) RabbitMQ, one user made by hand
+        node = self.rabbitmq()
+        try:
+            password = secrets.token_hex(20)
+            node.management_request(
+                "PUT", "/api/users/storm_floor", {"password": password, "tags": ""}
+            )
+            node.management_request(
+                "PUT",
+                "/api/permissions/%2F/storm_floor",
+                {"configure": ".*", "write": ".*", "read": ".*"},
+            )
+            results["c0"] = self.case(
+                "c0",
+                "127.0.0.1",
+                node.mqtt_port,
+                [
+                    (f"storm_floor~{i}", "storm_floor", password)
+                    for i in range(a.devices)
+                ],
+            )
+        finally:
+            node.stop()
+
+        # (c) RabbitMQ internal users kept by Odoo
+        node = self.rabbitmq()
+        try:
+            sync = self.run_inner(
+                "rabbitmq",
+                {
+                    "params": {
+                        "iot_base.rabbitmq_store_enabled": "True",
+                        "iot_base.rabbitmq_management_url": node.management_url,
+                        "iot_base.rabbitmq_management_user": node.management_user,
+                        "iot_base.rabbitmq_management_password": (
+                            node.management_password
+                        ),
+                    }
+                },
+            )
+            if not sync["ok"]:
+                raise RuntimeError(sync["error"])
+            say(f"   full sync of {sync['pushed']} users: {sync['sync_seconds']} s")
+            results["c"] = self.case(
+                "c", "127.0.0.1", node.mqtt_port, logins(a.devices)
+            )
+            results["c"]["sync_seconds"] = sync["sync_seconds"]
+        finally:
+            node.stop()
+            self.run_inner(
+                "rabbitmq",
+                {
+                    "params": {
+                        "iot_base.rabbitmq_store_enabled": "False",
+                        "iot_base.rabbitmq_management_url": "",
+                    }
+                },
+            )
+
+        # (d) RabbitMQ's HTTP backend against Odoo
+        node = self.rabbitmq()
+        try:
+            results["d"] = self.case(
+                "d", "127.0.0.1", node.mqtt_port, logins(a.http_devices)
+            )
+        finally:
+            node.stop()
+        return results
+
+    def cleanup(self):
+        if self.odoo is not None:
+            self.brokers.stop_process_group(self.odoo.pid, process=self.odoo)
+            self.odoo_log_handle.close()
+        self.bench.cleanup()
+
+
+def report(args, results):
+    a_rate = results["a"]["connects_per_second"] or 0
+    c0_rate = results["c0"]["connects_per_second"] or 0
+    lines = [
+        f"Reconnect storm, {args.in_flight} CONNECTs in flight, {os.cpu_count()} cores",
+        "| case | connected | wall (s) | connects/s | vs (a) | vs (c0) | failures "
+        "| Odoo requests |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "a": "(a) Mosquitto, anonymous",
+        "b": "(b) Mosquitto files",
+        "c0": "(c0) RabbitMQ, one hand-made user",
+        "c": "(c) RabbitMQ internal users kept by Odoo",
+        "d": "(d) RabbitMQ HTTP backend → Odoo",
+    }
+    for key in ("a", "b", "c0", "c", "d"):
+        r = results[key]
+        rate = r["connects_per_second"] or 0
+        vs_c0 = f"{rate / c0_rate:.2f}×" if key in ("c", "d") and c0_rate else ""
+        lines.append(
+            f"| {labels[key]} | {r['connected']}/{r['attempted']} | "
+            f"{r['wall_seconds']} | {rate} | {rate / a_rate:.2f}× | {vs_c0} | "
+            f"{r['failures']} | {r['odoo_requests']} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument(
+        "--http-devices", type=int, default=1000, help="CONNECTs of case (d)"
+    )
+    parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2, help="Odoo workers (d)")
+    parser.add_argument("--addon-dir", default=str(REPO_ROOT / "iot_base"))
+    parser.add_argument("--db-host", default=os.environ.get("DB_HOST"))
+    parser.add_argument("--db-port", default=os.environ.get("DB_PORT"))
+    parser.add_argument("--db-user", default=os.environ.get("DB_USER"))
+    parser.add_argument("--db-password", default=os.environ.get("DB_PASSWORD"))
+    parser.add_argument("--json", help="also write the numbers to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--inner"]:
+        inner(argv[1], json.loads(argv[2]), argv[4:])
+        return 0
+    args = parse_args(argv)
+    bench = Storm(args)
+    try:
+        results = bench.run()
+        text = report(args, results)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"args": vars(args), "results": results}, handle, indent=1)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
