@@ -3,6 +3,7 @@ from odoo import _, api, fields, models, tools
 from odoo.exceptions import ValidationError
 
 from ..tools import topic_acl
+from ..tools.topic_acl import rule_applies
 
 PLACEHOLDERS = ("${username}", "${clientid}", "${namespace}")
 
@@ -212,16 +213,3 @@ class IotAclRule(models.Model):
         return topic_acl.expand_rules(
             rules, username=credential.username, clientid=clientid, namespace=namespace
         )
-
-
-def rule_applies(row, kind, group_ids, credential_id, company_id):
-    """Whether a row of :meth:`IotAclRule._rule_table` is about a credential
-    of ``kind`` and ``company_id`` whose owner is in ``group_ids``: the one
-    place that says which rules a credential gets."""
-    _name, rule_kind, groups, credentials, rule_company, _rule = row
-    return not (
-        (rule_kind and rule_kind != kind)
-        or (groups and not groups & group_ids)
-        or (credentials and credential_id not in credentials)
-        or (rule_company and rule_company != company_id)
-    )

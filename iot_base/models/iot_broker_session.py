@@ -31,7 +31,9 @@ import requests
 
 import odoo
 from odoo import SUPERUSER_ID, _, api, fields, models
-from odoo.tools import SQL, str2bool
+from odoo.tools import SQL
+
+from ..tools.settings import bool_param
 
 _logger = logging.getLogger(__name__)
 
@@ -60,8 +62,7 @@ class BrokerApiError(Exception):
 def database_is_neutralized(env):
     """Whether this database is a neutralized copy (``odoo-bin neutralize``):
     then Odoo must not act on any broker."""
-    value = env["ir.config_parameter"].sudo().get_param(NEUTRALIZED_PARAM)
-    return str2bool(value or "0", False)
+    return bool_param(env, NEUTRALIZED_PARAM)
 
 
 def run_cutoff(dbname, pending):

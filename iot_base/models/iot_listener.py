@@ -19,13 +19,12 @@ from psycopg2.extras import execute_values
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
-from odoo.tools import str2bool
 
-from ..tools.settings import number_param
+from ..tools.mosquitto_files import login_for
+from ..tools.settings import bool_param, number_param
 from .iot_broker_session import database_is_neutralized
 from .iot_credentials import make_client_id
 from .iot_device_reading_history import DEFAULT_HISTORY_DAYS, HISTORY_DAYS_PARAM
-from .iot_mosquitto_sync import login_for
 
 _logger = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class IotListener(models.AbstractModel):
                 int,
                 (5, 86400),
             ),
-            history=str2bool(params.get_param(HISTORY_PARAM) or "0", False),
+            history=bool_param(self.env, HISTORY_PARAM),
             history_interval=number_param(
                 self.env,
                 HISTORY_INTERVAL_PARAM,

@@ -59,12 +59,11 @@ from ..tools.mosquitto_files import (
     HEADER,
     LOGIN_SEPARATOR,
     build_acl,
-    login_for,
     password_line_hash,
     reload_broker,
     write_atomically,
 )
-from ..tools.secret_hash import INDEX_SIZE, verify_secret
+from ..tools.settings import bool_param
 from ..tools.store_sync import SyncError
 from .iot_broker_session import database_is_neutralized
 from .iot_store_sync import CRON_XMLID, POSTCOMMIT_KEY, run_sync  # noqa: F401
@@ -95,7 +94,7 @@ class IotMosquittoSync(models.AbstractModel):
     def _get_config(self):
         params = self.env["ir.config_parameter"].sudo()
         return {
-            "enabled": params.get_param(ENABLED_PARAM) in ("1", "True", "true"),
+            "enabled": bool_param(self.env, ENABLED_PARAM),
             "password_file": (params.get_param(PASSWORD_FILE_PARAM) or "").strip(),
             "acl_file": (params.get_param(ACL_FILE_PARAM) or "").strip(),
             "pid_file": (params.get_param(PID_FILE_PARAM) or "").strip(),
@@ -242,7 +241,7 @@ class IotMosquittoSync(models.AbstractModel):
     def _live_secret_rows(self, now, special_ids):
         """Every live secret of every live credential, in one query.
 
-        The conditions are those of ``iot.credentials._live_query``. The
+        The credential conditions are ``iot.credentials._live_condition``. The
         password line is made by PostgreSQL for the hash format this addon
         issues, so that Python handles each of 100,000 rows only once, in
         C-implemented list operations. Columns: line (None when not made
@@ -252,9 +251,6 @@ class IotMosquittoSync(models.AbstractModel):
         username cannot be written: ':', blanks, or a character that no
         username may hold and that Mosquitto reads specially).
         """
-        group_id = self.env["ir.model.data"]._xmlid_to_res_id(
-            "iot_base.iot_base_group_user", raise_if_not_found=False
-        )
         # a plan this size makes PostgreSQL compile it (JIT): ~0.4 s wasted
         self.env.cr.execute("SET LOCAL jit = off")
         self.env.cr.execute(
@@ -294,18 +290,13 @@ class IotMosquittoSync(models.AbstractModel):
                          GROUP BY credential_id
                   ) ll ON ll.credential_id = c.id
                   LEFT JOIN res_users u ON u.id = c.user_id
-                 WHERE c.active
-                   AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
+                 WHERE %(live)s
                    AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
-                   AND (c.user_id IS NULL OR u.active)
-                   AND (c.kind != 'user' OR EXISTS (
-                        SELECT 1 FROM res_groups_users_rel r
-                         WHERE r.uid = c.user_id AND r.gid = %(group_id)s))
                  ORDER BY c.id, s.id
               ) x
             """,
                 now=now,
-                group_id=group_id or 0,
+                live=self.env["iot.credentials"]._live_condition(now),
                 special=list(special_ids),
                 sep=LOGIN_SEPARATOR,
             )
@@ -467,39 +458,6 @@ class IotMosquittoSync(models.AbstractModel):
         if not pid_file:
             return _("no pid file configured: the broker's host must reload Mosquitto")
         return reload_broker(pid_file, (config["password_file"], config["acl_file"]))
-
-    # ------------------------------------------------------------------
-    # Logins for the page
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _login_of_secret(self, credential, secret):
-        """The Mosquitto login that carries ``secret`` of ``credential``
-        (same rule as :meth:`_build`), or None when it is not live."""
-        if not isinstance(secret, str) or len(secret) <= INDEX_SIZE:
-            return None
-        self.env.cr.execute(
-            """
-            SELECT id, hash, secret_type = 'long_lived',
-                   id = (SELECT id FROM iot_credentials_secret
-                          WHERE credential_id = %(cid)s AND secret_type = 'long_lived'
-                            AND (expires_at IS NULL OR expires_at > %(now)s)
-                          ORDER BY id DESC LIMIT 1)
-              FROM iot_credentials_secret
-             WHERE credential_id = %(cid)s AND index = %(index)s
-            """,
-            {
-                "cid": credential.id,
-                "index": secret[:INDEX_SIZE],
-                "now": fields.Datetime.now(),
-            },
-        )
-        for sid, hash_, _long_lived, newest_long_lived in self.env.cr.fetchall():
-            if verify_secret(secret, hash_):
-                return login_for(
-                    credential.username, None if newest_long_lived else sid
-                )
-        return None
 
     # ------------------------------------------------------------------
     # UI

@@ -21,7 +21,7 @@ from odoo import _, api, models
 from odoo.exceptions import UserError
 from odoo.tools import config
 
-from ..tools.settings import number_param
+from ..tools.settings import bool_param, number_param
 from .iot_credentials import make_client_id
 
 _logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class IotMqttClient(models.AbstractModel):
         return {
             "host": params.get_param("iot_base.mqtt_host") or "localhost",
             "port": number_param(self.env, "iot_base.mqtt_port", 1883, int, (1, 65535)),
-            "tls": params.get_param("iot_base.mqtt_tls") in ("1", "True", "true"),
+            "tls": bool_param(self.env, "iot_base.mqtt_tls"),
             "timeout": number_param(
                 self.env,
                 "iot_base.mqtt_timeout",

@@ -9,6 +9,7 @@ from odoo import _, api, fields, models
 from odoo.tools import SQL
 
 from ..tools import topic_acl
+from ..tools.settings import bool_param
 from ..tools.store_sync import SyncError, digest, plan
 from .iot_broker_session import BrokerApiError, _origin
 
@@ -58,8 +59,7 @@ class IotStoreAdapter(models.AbstractModel):
 
     @api.model
     def _store_enabled(self):
-        value = self.env["ir.config_parameter"].sudo().get_param(self._enabled_param)
-        return value in ("1", "True", "true")
+        return bool_param(self.env, self._enabled_param)
 
     @api.model
     def _schedule(self):
@@ -74,9 +74,6 @@ class IotStoreAdapter(models.AbstractModel):
         """(credential id, username, kind, company id, owner id, superuser,
         secret expiry, hash, salt) of every login; hash is None when the
         secret has no hash form of this store (issued before it was on)."""
-        group_id = self.env["ir.model.data"]._xmlid_to_res_id(
-            "iot_base.iot_base_group_user", raise_if_not_found=False
-        )
         now = fields.Datetime.now()
         self.env.cr.execute(
             SQL(
@@ -94,17 +91,12 @@ class IotStoreAdapter(models.AbstractModel):
               LEFT JOIN iot_store_hash h
                      ON h.secret_id = s.id AND h.store = %(store)s
               LEFT JOIN res_users u ON u.id = c.user_id
-             WHERE c.active
-               AND (c.expires_at IS NULL OR c.expires_at > %(now)s)
-               AND (c.user_id IS NULL OR u.active)
-               AND (c.kind != 'user' OR EXISTS (
-                    SELECT 1 FROM res_groups_users_rel r
-                     WHERE r.uid = c.user_id AND r.gid = %(group_id)s))
+             WHERE %(live)s
              ORDER BY c.id
             """,
                 now=now,
                 store=self._store_key,
-                group_id=group_id or 0,
+                live=self.env["iot.credentials"]._live_condition(now),
             )
         )
         return self.env.cr.fetchall()
@@ -139,12 +131,7 @@ class IotStoreAdapter(models.AbstractModel):
                 applicable_cache[key] = [
                     scope[5]
                     for scope in scopes
-                    if not (
-                        (scope[1] and scope[1] != kind)
-                        or (scope[2] and not scope[2] & groups)
-                        or (scope[3] and cid not in scope[3])
-                        or (scope[4] and scope[4] != company_id)
-                    )
+                    if topic_acl.rule_applies(scope, kind, groups, cid, company_id)
                 ]
             out[cid] = topic_acl.expand_rules(
                 applicable_cache[key],

@@ -7,8 +7,8 @@ from odoo import _, fields, models
 from odoo.exceptions import AccessError
 from odoo.tools import SQL
 
+from ..tools.mosquitto_files import login_for
 from ..tools.settings import number_param
-from .iot_mosquitto_sync import login_for
 
 DEFAULT_SESSION_LIFETIME_HOURS = 12.0
 

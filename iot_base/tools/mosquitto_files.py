@@ -212,12 +212,7 @@ def build_acl(scopes, plain_by_key, sections, namespaces):
             applicable_cache[key] = [
                 scope
                 for scope in scopes
-                if not (
-                    (scope[1] and scope[1] != kind)
-                    or (scope[2] and not scope[2] & groups)
-                    or (scope[3] and special not in scope[3])
-                    or (scope[4] and scope[4] != company_id)
-                )
+                if topic_acl.rule_applies(scope, kind, groups, special, company_id)
             ]
         return applicable_cache[key]
 

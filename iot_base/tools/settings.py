@@ -23,3 +23,11 @@ def number_param(env, key, default, cast=int, bounds=None):
     if bounds:
         return min(max(value, bounds[0]), bounds[1])
     return value if value > 0 else default
+
+
+def bool_param(env, key):
+    """Whether the system parameter ``key`` is set to a true value ("True",
+    as a Boolean settings field writes it, "1", "yes", "on"); unset or
+    anything else is False."""
+    value = env["ir.config_parameter"].sudo().get_param(key)
+    return str(value).strip().lower() in ("1", "true", "t", "yes", "y", "on")

@@ -449,3 +449,16 @@ def to_emqx_acl(rules: Iterable[Rule], *, max_nodes: int = 20000) -> list[dict]:
     from . import topic_acl_emqx  # noqa: PLC0415
 
     return topic_acl_emqx.compile_acl(rules, max_nodes=max_nodes)
+
+
+def rule_applies(row, kind, group_ids, credential_id, company_id):
+    """Whether a row of ``iot.acl.rule._rule_table`` is about a credential
+    of ``kind`` and ``company_id`` whose owner is in ``group_ids``: the one
+    place that says which rules a credential gets."""
+    _name, rule_kind, groups, credentials, rule_company, _rule = row
+    return not (
+        (rule_kind and rule_kind != kind)
+        or (groups and not groups & group_ids)
+        or (credentials and credential_id not in credentials)
+        or (rule_company and rule_company != company_id)
+    )
