@@ -54,6 +54,15 @@ class IotStoreAdapter(models.AbstractModel):
         )
 
     # ------------------------------------------------------------------
+    # State (the engine's run records)
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _last_result(self):
+        """The details of this store's last run (a dict), or None."""
+        return self.env["iot.store.sync.run"].sudo()._last_result(self._store_key)
+
+    # ------------------------------------------------------------------
     # Configuration
     # ------------------------------------------------------------------
 

@@ -80,7 +80,8 @@ class TestEmqxStoreContract(IotCommonCase):
         result = self.sync()
         self.assertGreaterEqual(result["pushed"], 2)
         self.assertTrue(self.emqx.authenticate("device_emqx01", secret))
-        self.assertFalse(self.emqx.authenticate("device_emqx01", secret[:-1] + "0"))
+        wrong = secret[:-1] + ("1" if secret[-1] == "0" else "0")
+        self.assertFalse(self.emqx.authenticate("device_emqx01", wrong))
         user = self.emqx.users["device_emqx01"]
         self.assertTrue(user["salt"].isascii())
         self.assertFalse(user["is_superuser"])
@@ -209,9 +210,14 @@ class TestEmqxStoreContract(IotCommonCase):
         settings = self.env["res.config.settings"].with_user(
             self.env.ref("base.user_admin")
         )
-        action = settings.create({}).action_iot_store_sync_now()
+        record = settings.create({})
+        action = record.action_iot_store_sync_now()
         self.assertEqual(action["params"]["type"], "success", action["params"])
         self.assertIn("device_emqx11", self.emqx.users)
+        # the settings page shows every field, the stores' last runs included
+        record.invalidate_recordset()
+        shown = record.read()[0]
+        self.assertIn("emqx: ", shown["iot_store_sync_last_result"])
         run = self.env["iot.store.sync.run"].search([("store", "=", "emqx")], limit=1)
         self.assertTrue(run.full)
         with self.assertRaises(AccessError):
