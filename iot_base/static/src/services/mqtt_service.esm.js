@@ -171,7 +171,11 @@ function passwordWords(authKind) {
           };
 }
 
-export class MqttService {
+/**
+ * What the service does; start() hands out only its documented API (the
+ * rest stays private in start()'s closure).
+ */
+class MqttService {
     constructor() {
         this.state = reactive({
             status: STATUS.DISCONNECTED,
@@ -485,7 +489,9 @@ export class MqttService {
         const session = this._session;
         let config = null;
         try {
-            config = validateConfig(await session.refresh(this.state.clientId));
+            config = validateConfig(
+                await session.refresh(this.connection.params.clientId)
+            );
         } catch (error) {
             if (this._session !== session) {
                 // Connect() was called meanwhile
@@ -549,7 +555,26 @@ export const mqttService = {
     dependencies: [],
 
     start() {
-        return new MqttService();
+        const service = new MqttService();
+        return {
+            state: service.state,
+            connect: (options) => service.connect(options),
+            connectWithOdooConfig: (overrides) =>
+                service.connectWithOdooConfig(overrides),
+            disconnect: () => service.disconnect(),
+            subscribe: (filter, callback, options) =>
+                service.subscribe(filter, callback, options),
+            unsubscribe: (filter, callback) => service.unsubscribe(filter, callback),
+            publish: (topic, payload, options) =>
+                service.publish(topic, payload, options),
+            checkSubscribe: (filter, qos) => service.checkSubscribe(filter, qos),
+            checkPublish: (topic, qos, retain) =>
+                service.checkPublish(topic, qos, retain),
+            /** The validated Odoo config (without reading it twice), or null */
+            get odooConfig() {
+                return service.odooConfig;
+            },
+        };
     },
 };
 
