@@ -1,7 +1,12 @@
 import {describe, expect, test} from "@odoo/hoot";
 import {click, edit, queryOne} from "@odoo/hoot-dom";
 import {animationFrame} from "@odoo/hoot-mock";
-import {mountWithCleanup, patchWithCleanup} from "@web/../tests/web_test_helpers";
+import {Component, useState, xml} from "@odoo/owl";
+import {
+    getService,
+    mountWithCleanup,
+    patchWithCleanup,
+} from "@web/../tests/web_test_helpers";
 import {mqttLib} from "@iot_base/services/mqtt_service.esm";
 import {
     formatPayload,
@@ -191,4 +196,32 @@ test("a session secret's expiry says so", async () => {
     await animationFrame();
     expect(".o_mqtt_expiry").toHaveAttribute("data-auth", "secret");
     expect(".o_mqtt_expiry").toHaveText(/Session secret, renewed automatically/);
+});
+
+test("the console's subscriptions end when it is closed", async () => {
+    patchWithCleanup(odoo, {mqtt_config: CONFIG});
+    const clients = useAcceptingBroker();
+    class Host extends Component {
+        static template = xml`<MqttConsole t-if="state.shown"/>`;
+        static components = {MqttConsole};
+        static props = {};
+        setup() {
+            this.state = useState({shown: true});
+        }
+    }
+    const host = await mountWithCleanup(Host);
+    await animationFrame();
+    await click(".o_mqtt_suggestion[data-filter='acme/#']");
+    await animationFrame();
+    expect(".o_mqtt_subscription[data-filter='acme/#']").toHaveAttribute(
+        "data-status",
+        "active"
+    );
+    host.state.shown = false;
+    await animationFrame();
+    expect(".o_mqtt_subscriber").toHaveCount(0);
+    expect(clients[0].unsubscribed).toEqual(["acme/#"]);
+    expect(getService("mqtt").state.subscriptions).toEqual({});
+    // The connection itself is the page's: it stays up
+    expect(getService("mqtt").state.status).toBe("connected");
 });
