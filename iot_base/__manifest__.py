@@ -76,8 +76,10 @@
         "web.assets_unit_tests": [
             "iot_base/static/src/services/**/*",
             "iot_base/static/src/utils/**/*",
-            "iot_base/static/src/widgets/**/*.js",
-            "iot_base/static/src/widgets/**/*.xml",
+            "iot_base/static/src/components/**/*.js",
+            "iot_base/static/src/components/**/*.xml",
+            "iot_base/static/src/iot_app/**/*.js",
+            "iot_base/static/src/iot_app/**/*.xml",
             "iot_base/static/tests/**/*",
             ("remove", "iot_base/static/tests/tours/**/*"),
             ("remove", "iot_base/static/tests/backend_tours/**/*"),

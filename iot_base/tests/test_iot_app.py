@@ -195,7 +195,7 @@ class TestIotAppJsUnit(HttpCase):
         expected = 0
         for name in (
             "mqtt_service.test.js",
-            "mqtt_subscriber.test.js",
+            "mqtt_console.test.js",
             "topic_acl.test.js",
         ):
             with open(file_path(f"iot_base/static/tests/{name}")) as source:

@@ -1,6 +1,6 @@
-import { describe, expect, test } from "@odoo/hoot";
-import { manuallyDispatchProgrammaticEvent } from "@odoo/hoot-dom";
-import { advanceTime, microTick, tick } from "@odoo/hoot-mock";
+import {describe, expect, test} from "@odoo/hoot";
+import {manuallyDispatchProgrammaticEvent} from "@odoo/hoot-dom";
+import {advanceTime, microTick, tick} from "@odoo/hoot-mock";
 import {
     getService,
     makeMockEnv,
@@ -46,13 +46,13 @@ class FakeClient {
         }
     }
     subscribe(filter, options, callback) {
-        this.subscribeCalls.push({ filter, qos: options.qos, callback });
+        this.subscribeCalls.push({filter, qos: options.qos, callback});
     }
     unsubscribe(filter) {
         this.unsubscribed.push(filter);
     }
     publish(topic, payload, options, callback) {
-        this.published.push({ topic, payload, ...options });
+        this.published.push({topic, payload, ...options});
         callback();
     }
     end() {
@@ -62,7 +62,7 @@ class FakeClient {
     accept() {
         this.hooks.onSocketOpen();
         this.connected = true;
-        this.emit("connect", { returnCode: 0 });
+        this.emit("connect", {returnCode: 0});
     }
     /** a CONNACK with a refusal code (EMQX, Mosquitto, RabbitMQ over TCP) */
     refuse(code = 5) {
@@ -93,31 +93,61 @@ class FakeClient {
     suback(code) {
         const call = this.subscribeCalls.find((c) => !c.answered);
         call.answered = true;
-        const packet = { cmd: "suback", granted: [code] };
+        const packet = {cmd: "suback", granted: [code]};
         if (code >= 128) {
             const error = new Error("Subscribe error");
             error.packet = packet;
             call.callback(error, [], packet);
         } else {
-            call.callback(null, [{ topic: call.filter, qos: code }], packet);
+            call.callback(null, [{topic: call.filter, qos: code}], packet);
         }
     }
     message(topic, text, packet = {}) {
-        this.emit("message", topic, new TextEncoder().encode(text), { qos: 0, retain: false, ...packet });
+        this.emit("message", topic, new TextEncoder().encode(text), {
+            qos: 0,
+            retain: false,
+            ...packet,
+        });
     }
 }
 
+/** A message callback that keeps what it receives (in `.messages`). */
+function collector() {
+    const messages = [];
+    const callback = (message) => messages.push(message);
+    callback.messages = messages;
+    return callback;
+}
+
 const RULES = [
-    { permission: "deny", action: "all", topic: "acme/devices/+/config/#", qos: null, retain: null },
-    { permission: "allow", action: "subscribe", topic: "acme/devices/+/telemetry/#", qos: null, retain: null },
-    { permission: "allow", action: "all", topic: "acme/users/user_demo/#", qos: null, retain: null },
+    {
+        permission: "deny",
+        action: "all",
+        topic: "acme/devices/+/config/#",
+        qos: null,
+        retain: null,
+    },
+    {
+        permission: "allow",
+        action: "subscribe",
+        topic: "acme/devices/+/telemetry/#",
+        qos: null,
+        retain: null,
+    },
+    {
+        permission: "allow",
+        action: "all",
+        topic: "acme/users/user_demo/#",
+        qos: null,
+        retain: null,
+    },
 ];
 
 function makeConfig(values = {}) {
     return {
         broker_url: "ws://broker.test:8083/mqtt",
         client_id: "user_demo~0a1b2c3d",
-        credentials: { username: "user_demo", password: "s3cret-1", is_superuser: false },
+        credentials: {username: "user_demo", password: "s3cret-1", is_superuser: false},
         expires_at: "2030-01-01 00:00:00",
         expires_in: 3600,
         namespace: "acme",
@@ -142,19 +172,19 @@ function useFakeBroker() {
     return clients;
 }
 
-async function setup({ config = makeConfig(), random = 0.5 } = {}) {
-    patchWithCleanup(Math, { random: () => random });
+async function setup({config = makeConfig(), random = 0.5} = {}) {
+    patchWithCleanup(Math, {random: () => random});
     if (config) {
-        patchWithCleanup(odoo, { mqtt_config: config });
+        patchWithCleanup(odoo, {mqtt_config: config});
     }
     const clients = useFakeBroker();
     await makeMockEnv();
-    return { clients, mqtt: getService("mqtt") };
+    return {clients, mqtt: getService("mqtt")};
 }
 
 describe("config", () => {
     test("a missing config is a clear error", async () => {
-        const { mqtt, clients } = await setup({ config: null });
+        const {mqtt, clients} = await setup({config: null});
         expect(() => readOdooConfig()).toThrow(/no MQTT configuration on this page/);
         expect(() => mqtt.connectWithOdooConfig()).toThrow(MqttConfigError);
         expect(clients).toHaveLength(0);
@@ -163,16 +193,22 @@ describe("config", () => {
 
     test("an incomplete config names what is missing", async () => {
         await makeMockEnv(); // messages are translated
-        expect(() => validateConfig({ broker_url: "ws://b/mqtt" })).toThrow(/credentials\./);
+        expect(() => validateConfig({broker_url: "ws://b/mqtt"})).toThrow(
+            /credentials\./
+        );
         expect(() =>
-            validateConfig(makeConfig({ credentials: { username: "u", is_superuser: false } }))
+            validateConfig(
+                makeConfig({credentials: {username: "u", is_superuser: false}})
+            )
         ).toThrow(/credentials\.password/);
-        expect(() => validateConfig(makeConfig({ broker_url: "http://b/mqtt" }))).toThrow(
+        expect(() => validateConfig(makeConfig({broker_url: "http://b/mqtt"}))).toThrow(
             /broker_url/
         );
-        expect(() => validateConfig(makeConfig({ acl: "allow all" }))).toThrow(/acl/);
-        expect(() => validateConfig(makeConfig({ expires_in: -1 }))).toThrow(/expires_in/);
-        const config = validateConfig(makeConfig({ default_subscriptions: undefined }));
+        expect(() => validateConfig(makeConfig({acl: "allow all"}))).toThrow(/acl/);
+        expect(() => validateConfig(makeConfig({expires_in: -1}))).toThrow(
+            /expires_in/
+        );
+        const config = validateConfig(makeConfig({default_subscriptions: undefined}));
         expect(config.default_subscriptions).toEqual([]);
         expect(config.credentials).toEqual({
             username: "user_demo",
@@ -182,7 +218,7 @@ describe("config", () => {
     });
 
     test("connectWithOdooConfig uses the page's identity and client id", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         expect(clients).toHaveLength(1);
         const [client] = clients;
@@ -208,7 +244,7 @@ describe("config", () => {
 
 describe("connection", () => {
     test("state transitions", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         const outcome = mqtt.connectWithOdooConfig();
         expect(mqtt.state.status).toBe(STATUS.CONNECTING);
         clients[0].accept();
@@ -231,7 +267,9 @@ describe("connection", () => {
         await advanceTime(backoffDelay(1) + 100);
         clients[2].drop(); // the WebSocket never opened: the broker is down, not refusing
         expect(mqtt.state.status).toBe(STATUS.RECONNECTING);
-        expect(mqtt.state.lastError).toMatch(/Cannot reach the broker at ws:\/\/broker.test/);
+        expect(mqtt.state.lastError).toMatch(
+            /Cannot reach the broker at ws:\/\/broker.test/
+        );
         await advanceTime(backoffDelay(2) + 100);
         clients[3].accept();
 
@@ -247,7 +285,7 @@ describe("connection", () => {
         expect(backoffDelay(30, () => 1)).toBe(RECONNECT.maxDelay);
         expect(backoffDelay(30, () => 0)).toBe(RECONNECT.maxDelay / 2);
 
-        const { mqtt, clients } = await setup({ random: 1 });
+        const {mqtt, clients} = await setup({random: 1});
         mqtt.connectWithOdooConfig();
         const delays = [];
         for (let i = 0; i < 8; i++) {
@@ -258,7 +296,9 @@ describe("connection", () => {
         }
         expect(clients).toHaveLength(9);
         const expected = [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000];
-        delays.forEach((delay, i) => expect(Math.abs(delay - expected[i])).toBeLessThan(50));
+        delays.forEach((delay, i) =>
+            expect(Math.abs(delay - expected[i])).toBeLessThan(50)
+        );
 
         // up again, but dropped before it was stable: no reset
         clients.at(-1).accept();
@@ -269,11 +309,13 @@ describe("connection", () => {
         await advanceTime(RECONNECT.stableAfter + 100);
         expect(mqtt.state.attempts).toBe(0);
         clients.at(-1).drop();
-        expect(mqtt.state.nextRetryAt - Date.now()).toBeLessThan(RECONNECT.initialDelay + 50);
+        expect(mqtt.state.nextRetryAt - Date.now()).toBeLessThan(
+            RECONNECT.initialDelay + 50
+        );
     });
 
     test("no reconnection after a deliberate disconnect", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].accept();
         mqtt.disconnect();
@@ -285,16 +327,16 @@ describe("connection", () => {
     });
 
     test("offline waits for online instead of retrying", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].accept();
-        patchWithCleanup(navigator, { onLine: false });
+        patchWithCleanup(navigator, {onLine: false});
         await manuallyDispatchProgrammaticEvent(window, "offline");
         expect(mqtt.state.status).toBe(STATUS.RECONNECTING);
         expect(clients[0].ended).toBe(true);
         await advanceTime(RECONNECT.maxDelay);
         expect(clients).toHaveLength(1);
-        patchWithCleanup(navigator, { onLine: true });
+        patchWithCleanup(navigator, {onLine: true});
         await manuallyDispatchProgrammaticEvent(window, "online");
         await advanceTime(RECONNECT.backOnlineDelay);
         expect(clients).toHaveLength(2);
@@ -305,12 +347,14 @@ describe("connection", () => {
 
 describe("subscriptions", () => {
     test("re-subscribed after a reconnection, one at a time", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].accept();
         const received = [];
         mqtt.subscribe("acme/devices/+/telemetry/#", (m) => received.push(m.topic));
-        mqtt.subscribe("acme/users/user_demo/#", (m) => received.push(m.topic), { qos: 1 });
+        mqtt.subscribe("acme/users/user_demo/#", (m) => received.push(m.topic), {
+            qos: 1,
+        });
         await tick();
         expect(clients[0].subscribeCalls.map((c) => c.filter)).toEqual([
             "acme/devices/+/telemetry/#",
@@ -326,7 +370,9 @@ describe("subscriptions", () => {
         });
 
         clients[0].drop();
-        expect(mqtt.state.subscriptions["acme/users/user_demo/#"].status).toBe("pending");
+        expect(mqtt.state.subscriptions["acme/users/user_demo/#"].status).toBe(
+            "pending"
+        );
         await advanceTime(RECONNECT.initialDelay + 100);
         clients[1].accept();
         await tick();
@@ -339,11 +385,14 @@ describe("subscriptions", () => {
         clients[1].message("acme/devices/d1/telemetry/t", "21");
         clients[1].message("acme/users/user_demo/x", "hi");
         clients[1].message("acme/other", "never");
-        expect(received).toEqual(["acme/devices/d1/telemetry/t", "acme/users/user_demo/x"]);
+        expect(received).toEqual([
+            "acme/devices/d1/telemetry/t",
+            "acme/users/user_demo/x",
+        ]);
     });
 
     test("a filter outside the rules never reaches the broker", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].accept();
         for (const filter of [
@@ -353,9 +402,11 @@ describe("subscriptions", () => {
             "acme/devices/+/status", // no rule
             "acme/users/user_other/#",
         ]) {
-            expect(() => mqtt.subscribe(filter, () => {})).toThrow(MqttRefusedError);
+            expect(() => mqtt.subscribe(filter, collector())).toThrow(MqttRefusedError);
         }
-        expect(() => mqtt.subscribe("a/#/b", () => {})).toThrow(/not a valid topic filter/);
+        expect(() => mqtt.subscribe("a/#/b", collector())).toThrow(
+            /not a valid topic filter/
+        );
         await tick();
         expect(clients[0].subscribeCalls).toHaveLength(0);
         expect(mqtt.state.status).toBe(STATUS.CONNECTED);
@@ -363,24 +414,31 @@ describe("subscriptions", () => {
         expect(() => mqtt.publish("acme/devices/d1/telemetry/t", "x")).toThrow(
             /do not allow publishing/
         );
-        await mqtt.publish("acme/users/user_demo/console", { a: 1 }, { qos: 1 });
+        await mqtt.publish("acme/users/user_demo/console", {a: 1}, {qos: 1});
         expect(clients[0].published).toEqual([
-            { topic: "acme/users/user_demo/console", payload: '{"a":1}', qos: 1, retain: false },
+            {
+                topic: "acme/users/user_demo/console",
+                payload: '{"a":1}',
+                qos: 1,
+                retain: false,
+            },
         ]);
     });
 
     test("SUBACK failure: dropped from the re-subscribe set, reported", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].accept();
-        const granted = mqtt.subscribe("acme/devices/+/telemetry/#", () => {});
+        const granted = mqtt.subscribe("acme/devices/+/telemetry/#", collector());
         await tick();
         clients[0].suback(0x80);
         await expect(granted).resolves.toBe(false);
         expect(mqtt.state.subscriptions["acme/devices/+/telemetry/#"]).toMatchObject({
             status: "refused",
         });
-        expect(mqtt.state.subscriptions["acme/devices/+/telemetry/#"].error).toMatch(/refused/);
+        expect(mqtt.state.subscriptions["acme/devices/+/telemetry/#"].error).toMatch(
+            /refused/
+        );
         expect(mqtt.state.status).toBe(STATUS.CONNECTED);
         clients[0].drop();
         await advanceTime(RECONNECT.initialDelay + 100);
@@ -393,18 +451,20 @@ describe("subscriptions", () => {
     });
 
     test("a broker that drops the connection on a refused SUBSCRIBE: no loop", async () => {
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].accept();
-        mqtt.subscribe("acme/users/user_demo/#", () => {});
+        mqtt.subscribe("acme/users/user_demo/#", collector());
         await tick();
         clients[0].suback(0);
         await tick();
-        mqtt.subscribe("acme/devices/+/telemetry/#", () => {});
+        mqtt.subscribe("acme/devices/+/telemetry/#", collector());
         await tick();
         clients[0].drop(); // instead of a SUBACK
         await microTick();
-        expect(mqtt.state.subscriptions["acme/devices/+/telemetry/#"].status).toBe("refused");
+        expect(mqtt.state.subscriptions["acme/devices/+/telemetry/#"].status).toBe(
+            "refused"
+        );
         expect(mqtt.state.subscriptions["acme/devices/+/telemetry/#"].error).toMatch(
             /closed the connection/
         );
@@ -414,7 +474,9 @@ describe("subscriptions", () => {
         await tick();
         clients[1].suback(0);
         await tick();
-        expect(clients[1].subscribeCalls.map((c) => c.filter)).toEqual(["acme/users/user_demo/#"]);
+        expect(clients[1].subscribeCalls.map((c) => c.filter)).toEqual([
+            "acme/users/user_demo/#",
+        ]);
         await advanceTime(RECONNECT.maxDelay);
         expect(clients).toHaveLength(2);
         expect(mqtt.state.status).toBe(STATUS.CONNECTED);
@@ -425,14 +487,18 @@ describe("session secret", () => {
     test("renewed before it expires, then handed over to a new connection", async () => {
         let calls = 0;
         onRpc("/iot/app/config", async (request) => {
-            const { params } = await request.json();
+            const {params} = await request.json();
             expect.step(`refresh ${params.client_id}`);
             calls++;
             return makeConfig({
-                credentials: { username: "user_demo", password: `s3cret-${calls + 1}`, is_superuser: false },
+                credentials: {
+                    username: "user_demo",
+                    password: `s3cret-${calls + 1}`,
+                    is_superuser: false,
+                },
             });
         });
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].accept();
         await advanceTime(3600 * 1000 - REFRESH_MARGIN - 1000);
@@ -451,10 +517,14 @@ describe("session secret", () => {
         onRpc("/iot/app/config", () => {
             expect.step("refresh");
             return makeConfig({
-                credentials: { username: "user_demo", password: "s3cret-2", is_superuser: false },
+                credentials: {
+                    username: "user_demo",
+                    password: "s3cret-2",
+                    is_superuser: false,
+                },
             });
         });
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].refuse(5);
         await tick();
@@ -477,7 +547,7 @@ describe("session secret", () => {
                 description: "You are not allowed to use MQTT",
             });
         });
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].refuse(5);
         await tick();
@@ -492,7 +562,7 @@ describe("session secret", () => {
             expect.step("refresh");
             return makeConfig();
         });
-        const { mqtt, clients } = await setup();
+        const {mqtt, clients} = await setup();
         mqtt.connectWithOdooConfig();
         clients[0].hangUp();
         await tick();
@@ -500,14 +570,20 @@ describe("session secret", () => {
         clients[1].hangUp();
         await tick();
         expect(mqtt.state.status).toBe(STATUS.ERROR);
-        expect(mqtt.state.lastError).toMatch(/closed the connection instead of accepting it/);
+        expect(mqtt.state.lastError).toMatch(
+            /closed the connection instead of accepting it/
+        );
         await advanceTime(RECONNECT.maxDelay * 5);
         expect(clients).toHaveLength(2);
     });
 
     test("manual credentials are not renewed: refused is an error", async () => {
-        const { mqtt, clients } = await setup();
-        mqtt.connect({ url: "ws://broker.test/mqtt", username: "device_01", password: "wrong" });
+        const {mqtt, clients} = await setup();
+        mqtt.connect({
+            url: "ws://broker.test/mqtt",
+            username: "device_01",
+            password: "wrong",
+        });
         expect(clients[0].options.clientId).toMatch(/^device_01~[0-9a-f]{8}$/);
         clients[0].refuse(4);
         await tick();
@@ -515,35 +591,45 @@ describe("session secret", () => {
         expect(mqtt.state.lastError).toMatch(/refused these credentials/);
         await advanceTime(RECONNECT.maxDelay * 2);
         expect(clients).toHaveLength(1);
-        expect(() => mqtt.connect({ url: "http://x", username: "u" })).toThrow(MqttConfigError);
+        expect(() => mqtt.connect({url: "http://x", username: "u"})).toThrow(
+            MqttConfigError
+        );
     });
 });
 
 describe("signed token", () => {
-    const TOKEN_CONFIG = { auth: "jwt", broker_kind: "rabbitmq", expires_in: 600 };
+    const TOKEN_CONFIG = {auth: "jwt", broker_kind: "rabbitmq", expires_in: 600};
 
     test("the config says token mode", () => {
         expect(validateConfig(makeConfig(TOKEN_CONFIG)).auth).toBe("jwt");
         expect(validateConfig(makeConfig(TOKEN_CONFIG)).broker_kind).toBe("rabbitmq");
-        expect(validateConfig(makeConfig({ auth: "other" })).auth).toBe("secret");
+        expect(validateConfig(makeConfig({auth: "other"})).auth).toBe("secret");
         expect(validateConfig(makeConfig()).auth).toBe("secret");
     });
 
     test("reconnected with a fresh token before its exp, the client id kept", async () => {
         let calls = 0;
         onRpc("/iot/app/config", async (request) => {
-            const { params } = await request.json();
+            const {params} = await request.json();
             expect.step(`refresh ${params.client_id}`);
             calls++;
             return makeConfig({
                 ...TOKEN_CONFIG,
-                credentials: { username: "user_demo", password: `jwt-${calls + 1}`, is_superuser: false },
+                credentials: {
+                    username: "user_demo",
+                    password: `jwt-${calls + 1}`,
+                    is_superuser: false,
+                },
             });
         });
-        const { mqtt, clients } = await setup({
+        const {mqtt, clients} = await setup({
             config: makeConfig({
                 ...TOKEN_CONFIG,
-                credentials: { username: "user_demo", password: "jwt-1", is_superuser: false },
+                credentials: {
+                    username: "user_demo",
+                    password: "jwt-1",
+                    is_superuser: false,
+                },
             }),
         });
         mqtt.connectWithOdooConfig();
@@ -571,10 +657,14 @@ describe("signed token", () => {
             expect.step("refresh");
             return makeConfig({
                 ...TOKEN_CONFIG,
-                credentials: { username: "user_demo", password: "jwt-2", is_superuser: false },
+                credentials: {
+                    username: "user_demo",
+                    password: "jwt-2",
+                    is_superuser: false,
+                },
             });
         });
-        const { mqtt, clients } = await setup({ config: makeConfig(TOKEN_CONFIG) });
+        const {mqtt, clients} = await setup({config: makeConfig(TOKEN_CONFIG)});
         mqtt.connectWithOdooConfig();
         // RabbitMQ's Web MQTT closes the socket of a refused token
         clients[0].hangUp();

@@ -1,4 +1,4 @@
-import { describe, expect, test } from "@odoo/hoot";
+import {describe, expect, test} from "@odoo/hoot";
 import {
     authorize,
     filterCovers,
@@ -12,22 +12,22 @@ import {
 
 describe.current.tags("headless");
 
-function rule(permission, action, topic, { qos = null, retain = null } = {}) {
-    return { permission, action, topic, qos, retain };
+function rule(permission, action, topic, {qos = null, retain = null} = {}) {
+    return {permission, action, topic, qos, retain};
 }
 
 test("validation", () => {
     for (const name of ["a", "a/b", "/", "a//b", "$SYS/x", "é/ü"]) {
-        expect(isValidTopicName(name)).toBe(true, { message: name });
+        expect(isValidTopicName(name)).toBe(true, {message: name});
     }
     for (const name of ["", "a/+", "#", "a\u0000b", "a".repeat(65536)]) {
-        expect(isValidTopicName(name)).toBe(false, { message: name.slice(0, 10) });
+        expect(isValidTopicName(name)).toBe(false, {message: name.slice(0, 10)});
     }
     for (const filter of ["#", "+", "a/#", "+/+", "a/+/b", "/", "a//#", "$SYS/#"]) {
-        expect(isValidTopicFilter(filter)).toBe(true, { message: filter });
+        expect(isValidTopicFilter(filter)).toBe(true, {message: filter});
     }
     for (const filter of ["", "a/#/b", "a#", "a+/b", "#/", "a/b#", "\uD800"]) {
-        expect(isValidTopicFilter(filter)).toBe(false, { message: filter });
+        expect(isValidTopicFilter(filter)).toBe(false, {message: filter});
     }
 });
 
@@ -56,7 +56,9 @@ test("matching follows MQTT 3.1.1 section 4.7", () => {
         ["a/#/b", "a/x/b", false],
     ];
     for (const [filter, topic, expected] of table) {
-        expect(topicMatches(filter, topic)).toBe(expected, { message: `${filter} ${topic}` });
+        expect(topicMatches(filter, topic)).toBe(expected, {
+            message: `${filter} ${topic}`,
+        });
     }
 });
 
@@ -78,7 +80,9 @@ test("a rule covers a filter only if it matches all its topics", () => {
         ["a/+", "a/#/", false],
     ];
     for (const [ruleFilter, sub, expected] of table) {
-        expect(filterCovers(ruleFilter, sub)).toBe(expected, { message: `${ruleFilter} ${sub}` });
+        expect(filterCovers(ruleFilter, sub)).toBe(expected, {
+            message: `${ruleFilter} ${sub}`,
+        });
     }
 });
 
@@ -86,8 +90,8 @@ test("publish: first match wins, qos and retain constraints, default deny", () =
     const rules = [
         rule("deny", "all", "$SYS/#"),
         rule("deny", "publish", "devices/c1/secret"),
-        rule("allow", "publish", "devices/c1/#", { qos: [0, 1] }),
-        rule("allow", "publish", "retained/+", { retain: true }),
+        rule("allow", "publish", "devices/c1/#", {qos: [0, 1]}),
+        rule("allow", "publish", "retained/+", {retain: true}),
         rule("allow", "subscribe", "up/#"),
     ];
     expect(authorize(rules, "publish", "devices/c1/x")).toBe("allow");
@@ -111,7 +115,7 @@ test("subscribe: every topic of the filter must be allowed", () => {
         rule("allow", "all", "c/+"),
         rule("allow", "subscribe", "d"),
         rule("allow", "subscribe", "d/+/#"),
-        rule("allow", "subscribe", "q/#", { qos: [0] }),
+        rule("allow", "subscribe", "q/#", {qos: [0]}),
         rule("allow", "subscribe", "$SYS/#"),
         rule("allow", "subscribe", "e/+"),
         rule("allow", "subscribe", "e/+/+"),
@@ -143,11 +147,17 @@ test("subscribe: every topic of the filter must be allowed", () => {
         ["", "deny"],
     ];
     for (const [filter, expected] of cases) {
-        expect(authorize(rules, "subscribe", filter)).toBe(expected, { message: filter });
+        expect(authorize(rules, "subscribe", filter)).toBe(expected, {message: filter});
     }
     expect(authorize(rules, "subscribe", "q/#", 1)).toBe("deny");
     expect(authorize([], "subscribe", "a")).toBe("deny");
-    expect(authorize([rule("allow", "subscribe", "#")], "subscribe", "#")).toBe("allow");
-    expect(authorize([rule("allow", "subscribe", "#")], "subscribe", "$SYS/#")).toBe("deny");
-    expect(authorize([rule("allow", "subscribe", "+/x")], "subscribe", "+/x")).toBe("allow");
+    expect(authorize([rule("allow", "subscribe", "#")], "subscribe", "#")).toBe(
+        "allow"
+    );
+    expect(authorize([rule("allow", "subscribe", "#")], "subscribe", "$SYS/#")).toBe(
+        "deny"
+    );
+    expect(authorize([rule("allow", "subscribe", "+/x")], "subscribe", "+/x")).toBe(
+        "allow"
+    );
 });

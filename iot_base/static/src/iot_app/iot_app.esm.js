@@ -1,13 +1,13 @@
-import { Component, whenReady } from "@odoo/owl";
-import { MainComponentsContainer } from "@web/core/main_components_container";
-import { user } from "@web/core/user";
-import { mountComponent } from "@web/env";
-import { MQTTSubscriber } from "../widgets/mqtt_subscriber/mqtt_subscriber.esm";
+import {Component, whenReady} from "@odoo/owl";
+import {MainComponentsContainer} from "@web/core/main_components_container";
+import {user} from "@web/core/user";
+import {mountComponent} from "@web/env";
+import {MqttConsole} from "./mqtt_console.esm";
 
 /** The /iot/app page: an Odoo-looking frame around the MQTT console. */
 export class IotApp extends Component {
     static template = "iot_base.IotApp";
-    static components = { MainComponentsContainer, MQTTSubscriber };
+    static components = {MainComponentsContainer, MqttConsole};
     static props = {};
 
     setup() {

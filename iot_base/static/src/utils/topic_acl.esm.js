@@ -25,7 +25,9 @@ const encoder = new TextEncoder();
 
 function utf8LengthOk(s) {
     // lone surrogates are not valid UTF-8
-    if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s)) {
+    if (
+        /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s)
+    ) {
         return false;
     }
     return s.length <= MAX_TOPIC_LENGTH && encoder.encode(s).length <= MAX_TOPIC_LENGTH;
@@ -182,31 +184,6 @@ function ruleApplies(rule, action, qos, retain) {
 }
 
 /**
- * Exact SUBSCRIBE decision, as in topic_acl.py: the first rule that meets
- * `sub` decides when it covers it or is a deny; an allow that only meets it
- * needs a search for a topic of `sub` that first-match denies.
- *
- * @param {Array<[string, string[]]>} rules [permission, levels] applicable
- * @param {string[]} sub
- */
-function subscribeAllowed(rules, sub) {
-    for (let idx = 0; idx < rules.length; idx++) {
-        const [perm, r] = rules[idx];
-        if (!intersects(r, sub)) {
-            continue;
-        }
-        if (covers(r, sub)) {
-            return perm === ALLOW;
-        }
-        if (perm === DENY) {
-            return false;
-        }
-        return !findDeniedTopic(rules.slice(idx), sub);
-    }
-    return false;
-}
-
-/**
  * Is some topic name matched by `sub` not first-match allowed? Depth-first
  * over the levels of the topics of `sub`, branching on the literals of the
  * rules still alive plus one fresh word, memoised on (depth, alive rules);
@@ -235,6 +212,7 @@ function findDeniedTopic(rules, sub) {
     function bad(k, alive) {
         const key = `${k}|${alive.join(",")}`;
         if (!memo.has(key)) {
+            // eslint-disable-next-line no-use-before-define -- mutual recursion (hoisted)
             memo.set(key, computeBad(k, alive));
         }
         return memo.get(key);
@@ -269,10 +247,8 @@ function findDeniedTopic(rules, sub) {
             }
         }
         if (inHash || k < n) {
-            let words;
-            if (!inHash && sub[k] !== "+") {
-                words = [sub[k]];
-            } else {
+            let words = [sub[k]];
+            if (inHash || sub[k] === "+") {
                 const lits = new Set();
                 for (const i of alive) {
                     const r = rules[i][1];
@@ -309,6 +285,31 @@ function findDeniedTopic(rules, sub) {
 }
 
 /**
+ * Exact SUBSCRIBE decision, as in topic_acl.py: the first rule that meets
+ * `sub` decides when it covers it or is a deny; an allow that only meets it
+ * needs a search for a topic of `sub` that first-match denies.
+ *
+ * @param {Array<[string, string[]]>} rules [permission, levels] applicable
+ * @param {string[]} sub
+ */
+function subscribeAllowed(rules, sub) {
+    for (let idx = 0; idx < rules.length; idx++) {
+        const [perm, r] = rules[idx];
+        if (!intersects(r, sub)) {
+            continue;
+        }
+        if (covers(r, sub)) {
+            return perm === ALLOW;
+        }
+        if (perm === DENY) {
+            return false;
+        }
+        return !findDeniedTopic(rules.slice(idx), sub);
+    }
+    return false;
+}
+
+/**
  * "allow" or "deny" for one request, rules tried in order, default deny.
  *
  * @param {Object[]} rules
@@ -330,7 +331,10 @@ export function authorize(rules, action, topic, qos = 0, retain = false) {
         }
         const levels = topic.split("/");
         for (const rule of rules) {
-            if (ruleApplies(rule, "publish", qos, Boolean(retain)) && match(rule.topic.split("/"), levels)) {
+            if (
+                ruleApplies(rule, "publish", qos, Boolean(retain)) &&
+                match(rule.topic.split("/"), levels)
+            ) {
                 return rule.permission;
             }
         }

@@ -1,6 +1,6 @@
-import { rpc } from "@web/core/network/rpc";
-import { registry } from "@web/core/registry";
-import { user } from "@web/core/user";
+import {rpc} from "@web/core/network/rpc";
+import {registry} from "@web/core/registry";
+import {user} from "@web/core/user";
 
 // Tours of the MQTT console against a real broker (iot_base/tests/test_iot_app.py
 // starts RabbitMQ and publishes/subscribes with paho-mqtt around them).
@@ -25,8 +25,8 @@ function check(condition, message) {
 
 function subscribe(filter) {
     return [
-        { content: `Type ${filter}`, trigger: "#o_mqtt_filter", run: `edit ${filter}` },
-        { content: "Subscribe", trigger: ".o_mqtt_subscribe", run: "click" },
+        {content: `Type ${filter}`, trigger: "#o_mqtt_filter", run: `edit ${filter}`},
+        {content: "Subscribe", trigger: ".o_mqtt_subscribe", run: "click"},
     ];
 }
 
@@ -41,24 +41,34 @@ function waitFor(ms) {
 tours.add("iot_app_console", {
     url: "/iot/app",
     steps: () => {
-        const { namespace: ns, credentials } = config();
+        const {namespace: ns, credentials} = config();
         const me = credentials.username;
         const telemetry = `${ns}/devices/+/telemetry/#`;
         const own = `${ns}/users/${me}/#`;
         return [
             connected,
             {
-                content: "The password is only in the masked input: not in the DOM, not in the URL",
+                content:
+                    "The password is only in the masked input: not in the DOM, not in the URL",
                 trigger: "#o_mqtt_password",
                 run: function () {
                     const password = config().credentials.password;
-                    check(this.anchor.type === "password", "the password input is not masked");
-                    check(this.anchor.value === password, "the password is not pre-filled");
+                    check(
+                        this.anchor.type === "password",
+                        "the password input is not masked"
+                    );
+                    check(
+                        this.anchor.value === password,
+                        "the password is not pre-filled"
+                    );
                     check(
                         !document.documentElement.outerHTML.includes(password),
                         "the password is in the DOM"
                     );
-                    check(!window.location.href.includes(password), "the password is in the URL");
+                    check(
+                        !window.location.href.includes(password),
+                        "the password is in the URL"
+                    );
                 },
             },
             // a filter outside the user's rules: refused before the broker
@@ -75,7 +85,11 @@ tours.add("iot_app_console", {
             {
                 content: "Nothing was subscribed and the connection is still up",
                 trigger: ".o_mqtt_status[data-status=connected][data-attempts='1']",
-                run: () => check(!document.querySelector(".o_mqtt_subscription"), "subscribed"),
+                run: () =>
+                    check(
+                        !document.querySelector(".o_mqtt_subscription"),
+                        "subscribed"
+                    ),
             },
             // an allowed filter
             ...subscribe(telemetry),
@@ -84,7 +98,8 @@ tours.add("iot_app_console", {
                 trigger: `.o_mqtt_subscription[data-filter='${telemetry}'][data-status=active]`,
             },
             {
-                content: "A message published with paho-mqtt shows up, as formatted JSON",
+                content:
+                    "A message published with paho-mqtt shows up, as formatted JSON",
                 trigger: `.o_mqtt_message[data-topic='${ns}/devices/device_console01/telemetry/temp'] .o_mqtt_payload_json:contains(21.5)`,
                 timeout: 20000,
             },
@@ -108,8 +123,8 @@ tours.add("iot_app_console", {
                 trigger: "#o_mqtt_publish_payload",
                 run: "edit hello from the page",
             },
-            { content: "Publish", trigger: ".o_mqtt_publish_button", run: "click" },
-            { content: "Sent", trigger: ".o_mqtt_publish_info:contains(Published to)" },
+            {content: "Publish", trigger: ".o_mqtt_publish_button", run: "click"},
+            {content: "Sent", trigger: ".o_mqtt_publish_info:contains(Published to)"},
             {
                 content: "It comes back through my subscription",
                 trigger: `.o_mqtt_message[data-topic='${ns}/users/${me}/chat'] .o_mqtt_payload_text:contains(hello from the page)`,
@@ -120,7 +135,7 @@ tours.add("iot_app_console", {
                 trigger: "#o_mqtt_publish_topic",
                 run: `edit ${ns}/devices/device_console01/telemetry/temp`,
             },
-            { content: "Publish", trigger: ".o_mqtt_publish_button", run: "click" },
+            {content: "Publish", trigger: ".o_mqtt_publish_button", run: "click"},
             {
                 content: "Refused with a message",
                 trigger: ".o_mqtt_publish_error:contains(do not allow publishing)",
@@ -155,18 +170,29 @@ tours.add("iot_app_console", {
             },
             {
                 content: "The second tab connects",
-                trigger: ".o_iot_app_second_tab:iframe .o_mqtt_status[data-status=connected]",
+                trigger:
+                    ".o_iot_app_second_tab:iframe .o_mqtt_status[data-status=connected]",
                 timeout: 30000,
             },
             waitFor(3000),
             {
-                content: "Both tabs are still connected, neither reconnected: their client ids differ",
-                trigger: ".o_iot_app_second_tab:iframe .o_mqtt_status[data-status=connected][data-attempts='1']",
+                content:
+                    "Both tabs are still connected, neither reconnected: their client ids differ",
+                trigger:
+                    ".o_iot_app_second_tab:iframe .o_mqtt_status[data-status=connected][data-attempts='1']",
                 run: () => {
-                    const frameDoc = document.querySelector(".o_iot_app_second_tab").contentDocument;
+                    const frameDoc = document.querySelector(
+                        ".o_iot_app_second_tab"
+                    ).contentDocument;
                     const status = document.querySelector(".o_mqtt_status");
-                    check(status.dataset.status === "connected", "the first tab was disconnected");
-                    check(Number(status.dataset.attempts) <= 1, "the first tab had to reconnect");
+                    check(
+                        status.dataset.status === "connected",
+                        "the first tab was disconnected"
+                    );
+                    check(
+                        Number(status.dataset.attempts) <= 1,
+                        "the first tab had to reconnect"
+                    );
                     const ids = [document, frameDoc].map(
                         (doc) => doc.querySelector(".o_mqtt_client_id").textContent
                     );
@@ -201,11 +227,12 @@ tours.add("iot_app_refused_secret", {
                 });
             },
         },
-        { content: "Disconnect", trigger: ".o_mqtt_disconnect", run: "click" },
-        { content: "Disconnected", trigger: ".o_mqtt_status[data-status=disconnected]" },
-        { content: "Connect again", trigger: ".o_mqtt_connect", run: "click" },
+        {content: "Disconnect", trigger: ".o_mqtt_disconnect", run: "click"},
+        {content: "Disconnected", trigger: ".o_mqtt_status[data-status=disconnected]"},
+        {content: "Connect again", trigger: ".o_mqtt_connect", run: "click"},
         {
-            content: "The broker refused the revoked secret: a fresh one was fetched and used",
+            content:
+                "The broker refused the revoked secret: a fresh one was fetched and used",
             trigger: ".o_mqtt_status[data-status=connected][data-renewals='1']",
             timeout: 30000,
         },
@@ -214,7 +241,7 @@ tours.add("iot_app_refused_secret", {
             trigger: "#o_mqtt_password",
             run: "edit not-the-password",
         },
-        { content: "Connect with it", trigger: ".o_mqtt_connect", run: "click" },
+        {content: "Connect with it", trigger: ".o_mqtt_connect", run: "click"},
         {
             content: "A clear error",
             trigger: ".o_mqtt_status[data-status=error]",
@@ -245,7 +272,8 @@ tours.add("iot_app_secret_renewal", {
                 trigger: `.o_mqtt_subscription[data-filter='${telemetry}'][data-status=active]`,
             },
             {
-                content: "Before the short-lived secret expires, a new one is fetched and used",
+                content:
+                    "Before the short-lived secret expires, a new one is fetched and used",
                 trigger: ".o_mqtt_status[data-status=connected][data-renewals='1']",
                 timeout: 30000,
             },
@@ -253,7 +281,7 @@ tours.add("iot_app_secret_renewal", {
                 content: "Subscriptions were re-established on the new connection",
                 trigger: `.o_mqtt_subscription[data-filter='${telemetry}'][data-status=active]`,
             },
-            { content: "Clear the list", trigger: ".o_mqtt_clear", run: "click" },
+            {content: "Clear the list", trigger: ".o_mqtt_clear", run: "click"},
             {
                 content: "Messages keep coming",
                 trigger: `.o_mqtt_message[data-topic='${ns}/devices/device_console01/telemetry/temp']`,
@@ -272,7 +300,8 @@ tours.add("iot_app_broker_refusal", {
         return [
             connected,
             {
-                content: "Meanwhile a manager denies a topic this page's rules still allow",
+                content:
+                    "Meanwhile a manager denies a topic this page's rules still allow",
                 trigger: ".o_mqtt_subscriber",
                 run: async () => {
                     const model = "iot.acl.rule";
@@ -296,7 +325,8 @@ tours.add("iot_app_broker_refusal", {
             },
             ...subscribe(lab),
             {
-                content: "The broker refused it (RabbitMQ closes the connection): reported",
+                content:
+                    "The broker refused it (RabbitMQ closes the connection): reported",
                 trigger: `.o_mqtt_subscription[data-filter='${lab}'][data-status=refused]:contains(closed the connection)`,
                 timeout: 20000,
             },
@@ -316,8 +346,9 @@ tours.add("iot_app_broker_refusal", {
                 trigger: `.o_mqtt_status[data-status=connected]`,
                 run: () =>
                     check(
-                        document.querySelector(`.o_mqtt_subscription[data-filter='${lab}']`)
-                            .dataset.status === "refused",
+                        document.querySelector(
+                            `.o_mqtt_subscription[data-filter='${lab}']`
+                        ).dataset.status === "refused",
                         "the refused filter came back"
                     ),
             },
@@ -332,7 +363,7 @@ tours.add("iot_app_broker_refusal", {
 tours.add("iot_app_mosquitto", {
     url: "/iot/app",
     steps: () => {
-        const { namespace: ns, default_publish_topic: suggested } = config();
+        const {namespace: ns, default_publish_topic: suggested} = config();
         const own = suggested.replace(/[^/]+$/, "#"); // <ns>/users/<username>/#
         const chat = suggested.replace(/[^/]+$/, "chat");
         const telemetry = `${ns}/devices/+/telemetry/#`;
@@ -353,7 +384,8 @@ tours.add("iot_app_mosquitto", {
                 trigger: `.o_mqtt_subscription[data-filter='${telemetry}'][data-status=active]`,
             },
             {
-                content: "A message published with paho-mqtt by a synced device shows up",
+                content:
+                    "A message published with paho-mqtt by a synced device shows up",
                 trigger: `.o_mqtt_message[data-topic='${ns}/devices/device_mosq01/telemetry/temp'] .o_mqtt_payload_json:contains(21.5)`,
                 timeout: 20000,
             },
@@ -366,13 +398,13 @@ tours.add("iot_app_mosquitto", {
                 content: "Subscribed",
                 trigger: `.o_mqtt_subscription[data-filter='${own}'][data-status=active]`,
             },
-            { content: "Topic", trigger: "#o_mqtt_publish_topic", run: `edit ${chat}` },
+            {content: "Topic", trigger: "#o_mqtt_publish_topic", run: `edit ${chat}`},
             {
                 content: "Payload",
                 trigger: "#o_mqtt_publish_payload",
                 run: "edit hello mosquitto",
             },
-            { content: "Publish", trigger: ".o_mqtt_publish_button", run: "click" },
+            {content: "Publish", trigger: ".o_mqtt_publish_button", run: "click"},
             {
                 content: "It comes back through my subscription",
                 trigger: `.o_mqtt_message[data-topic='${chat}'] .o_mqtt_payload_text:contains(hello mosquitto)`,

@@ -1,13 +1,18 @@
-import { describe, expect, test } from "@odoo/hoot";
-import { click, edit, queryOne } from "@odoo/hoot-dom";
-import { animationFrame } from "@odoo/hoot-mock";
-import { mountWithCleanup, patchWithCleanup } from "@web/../tests/web_test_helpers";
-import { mqttLib } from "@iot_base/services/mqtt_service.esm";
+import {describe, expect, test} from "@odoo/hoot";
+import {click, edit, queryOne} from "@odoo/hoot-dom";
+import {animationFrame} from "@odoo/hoot-mock";
+import {Component, useState, xml} from "@odoo/owl";
+import {
+    getService,
+    mountWithCleanup,
+    patchWithCleanup,
+} from "@web/../tests/web_test_helpers";
+import {mqttLib} from "@iot_base/services/mqtt_service.esm";
 import {
     formatPayload,
     MAX_PAYLOAD_CHARS,
-    MQTTSubscriber,
-} from "@iot_base/widgets/mqtt_subscriber/mqtt_subscriber.esm";
+} from "@iot_base/components/message_list/message_log.esm";
+import {MqttConsole} from "@iot_base/iot_app/mqtt_console.esm";
 
 describe.current.tags("desktop");
 
@@ -16,10 +21,16 @@ const encode = (text) => new TextEncoder().encode(text);
 const CONFIG = {
     broker_url: "ws://broker.test:8083/mqtt",
     client_id: "user_demo~0a1b2c3d",
-    credentials: { username: "user_demo", password: "s3cret-pw-1234", is_superuser: false },
+    credentials: {
+        username: "user_demo",
+        password: "s3cret-pw-1234",
+        is_superuser: false,
+    },
     expires_in: 3600,
     namespace: "acme",
-    acl: [{ permission: "allow", action: "all", topic: "acme/#", qos: null, retain: null }],
+    acl: [
+        {permission: "allow", action: "all", topic: "acme/#", qos: null, retain: null},
+    ],
     default_subscriptions: ["acme/#"],
     default_publish_topic: "acme/console",
 };
@@ -33,16 +44,23 @@ function useAcceptingBroker() {
             const client = {
                 options,
                 published: [],
+                unsubscribed: [],
+                ended: false,
                 on: (event, callback) => (listeners[event] ||= []).push(callback),
-                emit: (event, ...args) => (listeners[event] || []).forEach((cb) => cb(...args)),
+                emit: (event, ...args) =>
+                    (listeners[event] || []).forEach((cb) => cb(...args)),
                 subscribe: (filter, opts, callback) =>
-                    callback(null, [{ topic: filter, qos: opts.qos }], { granted: [opts.qos] }),
-                unsubscribe() {},
+                    callback(null, [{topic: filter, qos: opts.qos}], {
+                        granted: [opts.qos],
+                    }),
+                unsubscribe: (filter) => client.unsubscribed.push(filter),
                 publish(topic, payload, opts, callback) {
-                    client.published.push({ topic, payload });
+                    client.published.push({topic, payload});
                     callback();
                 },
-                end() {},
+                end() {
+                    client.ended = true;
+                },
             };
             clients.push(client);
             setTimeout(() => {
@@ -62,8 +80,8 @@ test("payloads: JSON formatted, text as is, binary in hex, size-capped", () => {
         size: 18,
         truncated: false,
     });
-    expect(formatPayload(encode("on"))).toMatchObject({ kind: "text", text: "on" });
-    expect(formatPayload(encode("12 apples"))).toMatchObject({ kind: "text" });
+    expect(formatPayload(encode("on"))).toMatchObject({kind: "text", text: "on"});
+    expect(formatPayload(encode("12 apples"))).toMatchObject({kind: "text"});
     expect(formatPayload(new Uint8Array([0xff, 0x00, 0x10]))).toMatchObject({
         kind: "binary",
         text: "ff 00 10",
@@ -75,9 +93,9 @@ test("payloads: JSON formatted, text as is, binary in hex, size-capped", () => {
 });
 
 test("the console connects by itself, refuses, receives and publishes", async () => {
-    patchWithCleanup(odoo, { mqtt_config: CONFIG });
+    patchWithCleanup(odoo, {mqtt_config: CONFIG});
     const clients = useAcceptingBroker();
-    await mountWithCleanup(MQTTSubscriber);
+    await mountWithCleanup(MqttConsole);
     expect(".o_mqtt_status").toHaveAttribute("data-status", "connecting");
     await animationFrame();
     await animationFrame();
@@ -101,10 +119,13 @@ test("the console connects by itself, refuses, receives and publishes", async ()
     // a suggested one
     await click(".o_mqtt_suggestion[data-filter='acme/#']");
     await animationFrame();
-    expect(".o_mqtt_subscription[data-filter='acme/#']").toHaveAttribute("data-status", "active");
+    expect(".o_mqtt_subscription[data-filter='acme/#']").toHaveAttribute(
+        "data-status",
+        "active"
+    );
 
-    clients[0].emit("message", "acme/t", encode('{"t":21.5}'), { qos: 1, retain: true });
-    clients[0].emit("message", "acme/s", encode("online"), { qos: 0 });
+    clients[0].emit("message", "acme/t", encode('{"t":21.5}'), {qos: 1, retain: true});
+    clients[0].emit("message", "acme/s", encode("online"), {qos: 0});
     await animationFrame();
     expect(".o_mqtt_message").toHaveCount(2);
     expect(".o_mqtt_message:first .o_mqtt_message_topic").toHaveText("acme/s");
@@ -119,7 +140,7 @@ test("the console connects by itself, refuses, receives and publishes", async ()
     await animationFrame();
     expect(".o_mqtt_message").toHaveCount(1);
     await click(".o_mqtt_pause");
-    clients[0].emit("message", "acme/s", encode("online again"), { qos: 0 });
+    clients[0].emit("message", "acme/s", encode("online again"), {qos: 0});
     await animationFrame();
     expect(".o_mqtt_message").toHaveCount(1);
     expect(".o_mqtt_pause").toHaveText(/Resume \(1\)/);
@@ -146,7 +167,7 @@ test("the console connects by itself, refuses, receives and publishes", async ()
 
 test("without a config: a clear error, no connection", async () => {
     const clients = useAcceptingBroker();
-    await mountWithCleanup(MQTTSubscriber);
+    await mountWithCleanup(MqttConsole);
     await animationFrame();
     expect(".o_mqtt_connection_error").toHaveText(/no MQTT configuration on this page/);
     expect(".o_mqtt_status").toHaveAttribute("data-status", "disconnected");
@@ -155,22 +176,52 @@ test("without a config: a clear error, no connection", async () => {
 
 test("the expiry of the page's password: a session secret or a signed token", async () => {
     patchWithCleanup(odoo, {
-        mqtt_config: { ...CONFIG, auth: "jwt", broker_kind: "rabbitmq", expires_in: 600 },
+        mqtt_config: {...CONFIG, auth: "jwt", broker_kind: "rabbitmq", expires_in: 600},
     });
     useAcceptingBroker();
-    await mountWithCleanup(MQTTSubscriber);
+    await mountWithCleanup(MqttConsole);
     await animationFrame();
     await animationFrame();
     expect(".o_mqtt_expiry").toHaveAttribute("data-auth", "jwt");
-    expect(".o_mqtt_expiry").toHaveText(/Signed token, renewed automatically \(valid until \d\d:\d\d\)/);
+    expect(".o_mqtt_expiry").toHaveText(
+        /Signed token, renewed automatically \(valid until \d\d:\d\d\)/
+    );
 });
 
 test("a session secret's expiry says so", async () => {
-    patchWithCleanup(odoo, { mqtt_config: CONFIG });
+    patchWithCleanup(odoo, {mqtt_config: CONFIG});
     useAcceptingBroker();
-    await mountWithCleanup(MQTTSubscriber);
+    await mountWithCleanup(MqttConsole);
     await animationFrame();
     await animationFrame();
     expect(".o_mqtt_expiry").toHaveAttribute("data-auth", "secret");
     expect(".o_mqtt_expiry").toHaveText(/Session secret, renewed automatically/);
+});
+
+test("the console's subscriptions end when it is closed", async () => {
+    patchWithCleanup(odoo, {mqtt_config: CONFIG});
+    const clients = useAcceptingBroker();
+    class Host extends Component {
+        static template = xml`<MqttConsole t-if="state.shown"/>`;
+        static components = {MqttConsole};
+        static props = {};
+        setup() {
+            this.state = useState({shown: true});
+        }
+    }
+    const host = await mountWithCleanup(Host);
+    await animationFrame();
+    await click(".o_mqtt_suggestion[data-filter='acme/#']");
+    await animationFrame();
+    expect(".o_mqtt_subscription[data-filter='acme/#']").toHaveAttribute(
+        "data-status",
+        "active"
+    );
+    host.state.shown = false;
+    await animationFrame();
+    expect(".o_mqtt_subscriber").toHaveCount(0);
+    expect(clients[0].unsubscribed).toEqual(["acme/#"]);
+    expect(getService("mqtt").state.subscriptions).toEqual({});
+    // The connection itself is the page's: it stays up
+    expect(getService("mqtt").state.status).toBe("connected");
 });
