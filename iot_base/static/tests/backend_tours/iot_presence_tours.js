@@ -42,7 +42,8 @@ registry.category("web_tour.tours").add("iot_base_presence_tour", {
         },
         {
             content: "Open the Fleet dashboard",
-            trigger: ".o_menu_sections [data-menu-xmlid='iot_base.iot_fleet_dashboard_menu']",
+            trigger:
+                ".o_menu_sections [data-menu-xmlid='iot_base.iot_fleet_dashboard_menu']",
             run: "click",
         },
         {
@@ -56,7 +57,8 @@ registry.category("web_tour.tours").add("iot_base_presence_tour", {
         },
         {
             content: "The list of online devices shows it",
-            trigger: ".o_data_row:contains('Tour Sensor') .o_iot_presence_badge[data-presence=online]",
+            trigger:
+                ".o_data_row:contains('Tour Sensor') .o_iot_presence_badge[data-presence=online]",
         },
     ],
 });
