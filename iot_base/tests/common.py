@@ -1,5 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import contextlib
 import queue
+import socket
 import time
 import uuid
 
@@ -179,3 +181,21 @@ class IotCommonCase(TransactionCase):
 
     def _authenticate(self, username, secret):
         return self.Credentials._authenticate(username, secret)
+
+
+def raw_http_exchange(address, raw, timeout=30):
+    """Send the bytes ``raw`` to ``address`` on a new connection, half-close
+    it (a body shorter than its Content-Length ends there) and return all
+    that comes back. A server that answered and closed before reading
+    everything (a refusal on the headers alone) is not an error: what it
+    sent is returned."""
+    chunks = []
+    with socket.create_connection(address, timeout=timeout) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+        with contextlib.suppress(OSError):  # ENOTCONN: already closed
+            sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)

@@ -9,12 +9,13 @@ issued one, or a username that does not exist, so no answer may be an allow.
 import json
 import logging
 import random
-import socket
 import time
 from urllib.parse import quote
 
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
+
+from .common import raw_http_exchange
 
 SEED = 20261201
 REQUESTS_PER_ENDPOINT = 2000
@@ -381,12 +382,7 @@ class TestBrokerFuzz(HttpCase):
         )
 
     def _send_raw(self, raw):
-        with socket.create_connection(("127.0.0.1", self.http_port()), 10) as sock:
-            sock.sendall(raw)
-            sock.shutdown(socket.SHUT_WR)
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
+        data = raw_http_exchange(("127.0.0.1", self.http_port()), raw, timeout=10)
         head, _sep, body = data.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])

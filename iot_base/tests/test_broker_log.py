@@ -6,13 +6,14 @@ import contextlib
 import json
 import logging
 import secrets
-import socket
 import time
 from urllib.parse import quote
 
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from odoo.addons.iot_base.tools import log_redaction
+
+from .common import raw_http_exchange
 
 # loggers whose lines this test provokes on purpose (bad tokens, a garbage
 # request line werkzeug reports at ERROR): captured here, not passed on
@@ -80,11 +81,7 @@ class TestBrokerLogRedaction(HttpCase):
                 logger.handlers, logger.propagate = handlers, propagate
 
     def _raw(self, data):
-        with socket.create_connection(("127.0.0.1", self.http_port()), 10) as sock:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(65536):
-                pass
+        raw_http_exchange(("127.0.0.1", self.http_port()), data, timeout=10)
 
     def test_no_secret_in_any_log_line(self):
         token, secret = self.token, self.device_secret

@@ -6,7 +6,6 @@ error, and no invalid body creates anything."""
 import json
 import logging
 import random
-import socket
 import string
 import time
 from urllib.parse import quote, urlsplit
@@ -14,6 +13,8 @@ from urllib.parse import quote, urlsplit
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from odoo.addons.iot_base.tools.names import name_problem
+
+from .common import raw_http_exchange
 
 _logger = logging.getLogger(__name__)
 
@@ -82,14 +83,9 @@ class TestProvisioningFuzz(HttpCase):
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address[0]}"]
         lines += [f"{name}: {value}" for name, value in headers]
         raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        with socket.create_connection(self.address, timeout=30) as sock:
-            sock.sendall(raw)
-            # half-close: a body shorter than its Content-Length ends here
-            sock.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        head, _sep, payload = b"".join(chunks).partition(b"\r\n\r\n")
+        head, _sep, payload = raw_http_exchange(self.address, raw).partition(
+            b"\r\n\r\n"
+        )
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         reply_headers = {}
         for line in header_lines:
