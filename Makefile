@@ -2,16 +2,17 @@
 #   make test   install iot_base with its tests in a throwaway database;
 #               last line "N passed, N failed" (TEST_TAGS=... for a subset)
 #   make run    serve Odoo with iot_base on http://127.0.0.1:8069 (admin/admin)
-#   make lint   ruff + pylint-odoo (OCA mandatory checks)
+#   make lint   ruff + pylint-odoo (OCA mandatory checks), eslint + prettier (JS)
 #   make bench  benchmark /iot/auth and /iot/acl against an Odoo floor (~4 min)
+#   make pot    regenerate iot_base/i18n/iot_base.pot (the terms to translate)
 SHELL := /bin/bash
 # the interpreter that runs Odoo (as scripts/odoo_env.sh)
 PYTHON ?= python3
 
-.PHONY: help test run lint bench
+.PHONY: help test run lint bench pot
 
 help:
-	@sed -n '2,6s/^# \{0,1\}//p' Makefile
+	@sed -n '2,7s/^# \{0,1\}//p' Makefile
 
 test:
 	@bash scripts/test.sh
@@ -30,3 +31,6 @@ screenshot:
 
 bench:
 	@"$(PYTHON)" bench/bench_auth.py
+
+pot:
+	@bash scripts/pot.sh
