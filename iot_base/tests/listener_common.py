@@ -21,6 +21,13 @@ SLOW_WAIT = 15.0  # reconnections, reloads
 class ListenerMixin:
     """Needs ``self.registry`` in test mode and ``self.mqtt_port``."""
 
+    def authenticate(self, user, password, browser=None):
+        """HttpCase.authenticate reads the user on the test cursor from this
+        thread: hold the test lock, as every other user of that cursor does,
+        so that the listener thread never runs a statement in between."""
+        with self.registry.test_lock:
+            return super().authenticate(user, password, browser=browser)
+
     def _set_params(self, **values):
         with self.registry.cursor() as cr:
             params = api.Environment(cr, SUPERUSER_ID, {})["ir.config_parameter"]
