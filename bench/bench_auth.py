@@ -53,7 +53,6 @@ import harness
 from harness import Connection, http_request, say
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 FLOOR_ADDONS = BENCH_DIR / "addons"
 
 DEVICE_PREFIX = "bench_dev_%03d"
@@ -1112,19 +1111,13 @@ def parse_args(argv):
         help="credentials in the large case (filler rows by SQL)",
     )
     parser.add_argument(
-        "--addon-dir",
-        default=str(REPO_ROOT / "iot_base"),
-        help="the iot_base to benchmark (copied at start)",
-    )
-    parser.add_argument(
         "--compare",
         metavar="DIR",
         help="also serve this modified iot_base (Python-only changes) "
         "and interleave its scenarios, marked [B]",
     )
     parser.add_argument("--breakdown-iterations", type=int, default=300)
-    harness.add_db_arguments(parser)
-    parser.add_argument("--json", help="also write the numbers to this file")
+    harness.add_common_arguments(parser)
     parser.add_argument(
         "--profile",
         metavar="SCENARIOS",
@@ -1133,11 +1126,6 @@ def parse_args(argv):
     )
     parser.add_argument("--profile-seconds", type=float, default=8)
     parser.add_argument("--profile-dir", help="keep py-spy's raw stacks here")
-    parser.add_argument(
-        "--keep-db",
-        action="store_true",
-        help="debug: keep the database and temp dir (Odoo is stopped)",
-    )
     return parser.parse_args(argv)
 
 

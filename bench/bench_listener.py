@@ -8,11 +8,11 @@ One command, everything throwaway:
     python3 bench/bench_listener.py        # 1,000 devices x 10 msg/s, 60 s
 
 1. installs a snapshot of ``iot_base`` into a throwaway database
-   (bench_mosquitto.Bench) and starts a Mosquitto 2.0 on free loopback ports
+   (harness.Workspace) and starts a Mosquitto 2.0 on free loopback ports
    (iot_base/tests/mosquitto_broker.py) whose files Odoo writes;
 2. inside Odoo (this script, ``--setup``): N devices registered through the
    addon's own code (``_register_device``: device, credential, secret);
-3. starts ``odoo-bin iot-listen`` (bench/odoo_launcher.py) as its own process;
+3. starts ``odoo-bin iot-listen`` as its own process (harness.OdooProcess);
 4. a publisher process (this script, ``--publish``, raw MQTT 3.1.1 over
    sockets: no client library in the loop) connects every device with a Last
    Will, publishes a retained ``online``, then per device and second one
@@ -29,18 +29,21 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_mosquitto import Bench, load_broker_module, machine, mosquitto_version
+import harness
+from harness import (
+    cpu_seconds,
+    mqtt_connect_packet,
+    mqtt_publish_packet,
+    say,
+    superuser_env,
+)
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 TABLES = (
     "iot_mqtt_device",
     "iot_device_reading",
@@ -52,24 +55,15 @@ TABLES = (
 BROKER_CONFIG = "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
 
 
-def say(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------
 # Inside Odoo: the devices
 # ---------------------------------------------------------------------------
 
 
 def setup(spec, odoo_args):
-    os.environ["TZ"] = "UTC"
-    import odoo  # noqa: PLC0415
-    from odoo import SUPERUSER_ID, api  # noqa: PLC0415
-
-    odoo.tools.config.parse_config(odoo_args)
-    registry = odoo.modules.registry.Registry(odoo.tools.config["db_name"])
+    registry = harness.open_registry(odoo_args)
     with registry.cursor() as cr:
-        env = api.Environment(cr, SUPERUSER_ID, {})
+        env = superuser_env(cr)
         params = env["ir.config_parameter"].sudo()
         for key, value in spec["params"].items():
             params.set_param(key, value)
@@ -88,40 +82,6 @@ def setup(spec, odoo_args):
 # ---------------------------------------------------------------------------
 
 
-def _utf8(text):
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _packet(header, body):
-    length, encoded = len(body), b""
-    while True:
-        byte, length = length % 128, length // 128
-        encoded += bytes([byte | (0x80 if length else 0)])
-        if not length:
-            break
-    return bytes([header]) + encoded + body
-
-
-def connect_packet(username, password, will_topic, keepalive=60):
-    # clean session, will QoS 1 retained, username, password
-    flags = 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
-    variable = _utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
-    payload = (
-        _utf8(username)
-        + _utf8(will_topic)
-        + _utf8("offline")
-        + _utf8(username)
-        + _utf8(password)
-    )
-    return _packet(0x10, variable + payload)
-
-
-def publish_packet(topic, payload, packet_id, retain=False):
-    header = 0x30 | 0x02 | (0x01 if retain else 0)  # QoS 1
-    return _packet(header, _utf8(topic) + struct.pack("!H", packet_id) + payload)
-
-
 def publish(spec):
     host, port, ns = spec["host"], spec["port"], spec["namespace"]
     rate, duration = spec["rate"], spec["duration"]
@@ -130,7 +90,9 @@ def publish(spec):
         status = f"{ns}/devices/{username}/status"
         sock = socket.create_connection((host, port), timeout=30)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(connect_packet(username, secret, status))
+        sock.sendall(
+            mqtt_connect_packet(username, username, secret, 60, (status, "offline"))
+        )
         connack = b""
         while len(connack) < 4:
             chunk = sock.recv(4 - len(connack))
@@ -139,7 +101,7 @@ def publish(spec):
             connack += chunk
         if connack[3] != 0:
             raise RuntimeError(f"{username}: CONNACK {connack[3]}")
-        sock.sendall(publish_packet(status, b"online", 1, retain=True))
+        sock.sendall(mqtt_publish_packet(status, b"online", 1, retain=True))
         sock.setblocking(False)
         devices.append((sock, status, f"{ns}/devices/{username}/telemetry/env"))
     published, packet_id, behind = len(devices), 1, 0.0
@@ -157,10 +119,10 @@ def publish(spec):
         stamp = f"{time.time():.3f}"
         for sock, status, telemetry in devices:
             if index % rate == 0:
-                packet = publish_packet(status, b"heartbeat", packet_id)
+                packet = mqtt_publish_packet(status, b"heartbeat", packet_id)
             else:
                 body = f'{{"t": {stamp}, "seq": {index}, "temperature": 21.5}}'
-                packet = publish_packet(telemetry, body.encode(), packet_id)
+                packet = mqtt_publish_packet(telemetry, body.encode(), packet_id)
             view = memoryview(packet)
             while view:
                 try:
@@ -201,71 +163,15 @@ def publish(spec):
 # ---------------------------------------------------------------------------
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class ListenerBench(Bench):
+class ListenerBench(harness.Workspace):
     def __init__(self, args):
-        super().__init__(args)
-        self.db = f"iot_bench_listen_{os.getpid()}"
+        super().__init__(args, "iot_bench_listen")
         self.broker = None
         self.listener = None
         self.publisher = None
 
-    def install(self):
-        """Like bench_mosquitto's, with --test-enable (the snapshot has no
-        tests): on main, a plain install of iot_base into a fresh database
-        fails, _publisher_login storing its hash from a second cursor that
-        cannot see the uncommitted secrets' table; under test_enable it uses
-        the install's own cursor."""
-        say(f"== installing iot_base into throwaway database {self.db}")
-        self.db_created = True
-        with open(self.tmp / "install.log", "w") as log:
-            rc = subprocess.call(
-                [
-                    sys.executable,
-                    str(BENCH_DIR / "odoo_launcher.py"),
-                    *self.odoo_opts(),
-                    "-i",
-                    "iot_base",
-                    "--test-enable",
-                    "--test-tags=/iot_base",  # none in the snapshot: no test runs
-                    # --test-enable serves HTTP: not on a port in use
-                    f"--http-port={free_port()}",
-                    f"--gevent-port={free_port()}",
-                    "--stop-after-init",
-                    "--log-level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env(),
-            )
-        text = (self.tmp / "install.log").read_text()
-        if rc or "ERROR" in text:
-            raise RuntimeError(f"installing iot_base failed (rc={rc}):\n{text[-3000:]}")
-
     def connect_db(self):
-        import psycopg2  # noqa: PLC0415
-
-        a = self.args
-        options = {
-            "dbname": self.db,
-            "host": a.db_host,
-            "port": a.db_port,
-            "user": a.db_user,
-            "password": a.db_password,
-        }
-        connection = psycopg2.connect(**{k: v for k, v in options.items() if v})
+        connection = self.pg.connect(self.db)
         connection.autocommit = True
         return connection
 
@@ -283,56 +189,26 @@ class ListenerBench(Bench):
 
     def run_setup(self, params):
         spec = {"devices": self.args.devices, "params": params}
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__)),
-                "--setup",
-                json.dumps(spec),
-                "--",
-                *self.odoo_opts(),
-                "--log-level=warn",
-            ],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
+        return self.run_in_odoo(
+            Path(__file__), ["--setup", json.dumps(spec)], "BENCH_SETUP"
         )
-        line = next(
-            (x for x in out.stdout.splitlines() if x.startswith("BENCH_SETUP ")), None
-        )
-        if out.returncode or not line:
-            raise RuntimeError(f"setup failed:\n{out.stderr[-3000:]}")
-        return json.loads(line[len("BENCH_SETUP ") :])
 
     def start_listener(self):
-        log = self.tmp / "listener.log"
-        opts = [o for o in self.odoo_opts() if not o.startswith("--addons-path")]
-        self.listener = subprocess.Popen(
-            [
-                sys.executable,
-                str(BENCH_DIR / "odoo_launcher.py"),
-                f"--addons-path={self.addons_path}",
-                "iot-listen",
-                *opts,
-                f"--logfile={log}",
-                "--log-level=info",
-            ],
-            stdin=subprocess.DEVNULL,
-            env=self.env(),
+        """``odoo-bin iot-listen`` on this database, connected and subscribed."""
+        self.listener = harness.OdooProcess(
+            self.odoo_opts(), self.tmp / "listener.log", "listener", "iot-listen"
         )
-        deadline = time.monotonic() + 60
-        while "connected, subscribed" not in (log.read_text() if log.exists() else ""):
-            if self.listener.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the listener did not connect:\n{log.read_text()}")
-            time.sleep(0.2)
-        return log
+        self.listener.start(
+            ["--log-level=info"],
+            ready=lambda: "connected, subscribed" in self.listener.log_text(),
+            timeout=60,
+        )
 
     def measure(self):
         a = self.args
-        broker_module = load_broker_module()
-        self.broker = broker_module.MosquittoBroker(extra_config=BROKER_CONFIG)
+        self.broker = harness.test_helper("mosquitto_broker").MosquittoBroker(
+            extra_config=BROKER_CONFIG
+        )
         self.broker.start()
         params = {
             "iot_base.mosquitto_sync_enabled": "True",
@@ -345,7 +221,7 @@ class ListenerBench(Bench):
         }
         say(f"== registering {a.devices} devices")
         data = self.run_setup(params)
-        log = self.start_listener()
+        self.start_listener()
         say(f"== {a.devices} devices x {a.rate} msg/s for {a.duration} s")
         connection = self.connect_db()
         cr = connection.cursor()
@@ -394,9 +270,8 @@ class ListenerBench(Bench):
         readings = cr.fetchone()[0]
         self.publisher.stdin.close()
         self.publisher.wait(60)
-        self.listener.send_signal(signal.SIGTERM)
-        rc = self.listener.wait(30)
-        text = log.read_text()
+        rc = self.listener.stop()  # SIGTERM: it writes what it holds, exits 0
+        text = self.listener.log_text()
         summaries = [
             x.split(": ", 1)[1]
             for x in text.splitlines()
@@ -429,13 +304,16 @@ class ListenerBench(Bench):
         }
 
     def cleanup(self):
-        for process in (self.publisher, self.listener):
-            if process and process.poll() is None:
-                process.kill()
-                process.wait()
-        if self.broker:
-            self.broker.stop()
-        super().cleanup()
+        try:
+            if self.publisher and self.publisher.poll() is None:
+                self.publisher.kill()
+                self.publisher.wait()
+            if self.listener:
+                self.listener.stop()
+            if self.broker:
+                self.broker.stop()
+        finally:
+            super().cleanup()
 
 
 def report(args, data):
@@ -444,8 +322,8 @@ def report(args, data):
         f"Listener benchmark: {args.devices} devices x {args.rate} msg/s for "
         f"{args.duration} s through Mosquitto (QoS 1), history "
         f"{'on' if args.history else 'off'}",
-        f"machine: {os.cpu_count()} CPUs, {machine()}, mosquitto "
-        f"{mosquitto_version()}, Python {sys.version.split()[0]}",
+        f"machine: {os.cpu_count()} CPUs, {harness.machine()}, mosquitto "
+        f"{harness.mosquitto_version()}, Python {sys.version.split()[0]}",
         f"published {data['published']:,} in {data['publish_seconds']:.1f} s "
         f"({data['published'] / data['publish_seconds']:,.0f} msg/s; publisher at "
         f"most {data['publisher_behind_max']:.2f} s behind schedule)",
@@ -485,13 +363,7 @@ def parse_args(argv):
     parser.add_argument("--rate", type=int, default=10, help="messages/s per device")
     parser.add_argument("--duration", type=int, default=60, help="seconds")
     parser.add_argument("--history", action="store_true", help="history setting on")
-    parser.add_argument("--addon-dir", default=str(REPO_ROOT / "iot_base"))
-    parser.add_argument("--db-host", default=os.environ.get("DB_HOST"))
-    parser.add_argument("--db-port", default=os.environ.get("DB_PORT"))
-    parser.add_argument("--db-user", default=os.environ.get("DB_USER"))
-    parser.add_argument("--db-password", default=os.environ.get("DB_PASSWORD"))
-    parser.add_argument("--json", help="also write the numbers to this file")
-    parser.add_argument("--keep-db", action="store_true")
+    harness.add_common_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -506,28 +378,15 @@ def main(argv=None):
     args = parse_args(argv)
     bench = ListenerBench(args)
 
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
+    def work():
         bench.install()
         data = bench.measure()
         text = report(args, data)
         print(text)
-        if args.json:
-            Path(args.json).write_text(
-                json.dumps({"args": vars(args), "data": data}, indent=1, default=str)
-            )
+        harness.write_json(args.json, args, data=data)
         return 0 if data["stopped_cleanly"] else 1
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    except Exception as exc:  # noqa: BLE001
-        say(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        bench.cleanup()
+
+    return harness.run_benchmark(work, bench.cleanup)
 
 
 if __name__ == "__main__":

@@ -28,86 +28,25 @@ Prints a table (and JSON with --json). Exit 0 unless something failed.
 """
 
 import argparse
-import base64
-import hashlib
 import json
 import os
-import secrets
-import shutil
-import socket
 import statistics
-import struct
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import harness
-from harness import say, test_helper
+from harness import (
+    insert_devices,
+    mqtt_connect,
+    say,
+    superuser_env,
+    test_helper,
+    wait_accepted,
+)
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 DEVICE_PREFIX = "bench_dev_"
 GOAL_SECONDS = 2.0
-
-
-# ---------------------------------------------------------------------------
-# A minimal MQTT 3.1.1 client: CONNECT, read CONNACK (no library in the loop)
-# ---------------------------------------------------------------------------
-
-
-def _utf8(text):
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def connect_packet(client_id, username, password, keepalive=0):
-    variable = _utf8("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", keepalive)
-    payload = _utf8(client_id) + _utf8(username) + _utf8(password)
-    body = variable + payload
-    length, encoded = len(body), b""
-    while True:
-        byte, length = length % 128, length // 128
-        encoded += bytes([byte | (0x80 if length else 0)])
-        if not length:
-            break
-    return b"\x10" + encoded + body
-
-
-def mqtt_connect(host, port, username, password, timeout=10.0, keep=False):
-    """CONNACK return code (0 = accepted); with ``keep``, (code, socket)."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    try:
-        sock.sendall(connect_packet(f"b{secrets.token_hex(6)}", username, password))
-        data = b""
-        while len(data) < 4:
-            chunk = sock.recv(4 - len(data))
-            if not chunk:
-                return (255, None) if keep else 255
-            data += chunk
-        code = data[3]
-        if keep and code == 0:
-            result, sock = (code, sock), None
-            return result
-        return (code, None) if keep else code
-    finally:
-        if sock is not None:
-            sock.close()
-
-
-def wait_accepted(host, port, username, password, timeout=30.0):
-    """Seconds until a CONNECT of ``username`` is accepted."""
-    start = time.monotonic()
-    while True:
-        try:
-            if mqtt_connect(host, port, username, password) == 0:
-                return time.monotonic() - start
-        except OSError:
-            pass
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(f"{username} still refused after {timeout} s")
-        time.sleep(0.002)
 
 
 # ---------------------------------------------------------------------------
@@ -115,62 +54,9 @@ def wait_accepted(host, port, username, password, timeout=30.0):
 # ---------------------------------------------------------------------------
 
 
-def ab64(raw):
-    return base64.b64encode(raw).decode().replace("+", ".").rstrip("=")
-
-
-def stored_secret():
-    """(secret, index, hash) like iot_base.tools.secret_hash.new_secret, with
-    hashlib directly (same format, faster to make 100,000 of them)."""
-    secret = secrets.token_hex(20)
-    salt = os.urandom(12)
-    key = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, 101, 64)
-    return secret, secret[:8], f"$pbkdf2-sha512$101${ab64(salt)}${ab64(key)}"
-
-
-def insert_devices(cr, env, names):
-    """Device credentials with one long-lived secret each, by SQL; returns
-    {username: secret}."""
-    from psycopg2.extras import execute_values  # noqa: PLC0415
-
-    company = env.ref("base.main_company").id
-    returned = execute_values(
-        cr._obj,
-        """
-        INSERT INTO iot_credentials (username, kind, company_id, active, is_superuser,
-            create_uid, create_date, write_uid, write_date)
-        VALUES %s RETURNING id, username
-        """,
-        [(name, "device", company, True, False, 1, 1) for name in names],
-        template="(%s, %s, %s, %s, %s, %s, (now() at time zone 'utc'), %s, "
-        "(now() at time zone 'utc'))",
-        page_size=10000,
-        fetch=True,
-    )
-    ids = {username: cid for cid, username in returned}
-    rows, clear = [], {}
-    for name in names:
-        secret, index, hash_ = stored_secret()
-        clear[name] = secret
-        rows.append((ids[name], "long_lived", index, hash_))
-    execute_values(
-        cr._obj,
-        "INSERT INTO iot_credentials_secret (credential_id, secret_type, index, hash) "
-        "VALUES %s",
-        rows,
-        page_size=10000,
-    )
-    return clear
-
-
 def inner(spec, odoo_args):
-    os.environ["TZ"] = "UTC"
-    import odoo  # noqa: PLC0415
-    from odoo import SUPERUSER_ID, api  # noqa: PLC0415
-
-    odoo.tools.config.parse_config(odoo_args)
-    dbname = odoo.tools.config["db_name"]
-    registry = odoo.modules.registry.Registry(dbname)  # imports iot_base
+    registry = harness.open_registry(odoo_args)  # imports iot_base
+    dbname = registry.db_name
     sync_module = sys.modules["odoo.addons.iot_base.models.iot_mosquitto_sync"]
     run_sync = sync_module.run_sync
     broker = test_helper("mosquitto_broker").MosquittoBroker()
@@ -180,7 +66,7 @@ def inner(spec, odoo_args):
     try:
         host, port = broker.host, broker.port
         with registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = superuser_env(cr)
             params = env["ir.config_parameter"].sudo()
             params.set_param(sync_module.ENABLED_PARAM, "True")
             params.set_param(sync_module.PASSWORD_FILE_PARAM, broker.password_file)
@@ -190,7 +76,7 @@ def inner(spec, odoo_args):
         t0 = time.monotonic()
         count = spec["credentials"]
         with registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = superuser_env(cr)
             names = [f"{DEVICE_PREFIX}{i:06d}" for i in range(count)]
             clear = insert_devices(cr, env, names)
             user = env["res.users"].create(
@@ -242,7 +128,7 @@ def inner(spec, odoo_args):
         for run in range(spec["runs"]):
             # a device the broker does not know yet tells when it has reloaded
             with registry.cursor() as cr:
-                env = api.Environment(cr, SUPERUSER_ID, {})
+                env = superuser_env(cr)
                 name = f"bench_new_{run:03d}"
                 secret = insert_devices(cr, env, [name])[name]
                 cr.postcommit.clear()
@@ -289,7 +175,7 @@ def inner(spec, odoo_args):
             name = f"bench_created_{run:03d}"
             start = time.monotonic()
             with registry.cursor() as cr:
-                env = api.Environment(cr, SUPERUSER_ID, {})
+                env = superuser_env(cr)
                 device = env["iot.credentials"].create(
                     {"username": name, "kind": "device"}
                 )
@@ -309,7 +195,7 @@ def inner(spec, odoo_args):
             )
             say(f"   created -> connected {run + 1}: {total:.3f} s")
         with registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = superuser_env(cr)
             out["last_result"] = env["iot.mosquitto.sync"]._last_result()
     finally:
         for sock in held:
@@ -323,22 +209,9 @@ def inner(spec, odoo_args):
 # ---------------------------------------------------------------------------
 
 
-class Bench:
+class Bench(harness.Workspace):
     def __init__(self, args):
-        self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="iot_bench_mosq_"))
-        self.db = f"iot_bench_mosq_{os.getpid()}"
-        self.db_created = False
-        self.pg = harness.Postgres.from_args(args)
-        self.addons_path = harness.snapshot_addons(self.tmp / "addons", args.addon_dir)
-
-    def odoo_opts(self):
-        return harness.odoo_opts(self.addons_path, self.db, self.tmp / "data", self.pg)
-
-    def install(self):
-        say(f"== installing iot_base into throwaway database {self.db}")
-        self.db_created = True
-        harness.install(self.odoo_opts(), "iot_base", self.tmp / "install.log")
+        super().__init__(args, "iot_bench_mosq")
 
     def measure(self):
         a = self.args
@@ -352,26 +225,9 @@ class Bench:
             f"== {a.credentials} devices, {a.sessions} session secrets, "
             f"{a.connected} devices connected, {a.runs} runs"
         )
-        return harness.run_in_odoo(
-            Path(__file__),
-            ["--inner", json.dumps(spec), "--", *self.odoo_opts(), "--log-level=warn"],
-            "BENCH_MOSQUITTO",
-            show_stderr=True,
+        return self.run_in_odoo(
+            Path(__file__), ["--inner", json.dumps(spec)], "BENCH_MOSQUITTO", True
         )
-
-    def drop(self):
-        if not self.db_created:
-            return
-        if self.args.keep_db:
-            say(f"database {self.db} kept")
-            return
-        self.pg.drop(self.db)
-
-    def cleanup(self):
-        try:
-            self.drop()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def median_max(values):
@@ -385,7 +241,7 @@ def report(args, data):
         f"{args.sessions} session secrets, {args.connected} devices connected "
         f"during the syncs, {len(runs)} runs (median / max)",
         f"machine: {os.cpu_count()} CPUs, {harness.machine()}, "
-        f"mosquitto {mosquitto_version()}, Python {sys.version.split()[0]}",
+        f"mosquitto {harness.mosquitto_version()}, Python {sys.version.split()[0]}",
         f"files: password {data['files']['password_bytes']:,} bytes, "
         f"ACL {data['files']['acl_bytes']:,} bytes "
         f"({runs[0]['logins']} logins, {runs[0]['pattern_lines']} pattern lines, "
@@ -423,16 +279,6 @@ def report(args, data):
     return "\n".join(lines)
 
 
-def mosquitto_version():
-    try:
-        out = subprocess.run(
-            ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True, check=False
-        )
-        return out.stdout.split("\n", 1)[0].split()[-1]
-    except OSError:
-        return "missing"
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--credentials", type=int, default=100_000)
@@ -449,14 +295,7 @@ def parse_args(argv):
         help="devices kept connected during the syncs",
     )
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--addon-dir", default=str(REPO_ROOT / "iot_base"))
-    harness.add_db_arguments(parser)
-    parser.add_argument("--json", help="also write the numbers to this file")
-    parser.add_argument(
-        "--keep-db",
-        action="store_true",
-        help="debug: keep the database (its name is printed)",
-    )
+    harness.add_common_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -473,14 +312,7 @@ def main(argv=None):
         data = bench.measure()
         text = report(args, data)
         print(text)
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump(
-                    {"args": vars(args), "data": data, "report": text},
-                    handle,
-                    indent=1,
-                    default=str,
-                )
+        harness.write_json(args.json, args, data=data, report=text)
         return 0
 
     return harness.run_benchmark(work, bench.cleanup)

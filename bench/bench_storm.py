@@ -20,40 +20,23 @@ The client (asyncio, raw MQTT 3.1.1 CONNECT/CONNACK) keeps ``--in-flight``
 CONNECTs outstanding, keeps every accepted connection open until all are
 connected, and retries a refused or dropped CONNECT (counted as a failure).
 Odoo requests during a storm are counted from Odoo's access log.
-Reuses bench_mosquitto.py (install, devices by SQL, MQTT packets) and
-odoo_launcher.py; the brokers come from iot_base/tests.
+Database, Odoo, brokers, devices by SQL and MQTT packets: bench/harness.py.
 """
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(BENCH_DIR))
-import bench_mosquitto as bm  # noqa: E402
+import harness
+from harness import say, superuser_env
 
-TESTS = REPO_ROOT / "iot_base" / "tests"
 TOKEN = "storm-" + secrets.token_hex(8)
 DEVICE_PREFIX = "storm_dev_"
-
-
-def say(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------
@@ -63,7 +46,7 @@ def load(name, path):
 
 async def _one(host, port, login, state, deadline):
     client_id, username, password = login
-    packet = bm.connect_packet(client_id, username, password, keepalive=0)
+    packet = harness.mqtt_connect_packet(client_id, username, password)
     while time.monotonic() < deadline:
         writer = None
         try:
@@ -118,24 +101,19 @@ def storm(host, port, logins, in_flight, timeout=180):
 
 
 def inner(command, spec, odoo_args):
-    os.environ["TZ"] = "UTC"
-    import odoo  # noqa: PLC0415
-    from odoo import SUPERUSER_ID, api  # noqa: PLC0415
-
-    odoo.tools.config.parse_config(odoo_args)
-    dbname = odoo.tools.config["db_name"]
-    registry = odoo.modules.registry.Registry(dbname)
+    registry = harness.open_registry(odoo_args)
+    dbname = registry.db_name
     engine = sys.modules["odoo.addons.iot_base.models.iot_store_sync"]
     rabbit = sys.modules["odoo.addons.iot_base.tools.rabbitmq_store"]
     out = {}
     if command == "setup":
         with registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = superuser_env(cr)
             env["ir.config_parameter"].sudo().set_param(
                 "iot_base.auth_token", spec["token"]
             )
             names = [f"{DEVICE_PREFIX}{i:05d}" for i in range(spec["devices"])]
-            clear = bm.insert_devices(cr, env, names)
+            clear = harness.insert_devices(cr, env, names)
             # the RabbitMQ hash form, as if the secrets were issued with the
             # store enabled (iot.store.hash)
             cr.execute(
@@ -159,7 +137,7 @@ def inner(command, spec, odoo_args):
         out["secrets"] = clear
     elif command in ("mosquitto", "rabbitmq"):
         with registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = superuser_env(cr)
             params = env["ir.config_parameter"].sudo()
             for key, value in spec["params"].items():
                 params.set_param(key, value)
@@ -178,102 +156,41 @@ def inner(command, spec, odoo_args):
 # ---------------------------------------------------------------------------
 
 
-class AnonymousMosquitto:
+def anonymous_mosquitto():
     """Mosquitto of tests/mosquitto_broker.py with anonymous access."""
 
-    def __init__(self, module):
-        class Broker(module.MosquittoBroker):
-            def config(self):
-                return (
-                    super()
-                    .config()
-                    .replace("allow_anonymous false", "allow_anonymous true")
-                    .replace("use_username_as_clientid true\n", "")
-                )
-
-        self.broker = Broker()
-
-
-class Storm:
-    def __init__(self, args):
-        self.args = args
-        self.bench = bm.Bench(
-            argparse.Namespace(
-                addon_dir=args.addon_dir,
-                db_host=args.db_host,
-                db_port=args.db_port,
-                db_user=args.db_user,
-                db_password=args.db_password,
-                keep_db=False,
+    class Broker(harness.test_helper("mosquitto_broker").MosquittoBroker):
+        def config(self):
+            return (
+                super()
+                .config()
+                .replace("allow_anonymous false", "allow_anonymous true")
+                .replace("use_username_as_clientid true\n", "")
             )
-        )
-        self.mosquitto = bm.load_broker_module()
-        self.brokers = load("iot_brokers", TESTS / "brokers.py")
-        self.odoo = None
-        self.odoo_log = self.bench.tmp / "odoo.log"
+
+    return Broker()
+
+
+class Storm(harness.Workspace):
+    def __init__(self, args):
+        super().__init__(args, "iot_bench_storm")
+        self.mosquitto = harness.test_helper("mosquitto_broker")
+        self.brokers = harness.test_helper("brokers")
+        self.odoo = harness.OdooServer(self.odoo_opts(), self.tmp / "odoo.log")
 
     def run_inner(self, command, spec):
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__)),
-                "--inner",
-                command,
-                json.dumps(spec),
-                "--",
-                *self.bench.odoo_opts(),
-                "--log-level=warn",
-            ],
-            capture_output=True,
-            text=True,
-            env=self.bench.env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
+        return self.run_in_odoo(
+            Path(__file__), ["--inner", command, json.dumps(spec)], "BENCH_STORM"
         )
-        line = next(
-            (x for x in out.stdout.splitlines() if x.startswith("BENCH_STORM ")), None
-        )
-        if out.returncode != 0 or line is None:
-            raise RuntimeError(f"{command} failed:\n{out.stderr[-3000:]}")
-        return json.loads(line[len("BENCH_STORM ") :])
 
     def start_odoo(self):
-        port = self.brokers.free_ports(1)[0]
-        gevent_port = self.brokers.free_ports(1)[0]
-        opts = [o for o in self.bench.odoo_opts() if not o.startswith("--max-cron")]
-        self.odoo_log_handle = open(self.odoo_log, "wb")  # noqa: SIM115
-        self.odoo = subprocess.Popen(
-            [
-                sys.executable,
-                str(BENCH_DIR / "odoo_launcher.py"),
-                *opts,
-                "--http-interface=127.0.0.1",
-                f"--http-port={port}",
-                f"--gevent-port={gevent_port}",
-                f"--workers={self.args.workers}",
-                "--max-cron-threads=0",
-                "--limit-request=100000000",
-                "--log-level=info",
-            ],
-            stdout=self.odoo_log_handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.bench.env(),
-            start_new_session=True,  # stopped as a process group
+        self.odoo.start(
+            self.args.workers, lambda: self.brokers.port_open(self.odoo.port)
         )
-        self.odoo_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.brokers.port_open(port):
-                return
-            time.sleep(0.2)
-        raise RuntimeError("Odoo did not start")
+        self.odoo_url = f"http://{self.odoo.host}:{self.odoo.port}"
 
     def odoo_requests(self):
-        try:
-            text = self.odoo_log.read_text(errors="replace")
-        except OSError:
-            return 0
+        text = self.odoo.log_text()
         return sum("/iot/rabbitmq/" in line for line in text.splitlines())
 
     def rabbitmq(self):
@@ -294,37 +211,6 @@ class Storm:
         )
         return result
 
-    def install(self):
-        """Install iot_base into the throwaway database. With ``--test-enable``
-        (and a test tag matching nothing): installed outside test mode,
-        ``iot.mqtt.client._publisher_login`` stores its hash in a new cursor,
-        which cannot see the tables the install has not committed yet."""
-        say(f"== installing iot_base into throwaway database {self.bench.db}")
-        self.bench.db_created = True
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(BENCH_DIR / "odoo_launcher.py"),
-                *self.bench.odoo_opts(),
-                "-i",
-                "iot_base",
-                "--stop-after-init",
-                "--test-enable",
-                "--test-tags=/iot_base:NoTestRunsHere",
-                # the test mode's HTTP server: a free port, never 8069
-                f"--http-port={self.brokers.free_ports(1)[0]}",
-                f"--gevent-port={self.brokers.free_ports(1)[0]}",
-                "--log-level=warn",
-            ],
-            capture_output=True,
-            text=True,
-            env=self.bench.env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        if out.returncode != 0 or "ERROR" in out.stdout + out.stderr:
-            raise RuntimeError(f"installing iot_base failed:\n{out.stderr[-3000:]}")
-
     def run(self):
         a = self.args
         self.install()
@@ -344,7 +230,7 @@ class Storm:
         results = {}
 
         # (a) anonymous Mosquitto
-        anonymous = AnonymousMosquitto(self.mosquitto).broker
+        anonymous = anonymous_mosquitto()
         anonymous.start()
         try:
             results["a"] = self.case(
@@ -373,7 +259,7 @@ class Storm:
             )
             if not sync["ok"]:
                 raise RuntimeError(sync["error"])
-            bm.wait_accepted(
+            harness.wait_accepted(
                 broker.host, broker.port, names[-1], secrets_by_name[names[-1]]
             )
             # Mosquitto uses the username as client id (use_username_as_clientid)
@@ -455,10 +341,10 @@ class Storm:
         return results
 
     def cleanup(self):
-        if self.odoo is not None:
-            self.brokers.stop_process_group(self.odoo.pid, process=self.odoo)
-            self.odoo_log_handle.close()
-        self.bench.cleanup()
+        try:
+            self.odoo.stop()
+        finally:
+            super().cleanup()
 
 
 def report(args, results):
@@ -497,12 +383,7 @@ def parse_args(argv):
     )
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2, help="Odoo workers (d)")
-    parser.add_argument("--addon-dir", default=str(REPO_ROOT / "iot_base"))
-    parser.add_argument("--db-host", default=os.environ.get("DB_HOST"))
-    parser.add_argument("--db-port", default=os.environ.get("DB_PORT"))
-    parser.add_argument("--db-user", default=os.environ.get("DB_USER"))
-    parser.add_argument("--db-password", default=os.environ.get("DB_PASSWORD"))
-    parser.add_argument("--json", help="also write the numbers to this file")
+    harness.add_common_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -513,18 +394,15 @@ def main(argv=None):
         return 0
     args = parse_args(argv)
     bench = Storm(args)
-    try:
+
+    def work():
         results = bench.run()
         text = report(args, results)
         print(text)
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump({"args": vars(args), "results": results}, handle, indent=1)
+        harness.write_json(args.json, args, results=results)
         return 0
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        bench.cleanup()
+
+    return harness.run_benchmark(work, bench.cleanup)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ utime+stime).
     python3 bench/bench_tokens.py [--clients 2000] [--concurrency 200]
         [--workers 2] [--db-host ... --db-user ...] [--keep-db]
 
-Reuses bench_auth.py's Odoo process manager (a prefork Odoo on a throwaway
-database with iot_base and the floor addon) and tests/brokers.py's node.
+Reuses bench_auth.py's Bench (a prefork Odoo on a throwaway database with
+iot_base and the floor addon, on bench/harness.py) and tests/brokers.py's
+node (harness.test_helper).
 Run with a JSON spec as first argument (by Bench.run_in_odoo), it works
 inside Odoo and makes the clients' passwords through the addon's own code.
 """
@@ -22,14 +23,12 @@ inside Odoo and makes the clients' passwords through the addon's own code.
 import argparse
 import asyncio
 import json
-import os
-import struct
 import sys
 import time
-from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
+import harness
+from harness import cpu_seconds, mqtt_connect_packet, say, superuser_env
+
 SETUP_MARKER = "BENCH_TOKENS_SETUP"
 USER_LOGIN = "bench.console@example.com"
 
@@ -40,14 +39,9 @@ USER_LOGIN = "bench.console@example.com"
 
 
 def odoo_setup(spec, odoo_args):
-    os.environ["TZ"] = "UTC"
-    import odoo  # noqa: PLC0415
-    from odoo import SUPERUSER_ID, api  # noqa: PLC0415
-
-    odoo.tools.config.parse_config(odoo_args)
-    registry = odoo.modules.registry.Registry(odoo.tools.config["db_name"])
+    registry = harness.open_registry(odoo_args)
     with registry.cursor() as cr:
-        env = api.Environment(cr, SUPERUSER_ID, {})
+        env = superuser_env(cr)
         params = env["ir.config_parameter"].sudo()
         params.set_param("iot_base.auth_token", spec["token"])
         params.set_param("iot_base.max_session_secrets", str(spec["clients"] + 10))
@@ -88,25 +82,6 @@ def odoo_setup(spec, odoo_args):
 # ---------------------------------------------------------------------------
 
 
-def _utf8(text):
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def connect_packet(client_id, username, password, keepalive=600):
-    flags = 0x80 | 0x40 | 0x02  # username, password, clean session
-    variable = _utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
-    payload = _utf8(client_id) + _utf8(username) + _utf8(password)
-    body = variable + payload
-    length, encoded = len(body), bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        encoded.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes([0x10]) + bytes(encoded) + body
-
-
 async def connect_all(port, clients, concurrency, timeout):
     """Connect every client (and keep them open until all are done):
     (seconds until the last CONNACK, refused count, writers)."""
@@ -119,7 +94,7 @@ async def connect_all(port, clients, concurrency, timeout):
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection("127.0.0.1", port), timeout
                 )
-                writer.write(connect_packet(client_id, username, password))
+                writer.write(mqtt_connect_packet(client_id, username, password, 600))
                 await writer.drain()
                 connack = await asyncio.wait_for(reader.readexactly(4), timeout)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -148,18 +123,6 @@ async def close_all(writers):
 # ---------------------------------------------------------------------------
 
 
-def cpu_seconds(pids):
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
-
-
 def count_requests(server, offset):
     with open(server.log, "rb") as log:
         log.seek(offset)
@@ -182,12 +145,12 @@ def run_mode(bench, server, mode, setup, args, brokers):
     try:
         pids = [server.proc.pid, *server.worker_pids()]
         offset = server.log_size()
-        cpu0 = cpu_seconds(pids)
+        cpu0 = cpu_seconds(*pids)
         wall, refused, writers = asyncio.run(
             _connect_and_close(node.mqtt_port, clients, args)
         )
         time.sleep(1)  # the last access log lines
-        cpu = cpu_seconds(pids) - cpu0
+        cpu = cpu_seconds(*pids) - cpu0
         requests = count_requests(server, offset)
     finally:
         node.stop()
@@ -227,22 +190,17 @@ def main():
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=60.0)
-    for name in ("db-host", "db-port", "db-user", "db-password"):
-        parser.add_argument(f"--{name}")
-    parser.add_argument("--keep-db", action="store_true")
+    harness.add_common_arguments(parser)
     args = parser.parse_args()
-    args.addon_dir = str(REPO / "iot_base")
     args.compare = None
 
-    sys.path.insert(0, str(BENCH_DIR))
-    sys.path.insert(0, str(REPO / "iot_base" / "tests"))
-    import bench_auth  # noqa: PLC0415
-    import brokers  # noqa: PLC0415
+    import bench_auth  # noqa: PLC0415 - its Bench, not needed inside Odoo
 
+    brokers = harness.test_helper("brokers")
     bench = bench_auth.Bench(args)
     bench.servers = [bench.main]
-    results = []
-    try:
+
+    def work():
         bench.create_db()
         t0 = time.monotonic()
         setup = bench.run_in_odoo(
@@ -251,20 +209,23 @@ def main():
             bench.main,
             SETUP_MARKER,
         )
-        bench_auth.say(
+        say(
             f"== {args.clients} session secrets and {args.clients} tokens issued "
             f"in {time.monotonic() - t0:.0f} s"
         )
         bench.main.start(args.workers)
+        results = []
         for mode in ("rabbitmq_jwt", "secret"):
-            bench_auth.say(f"== {args.clients} clients, {mode}, fresh RabbitMQ node")
+            say(f"== {args.clients} clients, {mode}, fresh RabbitMQ node")
             result = run_mode(bench, bench.main, mode, setup, args, brokers)
             results.append(result)
-            bench_auth.say("   " + json.dumps({k: v for k, v in result.items()}))
-    finally:
-        bench.cleanup()
-    print(json.dumps({"results": results, "machine": bench_auth.machine()}, indent=2))
-    return 0 if all(r["refused"] == 0 for r in results) else 1
+            say("   " + json.dumps(result))
+        out = {"results": results, "machine": bench_auth.machine()}
+        print(json.dumps(out, indent=2))
+        harness.write_json(args.json, args, **out)
+        return 0 if all(r["refused"] == 0 for r in results) else 1
+
+    return harness.run_benchmark(work, bench.cleanup)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,13 @@ longer exists is reported as missing rather than failing the benchmark.
 """
 
 import json
-import os
 import statistics
 import sys
 import time
 
-os.environ["TZ"] = "UTC"
+from harness import open_registry, superuser_env
 
-import odoo  # noqa: E402
-from odoo import SUPERUSER_ID, api  # noqa: E402
-from odoo.tools import SQL  # noqa: E402
+from odoo.tools import SQL
 
 
 def measure(env, steps, iterations, rounds=5, warmup=10):
@@ -84,8 +81,7 @@ def explain_lookup(env, creds, user, secret):
 
 def main():
     spec = json.loads(sys.argv[1])
-    odoo.tools.config.parse_config(sys.argv[2:])
-    registry = odoo.modules.registry.Registry(odoo.tools.config["db_name"])
+    registry = open_registry(sys.argv[2:])
     n = spec.get("iterations", 300)
     user, secret, peer = spec["username"], spec["secret"], spec["peer"]
     values = {
@@ -104,7 +100,7 @@ def main():
     }
     out = {}
     with registry.cursor() as cr:
-        env = api.Environment(cr, SUPERUSER_ID, {})
+        env = superuser_env(cr)
         broker = env["iot.broker.emqx"].sudo()
         creds = env["iot.credentials"].sudo()
         throttle = env["iot.auth.throttle"].sudo()
@@ -156,9 +152,9 @@ def main():
             before=reply_reads,
         )
         step("reply: topic_acl.to_emqx_acl", lambda: topic_acl.to_emqx_acl(rules))
-        step(
-            "_log (audit INSERT)",
-            lambda: broker._log(
+
+        def log_allow():
+            broker._log(
                 "auth",
                 "allow",
                 "ok",
@@ -166,21 +162,10 @@ def main():
                 clientid=user + "~c",
                 peer=peer,
                 credential_id=credential.id,
-            ),
-        )
-        step(
-            "commit after the audit INSERT",
-            cr.commit,
-            before=lambda: broker._log(
-                "auth",
-                "allow",
-                "ok",
-                username=user,
-                clientid=user + "~c",
-                peer=peer,
-                credential_id=credential.id,
-            ),
-        )
+            )
+
+        step("_log (audit INSERT)", log_allow)
+        step("commit after the audit INSERT", cr.commit, before=log_allow)
         step(
             "commit of a read-only transaction",
             cr.commit,

@@ -5,15 +5,20 @@ a prefork server on free loopback ports), the brokers the tests start, and a
 keep-alive HTTP/1.1 client. Plain Python until Odoo itself is needed; the
 API is described in bench/README.md ("The harness")."""
 
+import base64
 import contextlib
+import hashlib
 import importlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -85,6 +90,23 @@ def add_db_arguments(parser):
         parser.add_argument(
             f"--db-{name}", default=os.environ.get(f"DB_{name.upper()}")
         )
+
+
+def add_common_arguments(parser):
+    """``--addon-dir`` (the iot_base to measure), the ``--db-*`` options,
+    ``--json FILE`` and ``--keep-db``: what every benchmark takes."""
+    parser.add_argument(
+        "--addon-dir",
+        default=str(ADDON_DIR),
+        help="the iot_base to measure (copied at the start)",
+    )
+    add_db_arguments(parser)
+    parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="debug: keep the database and the temporary folder (names printed)",
+    )
 
 
 class Postgres:
@@ -241,17 +263,144 @@ def run_in_odoo(script, args, marker, show_stderr=False):
     return json.loads(line[len(marker) + 1 :])
 
 
-class OdooServer:
+class Workspace:
+    """What most benchmarks start from: a temporary folder, a snapshot of
+    ``args.addon_dir`` and one throwaway database named ``<prefix>_<pid>``
+    (created by :meth:`install`, dropped by :meth:`cleanup` unless
+    ``args.keep_db``). ``args`` has ``addon_dir``, the ``--db-*`` options
+    and optionally ``keep_db``."""
+
+    def __init__(self, args, prefix, extra_addons=()):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix + "_"))
+        self.db = f"{prefix}_{os.getpid()}"
+        self.db_created = False
+        self.pg = Postgres.from_args(args)
+        self.addons_path = snapshot_addons(
+            self.tmp / "addons", args.addon_dir, extra=extra_addons
+        )
+
+    def odoo_opts(self):
+        return odoo_opts(self.addons_path, self.db, self.tmp / "data", self.pg)
+
+    def install(self, modules="iot_base"):
+        say(f"== installing {modules} into throwaway database {self.db}")
+        t0 = time.monotonic()
+        self.db_created = True
+        install(self.odoo_opts(), modules, self.tmp / "install.log")
+        say(f"   installed in {time.monotonic() - t0:.0f} s")
+
+    def run_in_odoo(self, script, args, marker, show_stderr=False):
+        """:func:`run_in_odoo` with ``args``, then this database's options."""
+        return run_in_odoo(
+            script,
+            [*args, "--", *self.odoo_opts(), "--log-level=warn"],
+            marker,
+            show_stderr,
+        )
+
+    def cleanup(self):
+        if self.db_created and getattr(self.args, "keep_db", False):
+            say(f"database {self.db} and {self.tmp} kept")
+            return
+        try:
+            if self.db_created and not self.pg.drop(self.db):
+                say(f"warning: could not drop database {self.db}")
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class OdooProcess:
+    """``odoo-bin [command] opts`` in its own process group, logging to
+    ``log`` (e.g. ``command="iot-listen"``); :meth:`stop` ends the group."""
+
+    def __init__(self, opts, log, label="odoo", command=None):
+        self.label = label
+        self.command = command
+        self.log = Path(log)
+        self.base_opts = list(opts)
+        self.proc = None
+
+    def opts(self):
+        return list(self.base_opts)
+
+    def argv(self, extra=()):
+        opts = [*self.opts(), *extra, f"--logfile={self.log}"]
+        if self.command is None:
+            return odoo_command(*opts)
+        # a command of an addon: Odoo finds it with --addons-path given first
+        first = [o for o in opts if o.startswith("--addons-path=")]
+        rest = [o for o in opts if not o.startswith("--addons-path=")]
+        return odoo_command(*first, self.command, *rest)
+
+    def start(self, extra=(), ready=None, timeout=120):
+        """Start with options ``extra`` added; wait until ``ready()`` is
+        true (never None: until it runs)."""
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            self.argv(extra),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=odoo_env(),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while ready is not None and not ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"Odoo [{self.label}] exited early:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"Odoo [{self.label}] was not ready in {timeout} s:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.2)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def stop(self, timeout=30):
+        """SIGTERM to the process group, SIGKILL after ``timeout`` s; the
+        process's exit status (None if it was never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            except ProcessLookupError:
+                pass
+        return self.proc.wait()
+
+    def log_text(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_size(self):
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_tail(self, size=3000):
+        return self.log_text()[-size:] or "(no log)"
+
+
+class OdooServer(OdooProcess):
     """A prefork Odoo on free loopback ports; :meth:`stop` ends its whole
     process group."""
 
     def __init__(self, opts, log, label="odoo"):
-        self.label = label
+        super().__init__(opts, log, label)
         self.host = "127.0.0.1"
         self.port, self.gevent_port = free_ports(2)
-        self.log = Path(log)
-        self.base_opts = list(opts)
-        self.proc = None
         self.pids = []
 
     def opts(self):
@@ -269,30 +418,9 @@ class OdooServer:
             f"== starting Odoo [{self.label}]: --workers={workers} "
             f"--max-cron-threads=0 on {self.host}:{self.port}"
         )
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            odoo_command(
-                *self.opts(),
-                f"--workers={workers}",
-                "--limit-request=100000000",
-                f"--logfile={self.log}",
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=odoo_env(),
-            start_new_session=True,
+        super().start(
+            [f"--workers={workers}", "--limit-request=100000000"], ready, timeout
         )
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"Odoo [{self.label}] exited early:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"Odoo [{self.label}] did not answer:\n{self.log_tail()}"
-                )
-            time.sleep(0.5)
         deadline = time.monotonic() + 30
         while len(self.pids) < workers and time.monotonic() < deadline:
             self.pids = self.worker_pids()
@@ -314,30 +442,6 @@ class OdooServer:
             if ppid == self.proc.pid and b"gevent" not in argv:
                 pids.append(int(proc.name))
         return sorted(pids)
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        except ProcessLookupError:
-            pass
-
-    def log_size(self):
-        try:
-            return self.log.stat().st_size
-        except OSError:
-            return 0
-
-    def log_tail(self, size=3000):
-        try:
-            return self.log.read_text()[-size:]
-        except OSError:
-            return "(no log)"
 
 
 # ---------------------------------------------------------------------------
@@ -414,6 +518,189 @@ class Connection:
         ):
             self.close()
         return int(status), body
+
+
+# ---------------------------------------------------------------------------
+# MQTT 3.1.1 on raw sockets: no client library in a measured loop
+# ---------------------------------------------------------------------------
+
+
+def mqtt_string(text):
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def mqtt_packet(header, body):
+    """A control packet: ``header`` byte, remaining length, ``body``."""
+    length, encoded = len(body), bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([header]) + bytes(encoded) + body
+
+
+def mqtt_connect_packet(client_id, username, password, keepalive=0, will=None):
+    """CONNECT with a clean session; ``will`` = (topic, payload): a Last Will
+    at QoS 1, retained."""
+    flags = 0x80 | 0x40 | 0x02  # username, password, clean session
+    payload = mqtt_string(client_id)
+    if will:
+        flags |= 0x04 | 0x08 | 0x20  # will, QoS 1, retained
+        payload += mqtt_string(will[0]) + mqtt_string(will[1])
+    payload += mqtt_string(username) + mqtt_string(password)
+    variable = mqtt_string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
+    return mqtt_packet(0x10, variable + payload)
+
+
+def mqtt_publish_packet(topic, payload, packet_id, retain=False):
+    """PUBLISH at QoS 1 (``payload``: bytes)."""
+    header = 0x30 | 0x02 | (0x01 if retain else 0)
+    return mqtt_packet(
+        header, mqtt_string(topic) + struct.pack("!H", packet_id) + payload
+    )
+
+
+def mqtt_connect(host, port, username, password, timeout=10.0, keep=False):
+    """CONNACK return code (0 = accepted, 255 = closed before it); with
+    ``keep``, (code, the open socket or None)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        client_id = f"b{secrets.token_hex(6)}"
+        sock.sendall(mqtt_connect_packet(client_id, username, password))
+        data = b""
+        while len(data) < 4:
+            chunk = sock.recv(4 - len(data))
+            if not chunk:
+                return (255, None) if keep else 255
+            data += chunk
+        code = data[3]
+        if keep and code == 0:
+            result, sock = (code, sock), None
+            return result
+        return (code, None) if keep else code
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def wait_accepted(host, port, username, password, timeout=30.0):
+    """Seconds until a CONNECT of ``username`` is accepted."""
+    start = time.monotonic()
+    while True:
+        try:
+            if mqtt_connect(host, port, username, password) == 0:
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"{username} still refused after {timeout} s")
+        time.sleep(0.002)
+
+
+# ---------------------------------------------------------------------------
+# Inside Odoo: in a script that run_in_odoo runs
+# ---------------------------------------------------------------------------
+
+
+def open_registry(odoo_args):
+    """Parse Odoo's options ``odoo_args`` (the ones run_in_odoo passes) and
+    return the registry of their database (imports the addons)."""
+    os.environ["TZ"] = "UTC"
+    import odoo  # noqa: PLC0415 - only inside Odoo
+
+    odoo.tools.config.parse_config(list(odoo_args))
+    return odoo.modules.registry.Registry(odoo.tools.config["db_name"])
+
+
+def superuser_env(cr):
+    """An environment of the superuser on cursor ``cr``."""
+    from odoo import SUPERUSER_ID, api  # noqa: PLC0415 - only inside Odoo
+
+    return api.Environment(cr, SUPERUSER_ID, {})
+
+
+def _ab64(raw):
+    return base64.b64encode(raw).decode().replace("+", ".").rstrip("=")
+
+
+def stored_secret():
+    """(secret, index, hash) like iot_base.tools.secret_hash.new_secret, with
+    hashlib directly (same format, faster to make 100,000 of them)."""
+    secret = secrets.token_hex(20)
+    salt = os.urandom(12)
+    key = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, 101, 64)
+    return secret, secret[:8], f"$pbkdf2-sha512$101${_ab64(salt)}${_ab64(key)}"
+
+
+def insert_devices(cr, env, names):
+    """Device credentials of the main company with one long-lived secret
+    each, by SQL (no after-commit sync); returns {username: secret}."""
+    from psycopg2.extras import execute_values  # noqa: PLC0415
+
+    company = env.ref("base.main_company").id
+    returned = execute_values(
+        cr._obj,
+        """
+        INSERT INTO iot_credentials (username, kind, company_id, active, is_superuser,
+            create_uid, create_date, write_uid, write_date)
+        VALUES %s RETURNING id, username
+        """,
+        [(name, "device", company, True, False, 1, 1) for name in names],
+        template="(%s, %s, %s, %s, %s, %s, (now() at time zone 'utc'), %s, "
+        "(now() at time zone 'utc'))",
+        page_size=10000,
+        fetch=True,
+    )
+    ids = {username: cid for cid, username in returned}
+    rows, clear = [], {}
+    for name in names:
+        secret, index, hash_ = stored_secret()
+        clear[name] = secret
+        rows.append((ids[name], "long_lived", index, hash_))
+    execute_values(
+        cr._obj,
+        "INSERT INTO iot_credentials_secret (credential_id, secret_type, index, hash) "
+        "VALUES %s",
+        rows,
+        page_size=10000,
+    )
+    return clear
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------
+
+
+def cpu_seconds(*pids):
+    """User + system CPU seconds of these processes so far (gone ones: 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def write_json(path, args, **data):
+    """With ``--json path``: ``{"args": vars(args), **data}`` into that file."""
+    if path:
+        payload = {"args": vars(args), **data}
+        Path(path).write_text(json.dumps(payload, indent=1, default=str))
+
+
+def mosquitto_version():
+    try:
+        out = subprocess.run(
+            ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True, check=False
+        )
+        return out.stdout.split("\n", 1)[0].split()[-1]
+    except (OSError, IndexError):
+        return "missing"
 
 
 def machine():

@@ -1,7 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
-"""``odoo-bin`` for the importable ``odoo`` package (bench_auth.py and
-bench_mosquitto.py, and ``make run`` / ``make test`` through
-scripts/odoo_env.sh).
+"""``odoo-bin`` for the importable ``odoo`` package (every Odoo process a
+benchmark starts, through bench/harness.py, and ``make run`` / ``make test``
+through scripts/odoo_env.sh).
 
 A real script file, not ``python -c``: in prefork mode Odoo's master spawns
 its gevent process as ``[sys.executable, sys.argv[0], 'gevent', ...]``, and

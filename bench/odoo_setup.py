@@ -12,22 +12,16 @@ inserts them with SQL between the two latency measurements.
 """
 
 import json
-import os
 import sys
 
-os.environ["TZ"] = "UTC"
-
-import odoo  # noqa: E402
-from odoo import SUPERUSER_ID, api  # noqa: E402
+from harness import open_registry, superuser_env
 
 
 def main():
     spec = json.loads(sys.argv[1])
-    odoo.tools.config.parse_config(sys.argv[2:])
-    dbname = odoo.tools.config["db_name"]
-    registry = odoo.modules.registry.Registry(dbname)
+    registry = open_registry(sys.argv[2:])
     with registry.cursor() as cr:
-        env = api.Environment(cr, SUPERUSER_ID, {})
+        env = superuser_env(cr)
         params = env["ir.config_parameter"].sudo()
         params.set_param("iot_base.auth_token", spec["token"])
         # Measure the full deny path (verify + failure bookkeeping + audit)
