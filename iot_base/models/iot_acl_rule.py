@@ -1,4 +1,6 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+from collections import defaultdict
+
 from odoo import _, api, fields, models, tools
 from odoo.exceptions import ValidationError
 
@@ -162,6 +164,22 @@ class IotAclRule(models.Model):
     def _rules_changed(self):
         self.env.registry.clear_cache()
         self.env["iot.mosquitto.sync"].sudo()._schedule()
+
+    @api.model
+    def _owner_groups(self, owners, rule_groups):
+        """{user id: frozenset of its groups among ``rule_groups``} of the
+        ``owners``, in one query (missing users: the empty set)."""
+        groups = defaultdict(frozenset)
+        if owners and rule_groups:
+            self.env.cr.execute(
+                "SELECT uid, array_agg(gid) FROM res_groups_users_rel "
+                "WHERE uid = ANY(%s) AND gid = ANY(%s) GROUP BY uid",
+                [list(owners), list(rule_groups)],
+            )
+            groups.update(
+                (uid, frozenset(gids)) for uid, gids in self.env.cr.fetchall()
+            )
+        return groups
 
     @api.model
     @tools.ormcache()

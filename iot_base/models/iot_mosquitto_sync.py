@@ -339,16 +339,9 @@ class IotMosquittoSync(models.AbstractModel):
         )
         section_creds = self.env.cr.fetchall()
         owners.update(user_id for _c, _k, _co, user_id, _s in section_creds if user_id)
-        owner_groups = defaultdict(frozenset)
-        if owners and rule_groups:
-            self.env.cr.execute(
-                "SELECT uid, array_agg(gid) FROM res_groups_users_rel "
-                "WHERE uid = ANY(%s) AND gid = ANY(%s) GROUP BY uid",
-                [list(owners), list(rule_groups)],
-            )
-            owner_groups.update(
-                (uid, frozenset(gids)) for uid, gids in self.env.cr.fetchall()
-            )
+        owner_groups = (
+            self.env["iot.acl.rule"].sudo()._owner_groups(owners, rule_groups)
+        )
 
         def rule_key(kind, company_id, user_id, superuser, special):
             if superuser:

@@ -1,7 +1,6 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import logging
 import time
-from collections import defaultdict
 
 import requests
 
@@ -118,16 +117,9 @@ class IotStoreAdapter(models.AbstractModel):
         scopes = self.env["iot.acl.rule"].sudo()._rule_table()
         rule_groups = frozenset().union(*(scope[2] for scope in scopes))
         owners = {row[4] for row in rows if row[4]}
-        owner_groups = defaultdict(frozenset)
-        if owners and rule_groups:
-            self.env.cr.execute(
-                "SELECT uid, array_agg(gid) FROM res_groups_users_rel "
-                "WHERE uid = ANY(%s) AND gid = ANY(%s) GROUP BY uid",
-                [list(owners), list(rule_groups)],
-            )
-            owner_groups.update(
-                (uid, frozenset(gids)) for uid, gids in self.env.cr.fetchall()
-            )
+        owner_groups = (
+            self.env["iot.acl.rule"].sudo()._owner_groups(owners, rule_groups)
+        )
         self.env.cr.execute("SELECT id, iot_mqtt_namespace FROM res_company")
         namespaces = dict(self.env.cr.fetchall())
         applicable_cache = {}
