@@ -386,25 +386,13 @@ class TestJwt(HttpCase):
 
     # keys and /iot/jwks.json -------------------------------------------
 
-    def _set(self, key, **values):
-        for name, value in values.items():
-            self.env.cr.execute(
-                SQL(
-                    "UPDATE iot_jwt_key SET %s = %s WHERE id = %s",
-                    SQL.identifier(name),
-                    value,
-                    key.id,
-                )
-            )
-        self.Key.invalidate_model()
-
     def test_rotation(self):
         old_config = self._config(self.user)["result"]
         old_kid = self._header(old_config["credentials"]["password"])["kid"]
         old = self.Key.search([("kid", "=", old_kid)])
         self.assertEqual(old.state, "signing")
         # made ten minutes ago (Datetime has whole seconds)
-        self._set(old, sign_from=fields.Datetime.now() - timedelta(minutes=10))
+        set_key_columns(old, sign_from=fields.Datetime.now() - timedelta(minutes=10))
         admin = self.env.ref("base.user_admin")
         with self.assertRaises(AccessError):
             self.env["iot.jwt.key"].with_user(self.manager).action_rotate()
@@ -424,7 +412,7 @@ class TestJwt(HttpCase):
             self._header(config["credentials"]["password"])["kid"], old_kid
         )
         # the delay has passed: the new key signs, the old one verifies
-        self._set(new, sign_from=fields.Datetime.now() - timedelta(seconds=1))
+        set_key_columns(new, sign_from=fields.Datetime.now() - timedelta(seconds=1))
         self.assertEqual((new.state, old.state), ("signing", "retiring"))
         config = self._config(self.user)["result"]
         self.assertEqual(
@@ -434,12 +422,12 @@ class TestJwt(HttpCase):
         self._read(config)
         # kept until every token it signed has expired (max lifetime 1 h)
         self.assertGreaterEqual(old.retire_at, new.sign_from + timedelta(seconds=3600))
-        self._set(old, retire_at=fields.Datetime.now() - timedelta(seconds=1))
+        set_key_columns(old, retire_at=fields.Datetime.now() - timedelta(seconds=1))
         self.assertEqual(old.state, "retired")
         with self.assertRaises(emqx.Ignored):
             self._read(old_config)
         self._read(config)
-        self._set(old, retire_at=fields.Datetime.now() - timedelta(days=2))
+        set_key_columns(old, retire_at=fields.Datetime.now() - timedelta(days=2))
         self.Key._gc_retired_keys()
         self.assertFalse(old.exists())
 
@@ -521,3 +509,18 @@ class TestJwt(HttpCase):
             self.env.cr.execute(query)
         self.env.cr.execute("SELECT count(*) FROM iot_jwt_key")
         self.assertEqual(self.env.cr.fetchone()[0], 0)
+
+
+def set_key_columns(key, **values):
+    """Write columns of the signing key ``key`` in SQL (its dates are not
+    writable through the ORM), then drop the cached values."""
+    for name, value in values.items():
+        key.env.cr.execute(
+            SQL(
+                "UPDATE iot_jwt_key SET %s = %s WHERE id = %s",
+                SQL.identifier(name),
+                value,
+                key.id,
+            )
+        )
+    key.invalidate_model()

@@ -30,7 +30,7 @@ from odoo import fields, http
 from odoo.exceptions import AccessError, UserError
 from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import BaseCase, HttpCase, tagged
-from odoo.tools import SQL, mute_logger
+from odoo.tools import mute_logger
 
 from ..models import iot_mosquitto_sync as mosq
 from ..models.iot_app import AUTH_RABBITMQ_JWT
@@ -45,6 +45,7 @@ from .brokers import (
     rabbitmq_config,
 )
 from .test_iot_app import BrokerCase, _user
+from .test_jwt import set_key_columns
 
 TOKEN = "rabbit-jwt-broker-t0ken"
 SERVER = "iot_base"
@@ -590,18 +591,6 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
         client.publish(f"{self.ns}/users/{me}/late", b"late", qos=1)
         self._dropped(client)
 
-    def _set_key(self, key, **values):
-        for name, value in values.items():
-            self.env.cr.execute(
-                SQL(
-                    "UPDATE iot_jwt_key SET %s = %s WHERE id = %s",
-                    SQL.identifier(name),
-                    value,
-                    key.id,
-                )
-            )
-        self.Key.invalidate_model()
-
     def test_rotation(self):
         """Tokens of the old key keep working until they expire; new ones
         are signed by the new key, which the node fetches when it first sees
@@ -613,10 +602,12 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
         self._login(old_config).disconnect()
         with self.registry.test_lock:
             old = self.Key.search([("kid", "=", old_kid)])
-            self._set_key(old, sign_from=fields.Datetime.now() - timedelta(minutes=10))
+            set_key_columns(
+                old, sign_from=fields.Datetime.now() - timedelta(minutes=10)
+            )
             new = self.Key._rotate()
             # the refresh delay has passed
-            self._set_key(new, sign_from=fields.Datetime.now() - timedelta(seconds=1))
+            set_key_columns(new, sign_from=fields.Datetime.now() - timedelta(seconds=1))
         config = self._console_config(self.alice)
         new_kid = json.loads(
             jwt_es256_b64d(config["credentials"]["password"].split(".")[0])
@@ -643,7 +634,7 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
         # once retired (unpublished), the next key set the node fetches no
         # longer has it: its tokens are refused
         with self.registry.test_lock:
-            self._set_key(old, retire_at=fields.Datetime.now() - timedelta(seconds=1))
+            set_key_columns(old, retire_at=fields.Datetime.now() - timedelta(seconds=1))
         stranger = jwt_es256.new_private_pem()
         self._refused(me, jwt_es256.sign(stranger, "refetch01", old_claims), "x~1")
         self._refused(
