@@ -2,8 +2,10 @@
 import contextlib
 import queue
 import socket
+import threading
 import time
 import uuid
+from http.server import ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
 
@@ -199,3 +201,22 @@ def raw_http_exchange(address, raw, timeout=30):
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
     return b"".join(chunks)
+
+
+class LoopbackHttpServer:
+    """A threaded HTTP server on a free loopback port, for the fake broker
+    APIs of the tests: ``_serve(handler_class)`` in ``__init__``, then
+    ``start()`` / ``stop()``; ``url`` is its base URL."""
+
+    def _serve(self, handler_class):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

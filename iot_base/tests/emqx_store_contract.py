@@ -31,8 +31,10 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .common import LoopbackHttpServer
 
 AUTHN = "/api/v5/authentication/password_based%3Abuilt_in_database"
 RULES = "/api/v5/authorization/sources/built_in_database/rules/users/"
@@ -45,7 +47,7 @@ USER_FIELDS = {
 RULE_FIELDS = {"topic", "permission", "action", "qos", "retain"}
 
 
-class EmqxStoreContractServer:
+class EmqxStoreContractServer(LoopbackHttpServer):
     def __init__(self, key, secret, delay=0.0):
         self.auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
         self.users = {}  # user_id -> {password_hash, salt, is_superuser}
@@ -105,17 +107,7 @@ class EmqxStoreContractServer:
             def do_DELETE(self):
                 self._handle("DELETE")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
     # ------------------------------------------------------------------
 

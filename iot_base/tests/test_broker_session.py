@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from unittest.mock import patch
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -37,6 +37,7 @@ from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 from .brokers import MANAGEMENT_USER, RabbitMQBroker
 from .common import (
     IotCommonCase,
+    LoopbackHttpServer,
     MosquittoClientMixin,
     rabbitmq_client,
     start_synced_mosquitto,
@@ -236,7 +237,7 @@ class TestBrokerSessionRabbitmq(HttpCase):
         self.assertEqual(status, 401)
 
 
-class EmqxContractServer:
+class EmqxContractServer(LoopbackHttpServer):
     """CONTRACT TEST double of EMQX v5.8.9's REST API, the two calls Odoo
     makes, answered as emqx_mgmt_api_clients.erl does; not a broker.
 
@@ -336,17 +337,7 @@ class EmqxContractServer:
             def do_DELETE(self):
                 self._handle("DELETE")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 @tagged("post_install", "-at_install")
