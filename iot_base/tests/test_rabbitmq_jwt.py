@@ -32,6 +32,7 @@ from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import BaseCase, HttpCase, tagged
 from odoo.tools import mute_logger
 
+from ..models import iot_broker_session as session
 from ..models import iot_mosquitto_sync as mosq
 from ..models.iot_app import AUTH_RABBITMQ_JWT
 from ..models.iot_jwt_key import ALGORITHM_PARAM
@@ -44,6 +45,7 @@ from .brokers import (
     rabbitmq_advanced_config,
     rabbitmq_config,
 )
+from .test_broker_session import commit_hooks
 from .test_iot_app import BrokerCase, _user
 from .test_jwt import set_key_columns
 
@@ -547,6 +549,36 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
         bob_client = self._login(bob)
         self._subscribed(
             bob_client, f"{self.ns}/users/{bob['credentials']['username']}/#"
+        )
+
+    def test_revoked_console_cut(self):
+        """Revoking a console user's credential closes its token connections
+        (the session cut-off closes RabbitMQ connections by user name, the
+        token's ``sub``); the page then gets a new credential."""
+        params = self.env["ir.config_parameter"].sudo()
+        with self.registry.test_lock:
+            params.set_param(session.RABBITMQ_URL_PARAM, self.broker.management_url)
+            params.set_param(session.RABBITMQ_USER_PARAM, self.broker.management_user)
+            params.set_param(
+                session.RABBITMQ_PASSWORD_PARAM, self.broker.management_password
+            )
+        alice = self._console_config(self.alice)
+        client = self._login(alice)
+        self._subscribed(
+            client, f"{self.ns}/users/{alice['credentials']['username']}/#"
+        )
+        with self.registry.test_lock:
+            credential = self.env["iot.credentials"].search(
+                [("username", "=", alice["credentials"]["username"])]
+            )
+            credential.action_revoke()
+            _committed, results = commit_hooks(self.env)
+        self.assertEqual(results[0]["brokers"]["rabbitmq"]["closed"], 1, results)
+        client.gone.get(timeout=WAIT)
+        # the page gets a new credential (a revoked one is never reused)
+        again = self._console_config(self.alice)
+        self.assertNotEqual(
+            again["credentials"]["username"], alice["credentials"]["username"]
         )
 
     def test_topic_outside_the_rules_refused_by_rabbitmq(self):
