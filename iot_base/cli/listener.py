@@ -32,6 +32,7 @@ from psycopg2 import InterfaceError, OperationalError
 
 import odoo
 from odoo import SUPERUSER_ID, api
+from odoo.api import Transaction
 
 _logger = logging.getLogger(__name__)
 
@@ -336,10 +337,16 @@ class Listener:
 
     # -- database --------------------------------------------------------
 
+    def _registry(self):
+        return odoo.modules.registry.Registry(self.dbname)
+
     @contextlib.contextmanager
     def _env(self):
-        registry = odoo.modules.registry.Registry(self.dbname)
+        registry = self._registry()
         with registry.cursor() as cr:
+            if getattr(cr, "transaction", None) is None:
+                # the registry at hand: no second look-up by name (and its lock)
+                cr.transaction = Transaction(registry)
             yield api.Environment(cr, SUPERUSER_ID, {})
 
     def _load(self, env):
