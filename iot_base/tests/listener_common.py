@@ -71,20 +71,26 @@ class ListenerMixin:
                 self.fail(f"not within {timeout} s: {what}")
             time.sleep(0.05)
 
-    def _start_listener(self, on_flush=None, connections=1):
-        listener = Listener(self.env.cr.dbname, on_flush=on_flush)
+    def _start_listener(self, on_flush=None, connections=1, listener=None):
+        """Run ``listener`` (by default a Listener of this database) in a
+        thread until cleanup; wait until ``connections`` of its connections
+        are up (None: every one)."""
+        listener = listener or Listener(self.env.cr.dbname, on_flush=on_flush)
         listener.reload_interval = 1.0
         listener.reload_min_gap = 0.5
         listener.idle_flush_interval = 1.0
         listener.start()
-        thread = threading.Thread(target=listener.run, daemon=True)
+        thread = listener.thread = threading.Thread(target=listener.run, daemon=True)
         thread.start()
         self.addCleanup(thread.join, 15)
         self.addCleanup(listener.stop)
+
+        def connected():
+            up = [c.connected for c in listener.connections.values()]
+            return all(up) and up if connections is None else sum(up) >= connections
+
         self._wait(
-            lambda: (
-                sum(c.connected for c in listener.connections.values()) >= connections
-            ),
+            connected,
             "the listener connected",
             SLOW_WAIT,
         )

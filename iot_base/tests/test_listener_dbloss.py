@@ -220,24 +220,10 @@ class TestListenerDatabaseLoss(ListenerMixin, BaseCase):
                 except Exception as exc:  # reported by the test thread
                     killed.append(exc)
 
-        listener = RegistryListener(self.registry, on_flush=on_flush)
-        listener.reload_interval = 1.0
-        listener.reload_min_gap = 0.5
-        listener.idle_flush_interval = 1.0
-        listener.start()
-        thread = threading.Thread(target=listener.run, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 15)
-        self.addCleanup(listener.stop)
-        self._wait(
-            lambda: (
-                listener.connections
-                and all(c.connected for c in listener.connections.values())
-            ),
-            "the listener connected",
-            SLOW_WAIT,
+        listener = self._start_listener(
+            connections=None,
+            listener=RegistryListener(self.registry, on_flush=on_flush),
         )
-        time.sleep(0.3)  # its SUBACKs
         connects = {c.company_id: c.connects for c in listener.connections.values()}
         sensor = self._device_client(self.username, self.secret, will=False)
         published = 0
@@ -275,7 +261,7 @@ class TestListenerDatabaseLoss(ListenerMixin, BaseCase):
             time.sleep(OUTAGE)
             self.assertIsNotNone(listener.failed, "nothing kept in memory")
             self.assertIsNotNone(listener.db_down_since)
-            self.assertTrue(thread.is_alive())
+            self.assertTrue(listener.thread.is_alive())
             # the database is back
             self._allow_connections(True)
             for value in range(5):
@@ -321,7 +307,7 @@ class TestListenerDatabaseLoss(ListenerMixin, BaseCase):
         self.assertEqual(self._count(), published)
         self.assertIsNone(listener.failed)
         self.assertIsNone(listener.db_down_since)
-        self.assertTrue(thread.is_alive(), "the listener loop died")
+        self.assertTrue(listener.thread.is_alive(), "the listener loop died")
         # the MQTT side never noticed: no reconnection
         self.assertEqual(
             {c.company_id: c.connects for c in listener.connections.values()},
