@@ -232,11 +232,13 @@ class BrokerCase(HttpCase):
             "iot_base.mqtt_broker_url", cls.broker.ws_url
         )
 
+    # what the broker calls in Odoo, without the browser's test cookie (it
+    # cannot send one): those calls are part of the test
+    BROKER_PATHS = ("/iot/rabbitmq/",)
+
     def check_test_cursor(self, operation):
-        # RabbitMQ's HTTP backend calls Odoo without the browser's test
-        # cookie (it cannot send one); those calls are part of this test.
         request = http.request
-        if request and request.httprequest.path.startswith("/iot/rabbitmq/"):
+        if request and request.httprequest.path.startswith(self.BROKER_PATHS):
             strict, self.http_request_strict_check = (
                 self.http_request_strict_check,
                 False,

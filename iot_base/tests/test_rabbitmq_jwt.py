@@ -22,11 +22,10 @@ import threading
 import time
 from datetime import timedelta
 
-import paho.mqtt.client as mqtt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odoo import fields, http
+from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import BaseCase, HttpCase, tagged
@@ -45,6 +44,7 @@ from .brokers import (
     rabbitmq_advanced_config,
     rabbitmq_config,
 )
+from .common import rabbitmq_client
 from .test_broker_session import commit_hooks
 from .test_iot_app import BrokerCase, _user
 from .test_jwt import set_key_columns
@@ -246,6 +246,9 @@ class OAuth2BrokerCase(BrokerCase):
     """A RabbitMQ node whose OAuth 2 backend verifies this Odoo's console
     tokens (and whose HTTP backend still asks Odoo for everything else)."""
 
+    # the node also fetches the keys, without the test cookie
+    BROKER_PATHS = (*BrokerCase.BROKER_PATHS, "/iot/jwks.json")
+
     @classmethod
     def setUpClass(cls):
         # BrokerCase's node has no OAuth 2: start ours instead
@@ -264,52 +267,15 @@ class OAuth2BrokerCase(BrokerCase):
     def _oauth2(cls):
         return {"resource_server_id": SERVER}
 
-    def check_test_cursor(self, operation):
-        # the node fetches /iot/jwks.json without the test cookie
-        request = http.request
-        if request and request.httprequest.path == "/iot/jwks.json":
-            strict, self.http_request_strict_check = (
-                self.http_request_strict_check,
-                False,
-            )
-            try:
-                return super().check_test_cursor(operation)
-            finally:
-                self.http_request_strict_check = strict
-        return super().check_test_cursor(operation)
-
     def _console_config(self, user, client_id=None):
         with self.registry.test_lock:
             return self.env["iot.app"].with_user(user)._page_config(client_id=client_id)
 
     def _mqtt(self, username, password, client_id, transport="websockets"):
         """A paho client (loop running) and its queues; not awaited."""
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            transport=transport,
-            reconnect_on_failure=False,
+        return rabbitmq_client(
+            self, self.broker, username, password, transport, client_id=client_id
         )
-        client.connacks, client.subacks, client.messages, client.gone = (
-            queue.Queue() for _ in range(4)
-        )
-        client.on_connect = lambda _c, _u, _f, rc, _p: client.connacks.put(rc)
-        client.on_subscribe = lambda _c, _u, mid, rcs, _p: client.subacks.put(rcs)
-        client.on_message = lambda _c, _u, msg: client.messages.put(
-            (msg.topic, msg.payload)
-        )
-        client.on_disconnect = lambda _c, _u, _f, rc, _p: client.gone.put(rc)
-        if transport == "websockets":
-            client.ws_set_options(path="/mqtt")
-        client.username_pw_set(username, password)
-        port = (
-            self.broker.ws_port if transport == "websockets" else self.broker.mqtt_port
-        )
-        client.connect("127.0.0.1", port, keepalive=30)
-        client.loop_start()
-        self.addCleanup(client.loop_stop)
-        self.addCleanup(client.disconnect)
-        return client
 
     def _connected(self, *args, **kw):
         client = self._mqtt(*args, **kw)
@@ -327,19 +293,19 @@ class OAuth2BrokerCase(BrokerCase):
                 rc = client.connacks.get(timeout=0.05)
                 self.assertTrue(rc.is_failure, f"CONNACK {rc}")
                 return
-            if not client.gone.empty():
+            if not client.disconnected.empty():
                 return
         self.fail("a refused token was accepted")
 
     def _subscribed(self, client, topic_filter, qos=1):
         client.subscribe(topic_filter, qos=qos)
-        codes = client.subacks.get(timeout=WAIT)
+        _mid, codes = client.subacks.get(timeout=WAIT)
         self.assertFalse(codes[0].is_failure, codes)
 
     def _dropped(self, client):
         """RabbitMQ 3.10 answers a refused SUBSCRIBE or PUBLISH by closing
         the connection."""
-        client.gone.get(timeout=WAIT)
+        client.disconnected.get(timeout=WAIT)
         self.assertTrue(client.subacks.empty(), "nothing may be granted")
 
     def _sign(self, claims, key_pem=None, kid=None):
@@ -574,7 +540,7 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
             credential.action_revoke()
             _committed, results = commit_hooks(self.env)
         self.assertEqual(results[0]["brokers"]["rabbitmq"]["closed"], 1, results)
-        client.gone.get(timeout=WAIT)
+        client.disconnected.get(timeout=WAIT)
         # the page gets a new credential (a revoked one is never reused)
         again = self._console_config(self.alice)
         self.assertNotEqual(
