@@ -23,7 +23,7 @@ import math
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
@@ -73,24 +73,43 @@ def parse_status(text):
     return None
 
 
+def _finite(number):
+    """``number`` as a float, or None when it is not finite (or an integer
+    too large for one)."""
+    try:
+        number = float(number)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _storable_key(key):
+    # PostgreSQL text holds neither NUL nor lone surrogates (JSON escapes)
+    return (
+        isinstance(key, str)
+        and len(key) <= MAX_TOPIC_LENGTH
+        and "\x00" not in key
+        and not any("\ud800" <= char <= "\udfff" for char in key)
+    )
+
+
 def numeric_values(value):
     """{key: float} of a telemetry value worth a history point: a number
     (key ""), or an object's top-level numbers (booleans are not)."""
     if isinstance(value, bool):
         return {}
     if isinstance(value, (int, float)):
-        return {"": float(value)} if math.isfinite(value) else {}
+        number = _finite(value)
+        return {} if number is None else {"": number}
     if not isinstance(value, dict):
         return {}
     points = {}
     for key, item in value.items():
-        if (
-            isinstance(item, (int, float))
-            and not isinstance(item, bool)
-            and math.isfinite(item)
-            and len(key) <= MAX_TOPIC_LENGTH
-        ):
-            points[key] = float(item)
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        number = _finite(item)
+        if number is not None and _storable_key(key):
+            points[key] = number
             if len(points) >= MAX_HISTORY_KEYS:
                 break
     return points
@@ -305,7 +324,13 @@ class Connection:
         self.connected = False
 
     def _on_message(self, _client, _userdata, message):
-        self.listener.handle(self, message.topic, message.payload, message.retain)
+        try:
+            self.listener.handle(self, message.topic, message.payload, message.retain)
+        except Exception:  # never let one message end this connection's thread
+            _logger.exception(
+                "company %s: a message could not be read", self.company_id
+            )
+            self.listener.count_drop(self.company_id, "payload")
 
 
 class Listener:
@@ -327,6 +352,9 @@ class Listener:
         self.logins = {}
         self.pending = Pending()
         self.failed = None  # a batch the database refused, retried first
+        # history keys heard per (device, topic): at most MAX_HISTORY_KEYS
+        # each, whatever a device sends over time
+        self.history_keys = defaultdict(set)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._want_reload = False
@@ -401,10 +429,14 @@ class Listener:
 
     def handle(self, connection, topic, payload, retained):
         now = utcnow()
-        company_id = connection.company_id
         reason = self._fold(connection, topic, payload, retained, now)
+        self.count_drop(connection.company_id, reason, now)
+
+    def count_drop(self, company_id, reason, now=None):
+        """Count one message of ``company_id``, dropped for ``reason``
+        (None: kept)."""
         with self._lock:
-            self.pending.note(company_id, now, dropped=reason is not None)
+            self.pending.note(company_id, now or utcnow(), dropped=reason is not None)
             self.stats["messages"] += 1
             if reason:
                 self.stats[f"dropped_{reason}"] += 1
@@ -472,7 +504,12 @@ class Listener:
                 interval = self.settings["history_interval"]
                 epoch = int((now - EPOCH).total_seconds())
                 bucket = EPOCH + timedelta(seconds=epoch - epoch % interval)
+                keys = self.history_keys[(device_id, sub)]
                 for key, number in history.items():
+                    if key not in keys:
+                        if len(keys) >= MAX_HISTORY_KEYS:
+                            continue
+                        keys.add(key)
                     self.pending.history[(device_id, sub, key, bucket)] = (
                         company_id,
                         number,
@@ -562,9 +599,10 @@ class Listener:
                     exc.__class__.__name__,
                 )
             return []
-        except psycopg2.Error as exc:
+        except (psycopg2.Error, ValueError) as exc:
             # not an outage: this batch cannot be written (a bug, a schema
-            # change); drop it rather than retry it forever
+            # change, a value psycopg2 cannot send); drop it rather than
+            # retry it forever
             _logger.warning(
                 "dropped a batch of %d message(s) the database refused: %s",
                 pending.count,

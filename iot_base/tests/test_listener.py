@@ -17,6 +17,7 @@ from psycopg2 import OperationalError
 from odoo.exceptions import UserError
 from odoo.tests import TransactionCase, tagged
 
+from odoo.addons.iot_base.cli import listener as listener_module
 from odoo.addons.iot_base.cli.listener import Listener, parse_status
 from odoo.addons.iot_base.models import iot_listener
 
@@ -186,6 +187,46 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
             )[0][0],
             1,
         )
+
+    def test_hostile_history_keys(self):
+        """With history on, keys PostgreSQL cannot store (NUL, lone
+        surrogates, as JSON escapes), integers too large for a float and an
+        endless supply of new keys never stop the listener: what can be
+        stored is, at most MAX_HISTORY_KEYS keys per device and topic."""
+        self._set_params(**{iot_listener.HISTORY_PARAM: "True"})
+        listener = self._start_listener(connections=2)
+        self._wait(lambda: listener.settings["history"], "history setting", SLOW_WAIT)
+        sensor = self._device_client(self.sensor.username, self.sensor_secret)
+        topic = self._topic(self.sensor, "telemetry", "h")
+        self._publish(
+            sensor,
+            topic,
+            '{"a\\u0000b": 1, "\\ud800": 2, "big": 1%s, "ok": 3}' % ("0" * 400),
+        )
+        for batch in range(3):
+            self._publish(
+                sensor, topic, json.dumps({f"k{batch}_{i}": i for i in range(16)})
+            )
+        self._publish(sensor, topic, '{"last": 1}')
+        self._wait(
+            lambda: (self._reading(self.sensor, "h") or ("",))[0] == '{"last": 1}',
+            "the last reading",
+        )
+        keys = self._wait(
+            lambda: {
+                key
+                for (key,) in self._query(
+                    "SELECT key FROM iot_device_reading_history"
+                    " WHERE device_id = %s AND topic = 'h'",
+                    [self.sensor.id],
+                )
+            },
+            "history rows",
+        )
+        self.assertIn("ok", keys)
+        self.assertNotIn("big", keys)
+        self.assertLessEqual(len(keys), listener_module.MAX_HISTORY_KEYS)
+        self.assertTrue(all(c.connected for c in listener.connections.values()))
 
     def test_settings_followed_and_broker_restart(self):
         listener = self._start_listener(connections=2)
