@@ -14,6 +14,8 @@ from ..tools.secret_hash import INDEX_SIZE, MAX_SECRET_LENGTH, verify_secret
 # MQTT allows any UTF-8 username; ours must also be safe as a Mosquitto
 # password-file key, in ACL placeholders and in log lines.
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+# usernames only Odoo itself (or a system administrator) gives out
+RESERVED_PREFIX = "odoo_"
 # A client id belongs to one credential: the id equal to its username, or the
 # username, CLIENT_ID_SEPARATOR and a short suffix (one per connection). No
 # username can hold the separator, so no username is a prefix of another's
@@ -145,6 +147,7 @@ class IotCredentials(models.Model):
 
     @api.constrains("username")
     def _check_username(self):
+        system = self.env.su or self.env.user.has_group("base.group_system")
         for credential in self:
             if not USERNAME_RE.fullmatch(credential.username or ""):
                 raise ValidationError(
@@ -152,6 +155,15 @@ class IotCredentials(models.Model):
                         "The MQTT username %(name)r may only contain letters, "
                         "digits and . _ : @ - (128 at most).",
                         name=credential.username,
+                    )
+                )
+            # Odoo's own logins: whoever takes one first would get (or block)
+            # what Odoo gives it (models/iot_listener.py)
+            if not system and credential.username.startswith(RESERVED_PREFIX):
+                raise ValidationError(
+                    _(
+                        "MQTT usernames starting with %(prefix)s are Odoo's own.",
+                        prefix=RESERVED_PREFIX,
                     )
                 )
 

@@ -139,6 +139,20 @@ class IotListener(models.AbstractModel):
         credentials = self.env["iot.credentials"].sudo().with_context(active_test=False)
         username = LISTENER_USERNAME.format(company_id=company.id)
         credential = credentials.search([("username", "=", username)], limit=1)
+        if credential and (
+            credential.company_id != company
+            or credential.kind != "service"
+            or credential.user_id
+        ):
+            # not the one Odoo made (taken before the name was reserved):
+            # never lend it this company's listener rules
+            _logger.warning(
+                "listener: credential %s is not company %s's own service"
+                " credential: that company is not listened to",
+                username,
+                company.id,
+            )
+            return credentials.browse()
         if not credential:
             credential = credentials.create(
                 {

@@ -5,9 +5,10 @@ from datetime import timedelta
 from unittest.mock import MagicMock, patch
 
 from odoo import fields
-from odoo.exceptions import UserError
+from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
 
+from odoo.addons.iot_base.models.iot_listener import LISTENER_RULE_XMLIDS
 from odoo.addons.iot_base.models.iot_mqtt_device_presence import FLEET_CHANNEL
 from odoo.addons.iot_base.tools import topic_acl
 
@@ -75,6 +76,28 @@ class TestListenerSecurity(IotCommonCase):
                 self.assertEqual(
                     topic_acl.authorize(rules, "publish", topic, 1), "deny"
                 )
+
+    def test_listener_name_cannot_be_squatted(self):
+        """A manager cannot take the name of a company's listener credential
+        (which would lend it that company's listener rules, or block the
+        listener); one taken before the name was reserved is never used."""
+        third = self.env["res.company"].create({"name": "Third IoT Co"})
+        name = f"odoo_listener_{third.id}"
+        manager = self.Credentials.with_user(self.iot_manager)
+        for username in (name, "odoo_anything"):
+            with self.assertRaises(ValidationError), self.env.cr.savepoint():
+                manager.create({"username": username, "kind": "device"})
+        device = manager.create({"username": "device_squat01", "kind": "device"})
+        with self.assertRaises(ValidationError), self.env.cr.savepoint():
+            device.write({"username": name})
+        # taken anyway (as it could be before this check): not the listener's
+        squatted = self.Credentials.sudo().create(
+            {"username": name, "kind": "device", "company_id": self.company.id}
+        )
+        with self.assertLogs("odoo.addons.iot_base.models.iot_listener", "WARNING"):
+            self.assertFalse(self.Listener._listener_credential(third))
+            self.assertIsNone(self.Listener._listener_login(third))
+        self.assertNotIn(squatted, self.env.ref(LISTENER_RULE_XMLIDS[0]).credential_ids)
 
     def test_listener_rules_apply_to_listeners_only(self):
         service = self.Credentials.create(
