@@ -104,11 +104,7 @@ class IotMosquittoSync(models.AbstractModel):
     @api.model
     def _store_enabled(self):
         """Switched on in the settings (neutralized or not)."""
-        return self.env["ir.config_parameter"].sudo().get_param(ENABLED_PARAM) in (
-            "1",
-            "True",
-            "true",
-        )
+        return bool_param(self.env, ENABLED_PARAM)
 
     @api.model
     def _is_enabled(self):

@@ -269,13 +269,18 @@ class IotStoreAdapter(models.AbstractModel):
                 )
             ) from None
         if response.status_code not in expected:
+            route = path.split("?", 1)[0]
+            if method in ("PUT", "DELETE"):
+                # the last segment names a login (of any company): the run's
+                # error is shown to every IoT manager
+                route = route.rsplit("/", 1)[0] + "/…"
             raise BrokerApiError(
                 _(
                     "%(origin)s answered HTTP %(status)s to %(method)s %(path)s",
                     origin=_origin(url),
                     status=response.status_code,
                     method=method,
-                    path=path.split("?", 1)[0],
+                    path=route,
                 )
             )
         return response

@@ -6,6 +6,9 @@ database, two syncs at once."""
 
 import socket
 import threading
+from unittest.mock import patch
+
+import requests
 
 import odoo
 from odoo import SUPERUSER_ID, api
@@ -15,6 +18,7 @@ from odoo.tests import BaseCase, get_db_name, tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_emqx_store as estore
+from odoo.addons.iot_base.models import iot_store_adapter as adapter_module
 from odoo.addons.iot_base.models import iot_store_sync as engine
 from odoo.addons.iot_base.models.iot_broker_session import (
     EMQX_KEY_PARAM,
@@ -123,6 +127,33 @@ class TestEmqxStoreContract(IotCommonCase):
             paths.index("DELETE /api/v5/clients/device_emqx02~a1"),
         )
         self.assertFalse(self.emqx.authenticate("device_emqx02", secret))
+
+    def test_refused_delete_names_no_login(self):
+        """A refused per-login call fails the run with an error every IoT
+        manager may read: it names the route, never the login."""
+        device, _secret = self.device("device_emqx_secretname")
+        self.sync()
+        device.action_revoke()
+        real = requests.request
+
+        def refuse_deletes(method, url, **kwargs):
+            if method == "DELETE":
+                response = requests.Response()
+                response.status_code = 500
+                return response
+            return real(method, url, **kwargs)
+
+        with (
+            patch.object(adapter_module.requests, "request", refuse_deletes),
+            self.assertLogs(adapter_module.__name__, "WARNING") as logs,
+        ):
+            result = self.sync(expect_ok=False)
+        self.assertNotIn("device_emqx_secretname", str(logs.output))
+        self.assertFalse(result["ok"])
+        self.assertIn("HTTP 500 to DELETE", result["error"])
+        run = self.env["iot.store.sync.run"].search([("store", "=", "emqx")], limit=1)
+        for text in (result["error"], run.error):
+            self.assertNotIn("device_emqx_secretname", text)
 
     def test_rotate(self):
         device, old = self.device("device_emqx03")
