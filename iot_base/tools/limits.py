@@ -23,4 +23,4 @@ LIMIT_DEFAULTS = {
 
 def company_limit(env, key):
     """The limit ``key`` (one of :data:`LIMIT_DEFAULTS`) in force."""
-    return number_param(env, key, LIMIT_DEFAULTS[key], int, (1, 10**9))
+    return number_param(env, key, LIMIT_DEFAULTS[key])
