@@ -2,6 +2,7 @@
 #   make test   install iot_base with its tests in a throwaway database;
 #               last line "N passed, N failed" (TEST_TAGS=... for a subset)
 #   make run    serve Odoo with iot_base on http://127.0.0.1:8069 (admin/admin)
+#   make stop   stop what make run started (Odoo, the listener, the broker)
 #   make lint   ruff + pylint-odoo (OCA mandatory checks), eslint + prettier (JS)
 #   make bench  benchmark /iot/auth and /iot/acl against an Odoo floor (~4 min)
 #   make pot    regenerate iot_base/i18n/iot_base.pot (the terms to translate)
@@ -9,16 +10,19 @@ SHELL := /bin/bash
 # the interpreter that runs Odoo (as scripts/odoo_env.sh)
 PYTHON ?= python3
 
-.PHONY: help test run lint bench pot
+.PHONY: help test run stop lint bench pot
 
 help:
-	@sed -n '2,7s/^# \{0,1\}//p' Makefile
+	@sed -n '2,8s/^# \{0,1\}//p' Makefile
 
 test:
 	@bash scripts/test.sh
 
 run:
 	@bash scripts/run.sh
+
+stop:
+	@bash scripts/stop.sh
 
 lint:
 	@bash scripts/lint.sh

@@ -6,6 +6,9 @@
 #   ODOO_PATH          folder containing odoo-bin (a git checkout of odoo);
 #                      otherwise the `odoo` package importable by $PYTHON is used
 #   PYTHON             interpreter that runs Odoo (default: python3)
+#   ODOO_SOURCE, IOT_CACHE_DIR, IOT_BOOTSTRAP
+#                      when neither ODOO_PATH nor PYTHON is given and python3
+#                      has no Odoo: where scripts/odoo_bootstrap.sh gets it
 #   DB_HOST, DB_PORT, DB_USER, DB_PASSWORD
 #                      PostgreSQL connection (default: local socket, current user)
 #   IOT_EXTRA_ADDONS   extra addons folders (comma separated), appended to the path
@@ -13,6 +16,8 @@
 #                      the harness itself against a throwaway addon)
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# a PYTHON the user gave is theirs: never replaced by a bootstrapped one
+PYTHON_GIVEN=${PYTHON:+yes}
 PYTHON=${PYTHON:-python3}
 MODULE=${IOT_TEST_MODULE:-iot_base}
 # Odoo's own date handling assumes a UTC process (odoo-bin users usually have it).
@@ -29,6 +34,9 @@ RUN_APT_PACKAGES="/usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server"
 TEST_APT_PACKAGES="$RUN_APT_PACKAGES chromium:chromium mosquitto:mosquitto"
 
 say() { printf '%s\n' "$*" >&2; }
+
+# shellcheck source=scripts/odoo_bootstrap.sh
+. "$REPO_ROOT/scripts/odoo_bootstrap.sh"
 
 # find_odoo: sets the ODOO_CMD array (how to start Odoo) and ADDONS_PATH, or
 # prints one instruction line and exits 2. It tells apart "no Odoo" from "Odoo
@@ -62,10 +70,18 @@ EOF_PY
     )
     IFS=$'\t' read -r serie root status reason <<<"$(printf '%s\n' "$probe" | tail -n 1)"
     if [ -z "$root" ] || [ -z "$status" ]; then
+        if [ -z "$where" ] && [ -z "$PYTHON_GIVEN" ] && [ "${IOT_BOOTSTRAP:-1}" != 0 ] \
+            && [ -z "${IOT_BOOTSTRAPPED:-}" ]; then
+            say "Odoo 18.0 not found (\`$PYTHON -c 'import odoo'\` fails): getting it (scripts/odoo_bootstrap.sh)"
+            bootstrap_odoo || exit 2
+            IOT_BOOTSTRAPPED=yes
+            find_odoo
+            return
+        fi
         if [ -n "$where" ]; then
             say "Odoo not usable from $where with PYTHON=$PYTHON: $(printf '%s\n' "$probe" | tail -n 1)"
         else
-            say "Odoo 18.0 not found: \`$PYTHON -c 'import odoo'\` fails. Install it (pip/deb), set ODOO_PATH=/path/to/odoo (the folder containing odoo-bin), or PYTHON=/path/to/python (an interpreter that has Odoo)"
+            say "Odoo 18.0 not found: \`$PYTHON -c 'import odoo'\` fails. Set ODOO_PATH=/path/to/odoo (the folder containing odoo-bin), or PYTHON=/path/to/python (an interpreter that has Odoo)"
         fi
         exit 2
     fi

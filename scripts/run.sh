@@ -20,6 +20,8 @@
 #   IOT_CONSOLE_AUTH     rabbitmq_jwt (default: the console logs in with signed
 #                        tokens the local broker verifies itself) or secret
 #   ODOO_DATA_DIR        filestore (default Odoo's ~/.local/share/Odoo)
+#   IOT_RUN_DIR          pid files of what this started, for `make stop`
+#                        (default ${TMPDIR:-/tmp}/iot_base_run_$UID)
 # plus the ones in scripts/odoo_env.sh (PYTHON, ODOO_PATH, DB_*).
 set -u -o pipefail
 # shellcheck source=scripts/odoo_env.sh
@@ -34,6 +36,7 @@ GEVENT_PORT=${IOT_GEVENT_PORT:-8072}
 export IOT_MQTT_PORT=${IOT_MQTT_PORT:-1884} IOT_WS_PORT=${IOT_WS_PORT:-8083}
 export IOT_MGMT_PORT=${IOT_MGMT_PORT:-15673}
 DATA_OPT=(${ODOO_DATA_DIR:+--data-dir="$ODOO_DATA_DIR"})
+RUN_DIR=${IOT_RUN_DIR:-${TMPDIR:-/tmp}/iot_base_run_$(id -u)}
 # where this machine reaches Odoo (0.0.0.0 / :: listen on loopback too)
 case "$INTERFACE" in 0.0.0.0 | "" | :: ) LOCAL_HOST=127.0.0.1 ;; *) LOCAL_HOST=$INTERFACE ;; esac
 URL="http://$LOCAL_HOST:$HTTP_PORT"
@@ -186,6 +189,7 @@ if [ "$state" != "installed" ]; then
 fi
 
 start_mqtt_broker
+mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR"
 
 # The listener (odoo-bin iot-listen, iot_base/cli/): device presence, last
 # readings, throughput. It runs beside Odoo and stops when Odoo does (a
@@ -201,6 +205,7 @@ if [ "${IOT_LISTENER:-1}" != 0 ]; then
         ${DB_USER:+--db_user="$DB_USER"} ${DB_PASSWORD:+--db_password="$DB_PASSWORD"} \
         --logfile="$LISTENER_LOG" </dev/null &
     listener_pid=$!
+    echo "$listener_pid" >"$RUN_DIR/listener.pid"
     ( while kill -0 $$ 2>/dev/null && kill -0 "$listener_pid" 2>/dev/null; do sleep 2; done
       kill -TERM "$listener_pid" 2>/dev/null ) </dev/null >/dev/null 2>&1 &
 fi
@@ -211,9 +216,9 @@ if [ "$WORKERS" -gt 0 ]; then
     mode="prefork, $WORKERS workers, gevent port $GEVENT_PORT"
     PREFORK=(--workers="$WORKERS" --gevent-port="$GEVENT_PORT")
 fi
-say "== serving $DB on $URL ($mode; login admin / password admin)"
+say "== serving $DB on $URL ($mode; login admin / password admin; \`make stop\` stops it all)"
 # --db-filter: the broker calls Odoo without a session, so Odoo must know the
 # database from the request alone
 odoo_cmd -d "$DB" "${DATA_OPT[@]}" --http-interface="$INTERFACE" --http-port="$HTTP_PORT" \
-    "${PREFORK[@]}" --db-filter="^$DB\$"
+    "${PREFORK[@]}" --db-filter="^$DB\$" --pidfile="$RUN_DIR/odoo.pid"
 exec "${ODOO_RUN[@]}"
