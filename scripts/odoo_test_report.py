@@ -1,9 +1,13 @@
 """Read the Odoo 18.0 logs of `make test` and decide whether the run passed.
 
 Prints a short summary whose LAST line is exactly "N passed, N failed", and exits
-non-zero when a test failed, errored or was skipped, when no test ran, when
-Odoo exited non-zero, or when the logs contain an ERROR/CRITICAL line or a
-WARNING line while the module was installed/tested.
+non-zero when a test failed, errored or was skipped, when no test ran (or, with
+--min-tests, fewer than the last full run on main), when Odoo exited non-zero
+(a run that hung is ended by scripts/test.sh's time limit), when a thread died
+of an uncaught exception (Python prints "Exception in thread ..." on stderr,
+which make test writes into the log, outside any record), or when the logs
+contain an ERROR/CRITICAL line or a WARNING line while the module was
+installed/tested.
 
 What Odoo 18.0 logs (odoo/tests/result.py, case.py, suite.py, service/server.py),
 each record being "<date> <time> <pid> <LEVEL> <db> <logger>: <message>":
@@ -56,13 +60,17 @@ ALLOWED_WARNINGS: list[re.Pattern] = []
 
 
 EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+# threading.excepthook's default output (stderr, no log record)
+THREAD_DIED = re.compile(r"^Exception in thread (?P<thread>.+?):?$")
 
 
 def records(path):
     """Yield (level, logger, first message line, exception line) per log record.
 
     The exception line is the last "SomeError: ..." line of a traceback logged
-    with the record (the exception finally raised), or "".
+    with the record (the exception finally raised), or "". A thread's uncaught
+    exception, printed outside any record, is yielded as an ERROR record of
+    logger "thread".
     """
     record = None
     try:
@@ -76,6 +84,15 @@ def records(path):
                         match["level"],
                         match["logger"],
                         match["msg"].rstrip(),
+                        "",
+                    ]
+                elif match := THREAD_DIED.match(line):
+                    if record:
+                        yield record
+                    record = [
+                        "ERROR",
+                        "thread",
+                        f"uncaught exception in thread {match['thread']}",
                         "",
                     ]
                 elif record and EXCEPTION.match(line):
@@ -137,6 +154,15 @@ def main():
     parser.add_argument("--setup-rc", type=int, required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--rc", type=int, required=True)
+    parser.add_argument(
+        "--min-tests",
+        type=int,
+        default=0,
+        help="fail when fewer tests ran (the count of the last full run on main)",
+    )
+    parser.add_argument(
+        "--timed-out", type=int, default=0, help="the time limit that ended the run"
+    )
     args = parser.parse_args()
 
     setup = analyse(args.setup_log)
@@ -183,7 +209,14 @@ def main():
         problems.append("Odoo never reported its test results")
     elif tests_run == 0 and args.setup_rc == 0:
         problems.append("no test ran")
-    if args.rc != 0 and args.setup_rc == 0 and not failed:
+    elif args.min_tests and tests_run < args.min_tests:
+        problems.append(
+            f"only {tests_run} tests ran, fewer than the {args.min_tests} of the "
+            "last full run (.ci/min_tests): a test module is no longer loaded?"
+        )
+    if args.timed_out:
+        problems.append(f"the run hung: ended after {args.timed_out} s")
+    elif args.rc != 0 and args.setup_rc == 0 and not failed:
         problems.append(f"Odoo exited with status {args.rc}")
     if final:
         print(f"Odoo: {final.group(0).rsplit(' when', 1)[0]}")

@@ -11,7 +11,10 @@
 #
 # Knobs: TEST_TAGS (passed to --test-tags, e.g. ":TestMqtt" or
 # "/iot_base:TestFoo.test_bar"; default: Odoo's standard tests of iot_base),
-# plus the ones in scripts/odoo_env.sh.
+# IOT_TEST_TIMEOUT (seconds the test run may take before it is ended as hung;
+# default 2400), plus the ones in scripts/odoo_env.sh.
+# A full run (no TEST_TAGS) fails with fewer tests than .ci/min_tests (the
+# count of the last full run on main: raise it when you add tests).
 set -u -o pipefail
 # shellcheck source=scripts/odoo_env.sh
 . "$(dirname "$0")/odoo_env.sh"
@@ -52,13 +55,19 @@ odoo_cmd "${COMMON[@]}" -i "$(module_depends)"
 SETUP_RC=${PIPESTATUS[0]}
 
 TEST_RC=1
+TIMED_OUT=0
+MIN_TESTS=0
+[ -z "${TEST_TAGS:-}" ] && [ "$MODULE" = iot_base ] && MIN_TESTS=$(cat "$REPO_ROOT/.ci/min_tests" 2>/dev/null || echo 0)
 : >"$TEST_LOG"
 if [ "$SETUP_RC" -eq 0 ]; then
     say "== [test] installing $MODULE with tests (log: ${TEST_LOG#"$REPO_ROOT"/})"
     odoo_cmd "${COMMON[@]}" -i "$MODULE" --test-enable --log-level=test \
         ${TEST_TAGS:+--test-tags="$TEST_TAGS"}
-    "${ODOO_RUN[@]}" </dev/null 2>&1 | tee "$TEST_LOG"
+    timeout --foreground --kill-after=60 "${IOT_TEST_TIMEOUT:-2400}" "${ODOO_RUN[@]}" </dev/null 2>&1 \
+        | tee "$TEST_LOG"
     TEST_RC=${PIPESTATUS[0]}
+    # timeout's own status for "ended at the limit" (124, or 137 after KILL)
+    case "$TEST_RC" in 124 | 137) TIMED_OUT=${IOT_TEST_TIMEOUT:-2400} ;; esac
 fi
 ln -sfn "$DB.log" "$LOG_DIR/latest.log"
 
@@ -68,4 +77,4 @@ cleanup
 trap - EXIT
 exec "$PYTHON" "$REPO_ROOT/scripts/odoo_test_report.py" --module "$MODULE" \
     --setup-log "$SETUP_LOG" --setup-rc "$SETUP_RC" \
-    --log "$TEST_LOG" --rc "$TEST_RC"
+    --log "$TEST_LOG" --rc "$TEST_RC" --min-tests "$MIN_TESTS" --timed-out "$TIMED_OUT"
