@@ -25,7 +25,8 @@ def final(failed=0, errors=0, run=2, level="INFO"):
     return line(
         level,
         "odoo.tests.result",
-        f"{failed} failed, {errors} error(s) of {run} tests when loading database '{DB}'",
+        f"{failed} failed, {errors} error(s) of {run} tests "
+        f"when loading database '{DB}'",
     )
 
 
@@ -95,7 +96,8 @@ class TestOdooTestReport(unittest.TestCase):
     def test_thread_exception_fails(self):
         log = (
             start("TestX.test_a")
-            + "Exception in thread Thread-3 (serve):\nTraceback (most recent call last):\n"
+            + "Exception in thread Thread-3 (serve):\n"
+            + "Traceback (most recent call last):\n"
             + '  File "x.py", line 1, in serve\nValueError: boom\n'
             + start("TestX.test_b")
             + final()
