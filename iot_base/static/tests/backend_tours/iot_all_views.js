@@ -161,7 +161,8 @@ export async function openAllViews(steps) {
                 throw new Error(`unknown step kind ${step.kind}`);
             }
         } catch (error) {
-            failures.push(`${step.label}: ${error.message || error}`);
+            const cause = error.cause ? ` (${error.cause.message || error.cause})` : "";
+            failures.push(`${step.label}: ${error.message || error}${cause}`);
             dialog.closeAll();
             await settle(
                 () => !document.querySelector(".o_dialog"),
