@@ -33,6 +33,7 @@ from .iot_mosquitto_sync import (
     PASSWORD_FILE_PARAM,
     PID_FILE_PARAM,
 )
+from ..tools.limits import LIMIT_DEFAULTS
 from .iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
 from .iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_STORE_VHOST_PARAM
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
@@ -434,3 +435,35 @@ class ResConfigSettings(models.TransientModel):
 
     def _iot_store_keys(self):
         return (RABBITMQ_STORE_PARAM, RABBITMQ_STORE_VHOST_PARAM, EMQX_STORE_PARAM)
+
+    # Per-company limits (tools/limits.py reads them; 0: the default)
+    iot_max_rules_per_company = fields.Integer(
+        "Topic Rules per Company",
+        config_parameter="iot_base.max_rules_per_company",
+        default=LIMIT_DEFAULTS["iot_base.max_rules_per_company"],
+        groups="base.group_system",
+        help="At most this many topic rules (archived ones included) per "
+        "company; rules for every company are not counted.",
+    )
+    iot_max_devices_per_company = fields.Integer(
+        "Devices per Company",
+        config_parameter="iot_base.max_devices_per_company",
+        default=LIMIT_DEFAULTS["iot_base.max_devices_per_company"],
+        groups="base.group_system",
+        help="At most this many devices (archived ones included) per company.",
+    )
+    iot_max_credentials_per_company = fields.Integer(
+        "MQTT Credentials per Company",
+        config_parameter="iot_base.max_credentials_per_company",
+        default=LIMIT_DEFAULTS["iot_base.max_credentials_per_company"],
+        groups="base.group_system",
+        help="At most this many MQTT credentials (devices, services and users) "
+        "per company.",
+    )
+    iot_max_provisioning_per_minute = fields.Integer(
+        "Registrations per Minute and API Key",
+        config_parameter="iot_base.max_provisioning_per_minute",
+        default=LIMIT_DEFAULTS["iot_base.max_provisioning_per_minute"],
+        groups="base.group_system",
+        help="Device registrations one provisioning API key may make per minute.",
+    )

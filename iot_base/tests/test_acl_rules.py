@@ -6,6 +6,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.tools import topic_acl
+from odoo.addons.iot_base.tools.limits import LIMIT_DEFAULTS, company_limit
 
 from .common import IotCommonCase
 
@@ -146,4 +147,76 @@ class TestAclRules(IotCommonCase):
         rules = self.env["iot.acl.rule"]._rules_for(device, "#")
         self.assertEqual(
             topic_acl.authorize(rules, "publish", "inbox/anything/x"), "deny"
+        )
+
+    def test_rule_limit_per_company(self):
+        """Issue 16/3: one RPC-sized create beyond the per-company cap is
+        refused whole; another company and global rules are not counted."""
+        Rule = self.env["iot.acl.rule"]
+        key = "iot_base.max_rules_per_company"
+        self.assertEqual(company_limit(self.env, key), LIMIT_DEFAULTS[key])
+        cap = LIMIT_DEFAULTS[key]
+
+        def batch(count, prefix):
+            return [
+                {"name": f"{prefix} {i}", "topic": f"${{namespace}}/{prefix}/{i}"}
+                for i in range(count)
+            ]
+
+        manager_b = Rule.with_user(self.other_manager)
+        # as an RPC would: the refused call's transaction is rolled back
+        with (
+            self.assertRaisesRegex(ValidationError, "rules per company"),
+            self.env.cr.savepoint(),
+        ):
+            manager_b.create(batch(cap + 1, "flood"))
+        self.assertEqual(
+            Rule.search_count([("company_id", "=", self.other_company.id)]), 0
+        )
+
+        self.env["ir.config_parameter"].sudo().set_param(key, "5")
+        # global rules (administrators') count for no company
+        Rule.create(batch(6, "global"))
+        manager_a = Rule.with_user(self.iot_manager)
+        manager_a.create(batch(4, "a"))
+        archived = manager_a.create(batch(1, "a_archived"))
+        archived.active = False  # still counted: it can be reactivated
+        with (
+            self.assertRaisesRegex(ValidationError, "at most 5 rules"),
+            self.env.cr.savepoint(),
+        ):
+            manager_a.create(batch(1, "a_more"))
+        # the other company is unaffected by the first one's rules
+        rules_b = manager_b.create(batch(5, "b"))
+        self.assertEqual(len(rules_b), 5)
+        # moving a rule into a full company is refused too
+        spare = Rule.create(batch(1, "spare"))
+        with (
+            self.assertRaisesRegex(ValidationError, "at most 5 rules"),
+            self.env.cr.savepoint(),
+        ):
+            spare.company_id = self.company
+
+    def test_limit_settings(self):
+        """The four per-company limits are settings: shown with their
+        defaults, saved into the parameters tools/limits.py reads."""
+        admin = self.env.ref("base.user_admin")
+        Settings = self.env["res.config.settings"].with_user(admin)
+        fields_of = {
+            "iot_max_rules_per_company": "iot_base.max_rules_per_company",
+            "iot_max_devices_per_company": "iot_base.max_devices_per_company",
+            "iot_max_credentials_per_company": "iot_base.max_credentials_per_company",
+            "iot_max_provisioning_per_minute": "iot_base.max_provisioning_per_minute",
+        }
+        self.assertEqual(set(fields_of.values()), set(LIMIT_DEFAULTS))
+        shown = Settings.create({})
+        for name, key in fields_of.items():
+            self.assertEqual(shown[name], LIMIT_DEFAULTS[key], name)
+        Settings.create({name: 7 + i for i, name in enumerate(fields_of)}).execute()
+        for i, key in enumerate(fields_of.values()):
+            self.assertEqual(company_limit(self.env, key), 7 + i, key)
+        Settings.create({"iot_max_rules_per_company": 0}).execute()
+        self.assertEqual(
+            company_limit(self.env, "iot_base.max_rules_per_company"),
+            LIMIT_DEFAULTS["iot_base.max_rules_per_company"],
         )
