@@ -47,7 +47,8 @@ The files are built from one SQL query (no ORM per record), written to a
 temporary file in the target directory (mode 0640, group: system parameter
 ``iot_base.mosquitto_file_group``, default the directory's group) and renamed
 over the old one; then the broker gets SIGHUP (pid from the configured pid
-file, checked to be a ``mosquitto`` process that can read the files).
+file, checked to run the Mosquitto binary, ``/proc/<pid>/exe``, to have
+started before the pid file was written, and to be able to read the files).
 """
 
 import grp
@@ -63,6 +64,7 @@ from odoo.tools import SQL
 from ..tools.mosquitto_files import (
     HEADER,
     LOGIN_SEPARATOR,
+    MOSQUITTO_BINARIES,
     build_acl,
     password_line_hash,
     reload_broker,
@@ -80,6 +82,8 @@ PASSWORD_FILE_PARAM = "iot_base.mosquitto_password_file"
 ACL_FILE_PARAM = "iot_base.mosquitto_acl_file"
 PID_FILE_PARAM = "iot_base.mosquitto_pid_file"
 FILE_GROUP_PARAM = "iot_base.mosquitto_file_group"
+# the broker's executable, when not one of MOSQUITTO_BINARIES
+BINARY_PARAM = "iot_base.mosquitto_binary"
 
 
 class IotMosquittoSync(models.AbstractModel):
@@ -104,6 +108,7 @@ class IotMosquittoSync(models.AbstractModel):
             "acl_file": (params.get_param(ACL_FILE_PARAM) or "").strip(),
             "pid_file": (params.get_param(PID_FILE_PARAM) or "").strip(),
             "group": (params.get_param(FILE_GROUP_PARAM) or "").strip(),
+            "binary": (params.get_param(BINARY_PARAM) or "").strip(),
         }
 
     @api.model
@@ -158,7 +163,7 @@ class IotMosquittoSync(models.AbstractModel):
         config = self._get_config()
         if not (config["password_file"] and config["acl_file"]):
             raise SyncError(_("Set the Mosquitto password file and ACL file paths."))
-        for key in ("password_file", "acl_file", "pid_file"):
+        for key in ("password_file", "acl_file", "pid_file", "binary"):
             if config[key] and not os.path.isabs(config[key]):
                 raise SyncError(
                     _("%(path)s is not an absolute path.", path=config[key])
@@ -469,7 +474,11 @@ class IotMosquittoSync(models.AbstractModel):
         pid_file = config["pid_file"]
         if not pid_file:
             return _("no pid file configured: the broker's host must reload Mosquitto")
-        return reload_broker(pid_file, (config["password_file"], config["acl_file"]))
+        return reload_broker(
+            pid_file,
+            (config["password_file"], config["acl_file"]),
+            (config["binary"],) if config["binary"] else MOSQUITTO_BINARIES,
+        )
 
     # ------------------------------------------------------------------
     # UI

@@ -18,6 +18,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -844,6 +845,62 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         params.set_param(mosq.ACL_FILE_PARAM, "/nonexistent-dir/acl")
         with self.assertLogs(LOGGER, "WARNING"):
             self.assertIn("No such file", self.sync(expect_ok=False)["error"])
+
+    def test_impostor_not_signalled(self):
+        """Issue 16/15: only the broker the pid file names gets SIGHUP: a
+        process merely named mosquitto (a copy of sleep, a Python process
+        that renamed itself) is refused and keeps running, and so is a pid
+        that started after the pid file was written; the real broker is
+        signalled."""
+        params = self.env["ir.config_parameter"].sudo()
+        directory = tempfile.mkdtemp(prefix="iot_impostor_")
+        self.addCleanup(shutil.rmtree, directory, True)
+        fake = os.path.join(directory, "mosquitto")
+        shutil.copy("/bin/sleep", fake)
+        ready, hup = os.path.join(directory, "ready"), os.path.join(directory, "hup")
+        renamed = (
+            "import ctypes, signal, time\n"
+            "ctypes.CDLL(None).prctl(15, b'mosquitto', 0, 0, 0)\n"
+            f"signal.signal(signal.SIGHUP, lambda *a: open({hup!r}, 'w').close())\n"
+            f"open({ready!r}, 'w').close()\n"
+            "time.sleep(60)\n"
+        )
+        impostors = [
+            subprocess.Popen([fake, "60"]),
+            subprocess.Popen([sys.executable, "-c", renamed]),
+        ]
+        for process in impostors:
+            self.addCleanup(process.wait, 10)
+            self.addCleanup(process.kill)
+        self.wait_for(lambda: os.path.exists(ready), "the renamed process")
+        for process in impostors:
+            with open(f"/proc/{process.pid}/comm") as comm:
+                self.assertEqual(comm.read().strip(), "mosquitto")
+            with self.subTest(pid=process.pid):
+                params.set_param(mosq.PID_FILE_PARAM, self._pid_file_of(process.pid))
+                with self.assertLogs(LOGGER, "WARNING"):
+                    result = self.sync(force=True, expect_ok=False)
+                self.assertIn("not mosquitto", result["error"])
+                self.assertIsNone(process.poll(), "the impostor got SIGHUP")
+        self.assertFalse(os.path.exists(hup), "the renamed process got SIGHUP")
+
+        # the real broker's pid in a file written before it started: stale
+        stale = self._pid_file_of(self.broker.pid)
+        os.utime(stale, (time.time() - 3600, time.time() - 3600))
+        params.set_param(mosq.PID_FILE_PARAM, stale)
+        with self.assertLogs(LOGGER, "WARNING"):
+            result = self.sync(force=True, expect_ok=False)
+        self.assertIn("started after", result["error"])
+        # the broker's own pid file: signalled, and the broker reloads
+        params.set_param(mosq.PID_FILE_PARAM, self.broker.pid_file)
+        _device, secret = self.device("device_hup01")
+        result = self.sync()
+        self.assertIn(f"(pid {self.broker.pid}) signalled", result["reload"])
+        self.wait_for(
+            lambda: self.broker.can_connect("device_hup01", secret), "the reload"
+        )
+        for process in impostors:
+            self.assertIsNone(process.poll())
 
     def test_unreadable_files_not_signalled(self):
         if os.geteuid() != 0 or not self.broker._mosquitto_ids():

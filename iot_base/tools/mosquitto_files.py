@@ -435,16 +435,45 @@ def _proc_ids(pid):
     return uid, gids
 
 
-def reload_broker(pid_file, files=()):
+# Where distributions install the broker; iot_base.mosquitto_binary names
+# another one
+MOSQUITTO_BINARIES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+# /proc/<pid>/stat start times are in clock ticks, btime in whole seconds
+_START_SLACK = 1.0
+
+
+def _proc_start(pid):
+    """Start time of a process, seconds since the epoch (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        # the command name (field 2) may hold blanks and parentheses
+        fields = handle.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[19])  # field 22, starttime
+    with open("/proc/stat") as handle:
+        btime = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_exe(pid):
+    """The executable a process runs (a binary replaced on disk since it
+    started still names its path)."""
+    exe = os.readlink(f"/proc/{pid}/exe")
+    return exe.removesuffix(" (deleted)")
+
+
+def reload_broker(pid_file, files=(), binaries=MOSQUITTO_BINARIES):
     """Send SIGHUP to the Mosquitto of ``pid_file``; return what was done.
 
-    Refuses (SyncError) a pid that is not a running ``mosquitto`` and a
-    broker that could not read ``files`` (a reload with unreadable files
-    would cost it every login).
+    Signals only the broker the pid file names: a process running one of
+    ``binaries`` (by /proc/<pid>/exe, not by a name anyone can give a
+    process) that started no later than the pid file was written (a pid
+    reused after the broker died is another process). Refuses (SyncError)
+    anything else, and a broker that could not read ``files`` (a reload with
+    unreadable files would cost it every login).
     """
     try:
         with open(pid_file) as handle:
             text = handle.read().strip()
+            written = os.fstat(handle.fileno()).st_mtime
     except OSError as exc:
         raise SyncError(
             _msg(
@@ -459,8 +488,8 @@ def reload_broker(pid_file, files=()):
         )
     pid = int(text)
     try:
-        with open(f"/proc/{pid}/comm") as handle:
-            comm = handle.read().strip()
+        exe = _proc_exe(pid)
+        started = _proc_start(pid)
         uid, gids = _proc_ids(pid)
     except FileNotFoundError as exc:
         raise SyncError(
@@ -468,12 +497,33 @@ def reload_broker(pid_file, files=()):
                 "No process %(pid)s (stale pid file %(path)s).", pid=pid, path=pid_file
             )
         ) from exc
-    if comm != "mosquitto":
+    except PermissionError as exc:
         raise SyncError(
             _msg(
-                "Process %(pid)s is %(comm)r, not mosquitto: not signalled.",
+                "Cannot see which program process %(pid)s runs: run Odoo as the "
+                "broker's user, or let the broker's host reload it (see "
+                "docs/mosquitto.conf).",
                 pid=pid,
-                comm=comm,
+            )
+        ) from exc
+    expected = {os.path.realpath(path) for path in binaries}
+    if os.path.realpath(exe) not in expected:
+        raise SyncError(
+            _msg(
+                "Process %(pid)s runs %(exe)s, not mosquitto (%(expected)s): "
+                "not signalled.",
+                pid=pid,
+                exe=exe,
+                expected=", ".join(binaries),
+            )
+        )
+    if started > written + _START_SLACK:
+        raise SyncError(
+            _msg(
+                "Process %(pid)s started after %(path)s was written: not the "
+                "broker that wrote it (stale pid file), not signalled.",
+                pid=pid,
+                path=pid_file,
             )
         )
     for path in files:
