@@ -85,13 +85,13 @@ def mosquitto_decides(section, patterns, login, clientid, access, topic):
     return bool(verdict)
 
 
-def ours_allows_always(rules, access, topic):
+def ours_allows_always(rules, access, topic, retains=(False, True)):
     """First-match rules allow ``topic`` for every QoS/retain variant."""
     if access == "write":
         return all(
             topic_acl.authorize(rules, "publish", topic, qos=q, retain=r) == "allow"
             for q in (0, 1, 2)
-            for r in (False, True)
+            for r in retains
         )
     return all(
         topic_acl.authorize(rules, "subscribe", topic, qos=q) == "allow"
@@ -714,8 +714,14 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
             for access in ("read", "write"):
                 for topic in topics:
                     if mosquitto_decides(entries, [], "u", "c", access, topic):
+                        # Mosquitto never sees the retain flag: retained-only
+                        # denies are left out (topic_acl.retain_blind), and
+                        # nothing else is ever more permissive
                         self.assertTrue(
-                            ours_allows_always(rules, access, topic),
+                            ours_allows_always(rules, access, topic, (False,))
+                            and ours_allows_always(
+                                topic_acl.retain_blind(rules), access, topic
+                            ),
                             f"{rules} {entries} {access} {topic}",
                         )
 
@@ -962,6 +968,17 @@ class TestMosquittoExampleConfig(BaseCase):
         with open(os.path.join(REPO, "docs", "mosquitto.conf")) as handle:
             example = handle.read()
         self.assertIn("allow_anonymous false", example)
+        # issue 16/9: the limits Mosquitto 2.0 has on retained floods
+        for limit in (
+            "message_size_limit 65536",
+            "max_packet_size 131072",
+            "max_queued_messages 1000",
+            "max_queued_bytes 1048576",
+            "max_inflight_messages 20",
+            "memory_limit 1073741824",
+            "retain_available true",
+        ):
+            self.assertRegex(example, rf"(?m)^{limit}$")
         for port in ("1883", "8083", "8883", "8884"):
             self.assertRegex(example, rf"(?m)^listener {port}\b")
         directory = tempfile.mkdtemp(prefix="iot_mosquitto_conf_")

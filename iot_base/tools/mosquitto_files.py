@@ -121,6 +121,13 @@ def translate_rules(rules, names=None):
     denies = []  # (index in entries, rule, allows before it)
     names = names or [rule.topic for rule in rules]
     for rule, name in zip(rules, names, strict=True):
+        # Mosquitto never sees the retain flag (docs/mosquitto.conf bounds
+        # retained messages): a retained-only deny is about nothing it can
+        # tell apart
+        blind = topic_acl.retain_blind((rule,))
+        if not blind:
+            continue
+        rule = blind[0]
         accesses = _ACCESS[rule.action]
         conditional = (rule.qos is not None and not rule.qos >= {0, 1, 2}) or (
             rule.retain is not None and "write" in accesses
