@@ -57,9 +57,9 @@ def load_tools(ref=None):
     module = importlib.util.module_from_spec(spec)
     sys.modules[package] = module
     spec.loader.exec_module(module)
-    return importlib.import_module(f"{package}.mosquitto_files"), importlib.import_module(
-        f"{package}.topic_acl"
-    )
+    return importlib.import_module(
+        f"{package}.mosquitto_files"
+    ), importlib.import_module(f"{package}.topic_acl")
 
 
 def scenario(topic_acl, logins, rules):
@@ -164,8 +164,14 @@ def main():
         f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}"
     )
     header = (
-        "logins", "rules", "build CPU s", "ACL bytes", "sections", "pattern",
-        "protection", "lines/other section",
+        "logins",
+        "rules",
+        "build CPU s",
+        "ACL bytes",
+        "sections",
+        "pattern",
+        "protection",
+        "lines/other section",
     )
     print(" | ".join(header))
     results = []
@@ -177,8 +183,14 @@ def main():
                 " | ".join(
                     str(row[k])
                     for k in (
-                        "logins", "rules", "seconds", "acl_bytes", "sections",
-                        "pattern_lines", "protection_denies", "other_section_lines",
+                        "logins",
+                        "rules",
+                        "seconds",
+                        "acl_bytes",
+                        "sections",
+                        "pattern_lines",
+                        "protection_denies",
+                        "other_section_lines",
                     )
                 ),
                 flush=True,

@@ -176,8 +176,12 @@ class IotAclRule(models.Model):
         if not companies:
             return
         limit = company_limit(self.env, "iot_base.max_rules_per_company")
-        counts = self.sudo().with_context(active_test=False)._read_group(
-            [("company_id", "in", companies.ids)], ["company_id"], ["__count"]
+        counts = (
+            self.sudo()
+            .with_context(active_test=False)
+            ._read_group(
+                [("company_id", "in", companies.ids)], ["company_id"], ["__count"]
+            )
         )
         for company, count in counts:
             if count > limit:

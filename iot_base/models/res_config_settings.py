@@ -4,6 +4,7 @@ import secrets
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..tools.limits import LIMIT_DEFAULTS
 from .iot_app import (
     CONSOLE_AUTH_PARAM,
     DEFAULT_BROKER_URL,
@@ -33,7 +34,6 @@ from .iot_mosquitto_sync import (
     PASSWORD_FILE_PARAM,
     PID_FILE_PARAM,
 )
-from ..tools.limits import LIMIT_DEFAULTS
 from .iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
 from .iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_STORE_VHOST_PARAM
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS

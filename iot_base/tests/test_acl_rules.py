@@ -252,10 +252,18 @@ class TestRetainedTelemetry(HttpCase):
 
     def test_default_rules_refuse_retained_telemetry(self):
         dev, ns = "device_rt01", self.ns
-        telemetry, status = f"{ns}/devices/{dev}/telemetry/t", f"{ns}/devices/{dev}/status"
+        telemetry, status = (
+            f"{ns}/devices/{dev}/telemetry/t",
+            f"{ns}/devices/{dev}/status",
+        )
         reply = self._post(
             "/iot/auth",
-            {"username": dev, "password": self.secret, "clientid": dev, "peerhost": "h"},
+            {
+                "username": dev,
+                "password": self.secret,
+                "clientid": dev,
+                "peerhost": "h",
+            },
         )
         self.assertEqual(reply["result"], "allow")
         acl = reply["acl"]

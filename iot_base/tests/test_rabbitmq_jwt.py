@@ -841,9 +841,7 @@ class TestRabbitmqStaticKeys(OAuth2BrokerCase):
         keys._sign({"sub": "warm-up"})  # makes the first key when none exists
         return {
             "resource_server_id": SERVER,
-            "signing_keys": {
-                jwk["kid"]: jwk for jwk in keys._published_jwks()["keys"]
-            },
+            "signing_keys": {jwk["kid"]: jwk for jwk in keys._published_jwks()["keys"]},
         }
 
     @classmethod

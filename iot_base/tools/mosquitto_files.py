@@ -456,7 +456,9 @@ def _proc_start(pid):
         fields = handle.read().rsplit(")", 1)[1].split()
     ticks = int(fields[19])  # field 22, starttime
     with open("/proc/stat") as handle:
-        btime = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
+        btime = next(
+            int(line.split()[1]) for line in handle if line.startswith("btime")
+        )
     return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
