@@ -5,6 +5,7 @@ from odoo import _, api, fields, models, tools
 from odoo.exceptions import ValidationError
 
 from ..tools import topic_acl
+from ..tools.limits import company_limit
 from ..tools.topic_acl import rule_applies
 
 PLACEHOLDERS = ("${username}", "${clientid}", "${namespace}")
@@ -147,19 +148,52 @@ class IotAclRule(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         self._rules_changed()
-        return super().create(vals_list)
+        rules = super().create(vals_list)
+        self._check_rule_limit(rules.company_id)
+        return rules
 
     def write(self, vals):
         self.check_access("write")
         self._check_company_scope()
         self._rules_changed()
-        return super().write(vals)
+        res = super().write(vals)
+        if vals.get("company_id"):
+            self._check_rule_limit(self.company_id)
+        return res
 
     def unlink(self):
         self.check_access("unlink")
         self._check_company_scope()
         self._rules_changed()
         return super().unlink()
+
+    @api.model
+    def _check_rule_limit(self, companies):
+        """Refuse more rules in a company than ``iot_base.max_rules_per_company``
+        (archived ones included; rules for every company are the
+        administrators' and count for none): every rule a company has costs
+        each build and each of its logins' ACL."""
+        if not companies:
+            return
+        limit = company_limit(self.env, "iot_base.max_rules_per_company")
+        counts = (
+            self.sudo()
+            .with_context(active_test=False)
+            ._read_group(
+                [("company_id", "in", companies.ids)], ["company_id"], ["__count"]
+            )
+        )
+        for company, count in counts:
+            if count > limit:
+                raise ValidationError(
+                    _(
+                        "%(company)s would have %(count)s topic rules: at most "
+                        "%(limit)s rules per company (Settings > IoT).",
+                        company=company.sudo().display_name,
+                        count=count,
+                        limit=limit,
+                    )
+                )
 
     def _rules_changed(self):
         self.env.registry.clear_cache()

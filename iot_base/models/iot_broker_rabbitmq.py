@@ -21,6 +21,7 @@ else, or a status other than 200/201, is an error RabbitMQ treats as a deny.
 
 from odoo import api, models
 
+from ..tools import topic_acl
 from .iot_credentials import owns_client_id
 
 RABBITMQ_ALLOW = "allow"
@@ -43,6 +44,11 @@ class IotBrokerRabbitmq(models.AbstractModel):
     _name = "iot.broker.rabbitmq"
     _inherit = "iot.broker"
     _description = "RabbitMQ HTTP Auth Backend"
+
+    @api.model
+    def _rules(self, credential, clientid):
+        # RabbitMQ 3.10 never tells the retain flag (topic_acl.retain_blind)
+        return topic_acl.retain_blind(super()._rules(credential, clientid))
 
     @api.model
     def _rabbitmq_decide(self, check, values, peer):

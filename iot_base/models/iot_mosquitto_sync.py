@@ -36,13 +36,19 @@ what follows from it here:
   company") is written as ``pattern`` lines with ``%u`` and gets no section;
   everyone else gets a section. Patterns apply to every login, so each
   section also denies what the patterns would grant beyond the login's own
-  rules.
+  rules: one ``deny <root>/#`` for a first level of the patterns (the
+  pattern company's namespace) that the login's own rules never reach, one
+  deny per pattern line otherwise (logins of the pattern company itself).
+  So another company's rules add at most one line to a section, and a
+  credential's rules are looked up among its company's and the global ones
+  only: the build is linear in the output.
 
 The files are built from one SQL query (no ORM per record), written to a
 temporary file in the target directory (mode 0640, group: system parameter
 ``iot_base.mosquitto_file_group``, default the directory's group) and renamed
 over the old one; then the broker gets SIGHUP (pid from the configured pid
-file, checked to be a ``mosquitto`` process that can read the files).
+file, checked to run the Mosquitto binary, ``/proc/<pid>/exe``, to have
+started before the pid file was written, and to be able to read the files).
 """
 
 import grp
@@ -58,6 +64,7 @@ from odoo.tools import SQL
 from ..tools.mosquitto_files import (
     HEADER,
     LOGIN_SEPARATOR,
+    MOSQUITTO_BINARIES,
     build_acl,
     password_line_hash,
     reload_broker,
@@ -75,6 +82,8 @@ PASSWORD_FILE_PARAM = "iot_base.mosquitto_password_file"
 ACL_FILE_PARAM = "iot_base.mosquitto_acl_file"
 PID_FILE_PARAM = "iot_base.mosquitto_pid_file"
 FILE_GROUP_PARAM = "iot_base.mosquitto_file_group"
+# the broker's executable, when not one of MOSQUITTO_BINARIES
+BINARY_PARAM = "iot_base.mosquitto_binary"
 
 
 class IotMosquittoSync(models.AbstractModel):
@@ -99,6 +108,7 @@ class IotMosquittoSync(models.AbstractModel):
             "acl_file": (params.get_param(ACL_FILE_PARAM) or "").strip(),
             "pid_file": (params.get_param(PID_FILE_PARAM) or "").strip(),
             "group": (params.get_param(FILE_GROUP_PARAM) or "").strip(),
+            "binary": (params.get_param(BINARY_PARAM) or "").strip(),
         }
 
     @api.model
@@ -153,7 +163,7 @@ class IotMosquittoSync(models.AbstractModel):
         config = self._get_config()
         if not (config["password_file"] and config["acl_file"]):
             raise SyncError(_("Set the Mosquitto password file and ACL file paths."))
-        for key in ("password_file", "acl_file", "pid_file"):
+        for key in ("password_file", "acl_file", "pid_file", "binary"):
             if config[key] and not os.path.isabs(config[key]):
                 raise SyncError(
                     _("%(path)s is not an absolute path.", path=config[key])
@@ -234,7 +244,7 @@ class IotMosquittoSync(models.AbstractModel):
         return list(self.env["iot.acl.rule"].sudo()._rule_table())
 
     @api.model
-    def _live_secret_rows(self, now, special_ids):
+    def _live_secret_rows(self, now, special_pairs):
         """Every live secret of every live credential, in one query.
 
         The credential conditions are ``iot.credentials._live_condition``. The
@@ -268,7 +278,13 @@ class IotMosquittoSync(models.AbstractModel):
               FROM (
                 SELECT c.id AS cid, c.username, c.kind, c.company_id, c.user_id,
                        COALESCE(c.is_superuser, false) AS su,
-                       CASE WHEN c.id = ANY(%(special)s) THEN c.id END AS special,
+                       CASE WHEN c.id = ANY(%(special)s) AND EXISTS (
+                                SELECT 1 FROM unnest(%(special)s::int[],
+                                                     %(special_companies)s::int[])
+                                       AS sp(id, company_id)
+                                 WHERE sp.id = c.id
+                                   AND sp.company_id IN (0, c.company_id))
+                            THEN c.id END AS special,
                        s.hash, LEAST(c.expires_at, s.expires_at) AS exp,
                        s.id IS NOT DISTINCT FROM ll.id AS plain,
                        CASE WHEN s.id = ll.id THEN c.username
@@ -293,7 +309,8 @@ class IotMosquittoSync(models.AbstractModel):
             """,
                 now=now,
                 live=self.env["iot.credentials"]._live_condition(now),
-                special=list(special_ids),
+                special=[cid for cid, _company in special_pairs],
+                special_companies=[company for _cid, company in special_pairs],
                 sep=LOGIN_SEPARATOR,
             )
         )
@@ -307,8 +324,15 @@ class IotMosquittoSync(models.AbstractModel):
         now = fields.Datetime.now()
         scopes = self._acl_scopes()
         rule_groups = frozenset().union(*(scope[2] for scope in scopes))
-        special_ids = frozenset().union(*(scope[3] for scope in scopes))
-        rows = self._live_secret_rows(now, special_ids)
+        # Groups and credentials named by a rule only tell credentials apart
+        # (rule keys) within the rule's company: another company's rules
+        # cannot split a company's logins into more sections.
+        groups_of = defaultdict(frozenset)
+        special_pairs = set()
+        for scope in scopes:
+            groups_of[scope[4]] |= scope[2]
+            special_pairs.update((cid, scope[4] or 0) for cid in scope[3])
+        rows = self._live_secret_rows(now, special_pairs)
         t_query = time.monotonic()
 
         skipped = []
@@ -345,7 +369,9 @@ class IotMosquittoSync(models.AbstractModel):
             return (
                 kind,
                 company_id,
-                owner_groups[user_id] if user_id else frozenset(),
+                owner_groups[user_id] & (groups_of[None] | groups_of[company_id])
+                if user_id
+                else frozenset(),
                 special,
             )
 
@@ -366,7 +392,9 @@ class IotMosquittoSync(models.AbstractModel):
                 company_id,
                 user_id,
                 superuser,
-                cid if cid in special_ids else None,
+                cid
+                if (cid, 0) in special_pairs or (cid, company_id) in special_pairs
+                else None,
             )
             for cid, kind, company_id, user_id, superuser in section_creds
         }
@@ -446,7 +474,11 @@ class IotMosquittoSync(models.AbstractModel):
         pid_file = config["pid_file"]
         if not pid_file:
             return _("no pid file configured: the broker's host must reload Mosquitto")
-        return reload_broker(pid_file, (config["password_file"], config["acl_file"]))
+        return reload_broker(
+            pid_file,
+            (config["password_file"], config["acl_file"]),
+            (config["binary"],) if config["binary"] else MOSQUITTO_BINARIES,
+        )
 
     # ------------------------------------------------------------------
     # UI

@@ -4,6 +4,7 @@ import secrets
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..tools.limits import LIMIT_DEFAULTS
 from .iot_app import (
     CONSOLE_AUTH_PARAM,
     DEFAULT_BROKER_URL,
@@ -434,3 +435,35 @@ class ResConfigSettings(models.TransientModel):
 
     def _iot_store_keys(self):
         return (RABBITMQ_STORE_PARAM, RABBITMQ_STORE_VHOST_PARAM, EMQX_STORE_PARAM)
+
+    # Per-company limits (tools/limits.py reads them; 0: the default)
+    iot_max_rules_per_company = fields.Integer(
+        "Topic Rules per Company",
+        config_parameter="iot_base.max_rules_per_company",
+        default=LIMIT_DEFAULTS["iot_base.max_rules_per_company"],
+        groups="base.group_system",
+        help="At most this many topic rules (archived ones included) per "
+        "company; rules for every company are not counted.",
+    )
+    iot_max_devices_per_company = fields.Integer(
+        "Devices per Company",
+        config_parameter="iot_base.max_devices_per_company",
+        default=LIMIT_DEFAULTS["iot_base.max_devices_per_company"],
+        groups="base.group_system",
+        help="At most this many devices (archived ones included) per company.",
+    )
+    iot_max_credentials_per_company = fields.Integer(
+        "MQTT Credentials per Company",
+        config_parameter="iot_base.max_credentials_per_company",
+        default=LIMIT_DEFAULTS["iot_base.max_credentials_per_company"],
+        groups="base.group_system",
+        help="At most this many MQTT credentials (devices, services and users) "
+        "per company.",
+    )
+    iot_max_provisioning_per_minute = fields.Integer(
+        "Registrations per Minute and API Key",
+        config_parameter="iot_base.max_provisioning_per_minute",
+        default=LIMIT_DEFAULTS["iot_base.max_provisioning_per_minute"],
+        groups="base.group_system",
+        help="Device registrations one provisioning API key may make per minute.",
+    )

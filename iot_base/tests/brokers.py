@@ -188,12 +188,38 @@ def rabbitmq_advanced_config(odoo_base_url, oauth2=None):
         return "[].\n"
     if oauth2.get("hs256"):
         return _hs256_advanced_config(**oauth2["hs256"])
+    if oauth2.get("signing_keys"):
+        return _static_keys_advanced_config(oauth2["signing_keys"])
     url = oauth2.get("jwks_url") or odoo_base_url.rstrip("/") + JWKS_PATH
     if not all(c.isprintable() and c not in '"\\' for c in url):
         raise BrokerError(f"unusable JWKS URL {url!r}")
     return (
         "[{rabbitmq_auth_backend_oauth2, [{key_config, [\n"
         f'    {{jwks_url, "{url}"}},\n'
+        '    {algorithms, [<<"ES256">>]}\n'
+        "]}]}].\n"
+    )
+
+
+def _static_keys_advanced_config(keys):
+    """key_config with the ES256 public keys of Odoo's /iot/jwks.json
+    written into the node (``{kid: jwk}``) and no ``jwks_url``: a token with
+    a kid not among them is refused by the node alone (3.10's
+    ``uaa_jwt:get_jwk`` fetches keys only when a jwks_url is set), at the
+    price of reconfiguring the node at each key rotation."""
+    entries = []
+    for kid, jwk in keys.items():
+        values = (kid, jwk["x"], jwk["y"])
+        if not all(v and all(c.isalnum() or c in "-_" for c in v) for v in values):
+            raise BrokerError(f"unusable key {kid!r}")
+        entries.append(
+            f'<<"{kid}">> => {{map, #{{<<"kty">> => <<"EC">>, <<"crv">> => '
+            f'<<"P-256">>, <<"alg">> => <<"ES256">>, <<"x">> => <<"{jwk["x"]}">>, '
+            f'<<"y">> => <<"{jwk["y"]}">>}}}}'
+        )
+    return (
+        "[{rabbitmq_auth_backend_oauth2, [{key_config, [\n"
+        f"    {{signing_keys, #{{{', '.join(entries)}}}}},\n"
         '    {algorithms, [<<"ES256">>]}\n'
         "]}]}].\n"
     )

@@ -182,6 +182,15 @@ class TestBrokerLogRedaction(HttpCase):
             ("/iot/T", "/iot/***"),
             ("/iot/authT/x", "/iot/***"),
             ("/web/login", "/web/login"),
+            # the public key set stays readable; anything after it is cut
+            (
+                '"GET /iot/jwks.json HTTP/1.1" 200 -',
+                '"GET /iot/jwks.json HTTP/1.1" 200 -',
+            ),
+            ("GET /IOT//jwks.json HTTP/1.1", "GET /iot/jwks.json HTTP/1.1"),
+            ("/iot/jwks.json?t=T", "/iot/jwks.json***"),
+            ("/iot/jwks.jsonT", "/iot/jwks.json***"),
+            ("/iot/jwks.json/T", "/iot/jwks.json***"),
             (
                 "invalid literal for int() with base 16: 'password=x'",
                 "invalid literal for int() with base 16: ***",

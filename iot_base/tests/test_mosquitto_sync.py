@@ -18,6 +18,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -84,13 +85,13 @@ def mosquitto_decides(section, patterns, login, clientid, access, topic):
     return bool(verdict)
 
 
-def ours_allows_always(rules, access, topic):
+def ours_allows_always(rules, access, topic, retains=(False, True)):
     """First-match rules allow ``topic`` for every QoS/retain variant."""
     if access == "write":
         return all(
             topic_acl.authorize(rules, "publish", topic, qos=q, retain=r) == "allow"
             for q in (0, 1, 2)
-            for r in (False, True)
+            for r in retains
         )
     return all(
         topic_acl.authorize(rules, "subscribe", topic, qos=q) == "allow"
@@ -448,6 +449,90 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
             "device telemetry at the user",
         )
 
+    def test_other_company_rules_leave_sections_alone(self):
+        """Issue 16/3: rules of one company (even named after another
+        company's credentials and groups) change no byte of another
+        company's output; the pattern company's lines are shadowed in other
+        sections by one deny of its namespace, on the real broker too."""
+        ns_a, ns_b = self.ns, self.other_company.iot_mqtt_namespace
+        for i in range(3):
+            self.device(f"device_ca{i}")
+        b_devices = {}
+        for i in range(2):
+            b_devices[f"device_cb{i}"] = self._device_with_secret(
+                f"device_cb{i}", company=self.other_company
+            )
+        manager = self.other_manager.with_user(self.other_manager)
+        creds = manager.with_company(self.other_company).get_or_create_iot_credentials()
+        b_logins = {*b_devices, manager._iot_broker_username(creds)}
+
+        def output_of_b():
+            sections, patterns = parse_acl(self.files()[1])
+            own = {k: v for k, v in sections.items() if k in b_logins}
+            if any(t.startswith(f"{ns_b}/") for _a, t in patterns):
+                own["<patterns>"] = patterns
+            return own
+
+        def add_company_a_rules(count, **extra):
+            self.env["iot.acl.rule"].create(
+                [
+                    dict(
+                        {
+                            "name": f"A {i}",
+                            "company_id": self.company.id,
+                            "credential_kind": "device",
+                            "action": "publish",
+                            "topic": f"${{namespace}}/devices/${{username}}/x{i}/#",
+                        },
+                        **extra,
+                    )
+                    for i in range(count)
+                ]
+            )
+
+        # A's devices are the pattern group: B's sections shadow it with one
+        # line, however many rules A has
+        before_result = self.sync()
+        before = output_of_b()
+        self.assertEqual(set(before), b_logins)
+        for login, section in before.items():
+            self.assertIn(("deny", f"{ns_a}/#"), section, login)
+        add_company_a_rules(200)
+        result = self.sync()
+        self.assertEqual(result["pattern_lines"], before_result["pattern_lines"] + 200)
+        self.assertEqual(output_of_b(), before)
+
+        observer = self.connect("svc_observer", self.observer_secret)
+        self.subscribe(observer, "#")
+        bdev, bsecret = next(iter(b_devices.items()))[0], b_devices["device_cb0"][1]
+        client = self.connect(bdev, bsecret)
+        for topic in (
+            f"{ns_a}/devices/{bdev}/telemetry/t",
+            f"{ns_a}/devices/{bdev}/x7/t",
+        ):
+            self.publish(client, topic, b"spoof")
+        self.publish(client, f"{ns_b}/devices/{bdev}/telemetry/t", b"marker")
+        self.wait_for(
+            lambda: any(p == b"marker" for _t, p in observer.received), "marker"
+        )
+        self.assertEqual([p for _t, p in observer.received], [b"marker"])
+
+        # B's devices become the pattern group: A's rules naming B's
+        # credentials or B's groups do not split it
+        for i in range(2, 4):
+            self._device_with_secret(f"device_cb{i}", company=self.other_company)
+            b_logins.add(f"device_cb{i}")
+        self.sync()
+        before = output_of_b()
+        self.assertIn("<patterns>", before)
+        add_company_a_rules(
+            1,
+            credential_ids=[(4, b_devices["device_cb1"][0].id)],
+            group_ids=[(4, self.env.ref("iot_base.iot_base_group_manager").id)],
+        )
+        self.sync()
+        self.assertEqual(output_of_b(), before)
+
     def test_sections_match_rules_for(self):
         """Every section is the translation of ``_rules_for`` (plus the
         protection denies): the sync's rule selection is the broker's."""
@@ -531,8 +616,11 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
             section = sections.get(login, [])
             own = section[: len(expected)]
             self.assertEqual(own, expected, login)
+            roots = {t.split("/", 1)[0] for _a, t in pattern_allows}
             for access, topic in section[len(expected) :]:
                 self.assertEqual(access, "deny", login)
+                if topic.endswith("/#") and topic[:-2] in roots:
+                    continue  # the pattern root no own rule reaches
                 self.assertIn(
                     topic.replace(login, "%u"), [t for _a, t in pattern_allows]
                 )
@@ -626,8 +714,14 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
             for access in ("read", "write"):
                 for topic in topics:
                     if mosquitto_decides(entries, [], "u", "c", access, topic):
+                        # Mosquitto never sees the retain flag: retained-only
+                        # denies are left out (topic_acl.retain_blind), and
+                        # nothing else is ever more permissive
                         self.assertTrue(
-                            ours_allows_always(rules, access, topic),
+                            ours_allows_always(rules, access, topic, (False,))
+                            and ours_allows_always(
+                                topic_acl.retain_blind(rules), access, topic
+                            ),
                             f"{rules} {entries} {access} {topic}",
                         )
 
@@ -758,6 +852,62 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         with self.assertLogs(LOGGER, "WARNING"):
             self.assertIn("No such file", self.sync(expect_ok=False)["error"])
 
+    def test_impostor_not_signalled(self):
+        """Issue 16/15: only the broker the pid file names gets SIGHUP: a
+        process merely named mosquitto (a copy of sleep, a Python process
+        that renamed itself) is refused and keeps running, and so is a pid
+        that started after the pid file was written; the real broker is
+        signalled."""
+        params = self.env["ir.config_parameter"].sudo()
+        directory = tempfile.mkdtemp(prefix="iot_impostor_")
+        self.addCleanup(shutil.rmtree, directory, True)
+        fake = os.path.join(directory, "mosquitto")
+        shutil.copy("/bin/sleep", fake)
+        ready, hup = os.path.join(directory, "ready"), os.path.join(directory, "hup")
+        renamed = (
+            "import ctypes, signal, time\n"
+            "ctypes.CDLL(None).prctl(15, b'mosquitto', 0, 0, 0)\n"
+            f"signal.signal(signal.SIGHUP, lambda *a: open({hup!r}, 'w').close())\n"
+            f"open({ready!r}, 'w').close()\n"
+            "time.sleep(60)\n"
+        )
+        impostors = [
+            subprocess.Popen([fake, "60"]),
+            subprocess.Popen([sys.executable, "-c", renamed]),
+        ]
+        for process in impostors:
+            self.addCleanup(process.wait, 10)
+            self.addCleanup(process.kill)
+        self.wait_for(lambda: os.path.exists(ready), "the renamed process")
+        for process in impostors:
+            with open(f"/proc/{process.pid}/comm") as comm:
+                self.assertEqual(comm.read().strip(), "mosquitto")
+            with self.subTest(pid=process.pid):
+                params.set_param(mosq.PID_FILE_PARAM, self._pid_file_of(process.pid))
+                with self.assertLogs(LOGGER, "WARNING"):
+                    result = self.sync(force=True, expect_ok=False)
+                self.assertIn("not mosquitto", result["error"])
+                self.assertIsNone(process.poll(), "the impostor got SIGHUP")
+        self.assertFalse(os.path.exists(hup), "the renamed process got SIGHUP")
+
+        # the real broker's pid in a file written before it started: stale
+        stale = self._pid_file_of(self.broker.pid)
+        os.utime(stale, (time.time() - 3600, time.time() - 3600))
+        params.set_param(mosq.PID_FILE_PARAM, stale)
+        with self.assertLogs(LOGGER, "WARNING"):
+            result = self.sync(force=True, expect_ok=False)
+        self.assertIn("started after", result["error"])
+        # the broker's own pid file: signalled, and the broker reloads
+        params.set_param(mosq.PID_FILE_PARAM, self.broker.pid_file)
+        _device, secret = self.device("device_hup01")
+        result = self.sync()
+        self.assertIn(f"(pid {self.broker.pid}) signalled", result["reload"])
+        self.wait_for(
+            lambda: self.broker.can_connect("device_hup01", secret), "the reload"
+        )
+        for process in impostors:
+            self.assertIsNone(process.poll())
+
     def test_unreadable_files_not_signalled(self):
         if os.geteuid() != 0 or not self.broker._mosquitto_ids():
             self.assertNotEqual(os.geteuid(), 0, "root runs the broker as mosquitto")
@@ -818,6 +968,17 @@ class TestMosquittoExampleConfig(BaseCase):
         with open(os.path.join(REPO, "docs", "mosquitto.conf")) as handle:
             example = handle.read()
         self.assertIn("allow_anonymous false", example)
+        # issue 16/9: the limits Mosquitto 2.0 has on retained floods
+        for limit in (
+            "message_size_limit 65536",
+            "max_packet_size 131072",
+            "max_queued_messages 1000",
+            "max_queued_bytes 1048576",
+            "max_inflight_messages 20",
+            "memory_limit 1073741824",
+            "retain_available true",
+        ):
+            self.assertRegex(example, rf"(?m)^{limit}$")
         for port in ("1883", "8083", "8883", "8884"):
             self.assertRegex(example, rf"(?m)^listener {port}\b")
         directory = tempfile.mkdtemp(prefix="iot_mosquitto_conf_")

@@ -336,6 +336,38 @@ class OAuth2BrokerCase(BrokerCase):
             "Odoo was asked by RabbitMQ",
         )
 
+    def _fresh_kid_requests(self, user):
+        """(JWKS fetches, HTTP-backend requests) Odoo serves for one
+        anonymous-looking CONNECT whose password is a JWT with a fresh kid
+        (counted in Odoo's access log, once the node has refused it)."""
+        config = self._console_config(user)
+        username, client_id = config["credentials"]["username"], config["client_id"]
+        claims = self._claims(config["credentials"]["password"])
+        forged = jwt_es256.sign(
+            jwt_es256.new_private_pem(), f"fresh-{secrets.token_hex(6)}", claims
+        )
+        handler = _Collector()
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            self._refused(username, forged, client_id, transport="tcp")
+
+            def counts():
+                lines = [record.getMessage() for record in handler.records]
+                return (
+                    sum("/iot/jwks.json" in line for line in lines),
+                    sum("/iot/rabbitmq/" in line for line in lines),
+                )
+
+            # the HTTP backend is the chain's last step: its access line is
+            # the last one the refusal causes
+            deadline = time.monotonic() + WAIT
+            while counts()[1] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return counts()
+        finally:
+            root.removeHandler(handler)
+
 
 class _Collector(logging.Handler):
     def __init__(self):
@@ -493,6 +525,14 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
         self._refused(username, f"{head}.{body}.{sig}", client_id, transport="tcp")
         # and the genuine one works
         self._login(config).disconnect()
+
+    def test_fresh_kid_cost(self):
+        """Issue 16/8: with keys from the JWKS URL, each CONNECT whose
+        password is a JWT with a kid the node does not know costs Odoo
+        exactly 2 requests: the node refetches /iot/jwks.json, then the HTTP
+        backend's user check (see README, RabbitMQ token mode)."""
+        self.assertEqual(self._fresh_kid_requests(self.alice), (1, 1))
+        self.assertEqual(self._fresh_kid_requests(self.alice), (1, 1))
 
     def test_token_of_another_user(self):
         """RabbitMQ takes the identity from the token (``sub``), never from
@@ -790,6 +830,49 @@ HS256_SECRET = "a shared secret of 32 bytes or more, for HS256 tests"
 
 
 @tagged("post_install", "-at_install")
+class TestRabbitmqStaticKeys(OAuth2BrokerCase):
+    """ES256 with Odoo's public keys written into the node's key_config
+    instead of a jwks_url (tests/brokers.py): an unknown kid costs Odoo no
+    JWKS fetch; Odoo's own tokens still work."""
+
+    @classmethod
+    def _oauth2(cls):
+        keys = cls.env["iot.jwt.key"].sudo()
+        keys._sign({"sub": "warm-up"})  # makes the first key when none exists
+        return {
+            "resource_server_id": SERVER,
+            "signing_keys": {jwk["kid"]: jwk for jwk in keys._published_jwks()["keys"]},
+        }
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.alice = _user(
+            cls.env,
+            "rmq.static@example.com",
+            "base.group_user,iot_base.iot_base_group_user",
+        )
+
+    def test_fresh_kid_cost(self):
+        config = self._console_config(self.alice)
+        handler = _Collector()
+        logging.getLogger().addHandler(handler)
+        try:
+            self._connected(
+                config["credentials"]["username"],
+                config["credentials"]["password"],
+                config["client_id"],
+            ).disconnect()
+        finally:
+            logging.getLogger().removeHandler(handler)
+        # Odoo's genuine token: verified by the node alone, no request at all
+        self.assertFalse(
+            [r.getMessage() for r in handler.records if "/iot/" in r.getMessage()]
+        )
+        self.assertEqual(self._fresh_kid_requests(self.alice), (0, 1))
+
+
+@tagged("post_install", "-at_install")
 class TestRabbitmqHs256(OAuth2BrokerCase):
     """The HS256 alternative: a secret shared with a node that has no JWKS
     (3.10 takes it from advanced.config), set write-only by an admin."""
@@ -831,6 +914,11 @@ class TestRabbitmqHs256(OAuth2BrokerCase):
         self._refused(me, forged, config["client_id"])
         es256 = jwt_es256.sign(jwt_es256.new_private_pem(), header["kid"], claims)
         self._refused(me, es256, config["client_id"])
+
+    def test_fresh_kid_cost(self):
+        """No JWKS URL: a kid the node does not know costs no key fetch,
+        only the HTTP backend's user check."""
+        self.assertEqual(self._fresh_kid_requests(self.alice), (0, 1))
 
     def test_secret_stays_secret(self):
         # never published

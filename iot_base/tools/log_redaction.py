@@ -21,6 +21,8 @@ REDACTED = "***"
 # goes, and so does an unknown first segment (it may be a token).
 _IOT_PATH_RE = re.compile(r"(?i)/+iot(?:/+|$)([a-z_]*)")
 _ROUTE_NAMES = frozenset({"auth", "acl", "rabbitmq", "app", "provision"})
+# public, secret-free paths kept readable (a query or more is still cut)
+_PUBLIC_PATH_RE = re.compile(r"(?i)/+iot/+jwks\.json")
 # A candidate URL in a message: a run of non-blank characters.
 _WORD_RE = re.compile(r"[^\s\"'<>]+")
 # The request line werkzeug logs for an access, when it is a real one.
@@ -60,6 +62,10 @@ def redact(text):
         found = _IOT_PATH_RE.search(decoded)
         if not found:
             return word
+        public = _PUBLIC_PATH_RE.match(decoded, found.start())
+        if public:
+            rest = REDACTED if decoded[public.end() :] else ""
+            return f"{decoded[: found.start()]}/iot/jwks.json{rest}"
         route = found.group(1).lower()
         route = f"{route}/" if route in _ROUTE_NAMES else ""
         return f"{decoded[: found.start()]}/iot/{route}{REDACTED}"

@@ -4,9 +4,11 @@ Odoo). What Mosquitto does with the files and why the rules are translated
 this way is told in ``models/iot_mosquitto_sync.py``."""
 
 import contextlib
+import heapq
 import os
 import signal
 import tempfile
+from collections import defaultdict
 
 from . import topic_acl
 from .secret_hash import mosquitto_hash
@@ -119,6 +121,13 @@ def translate_rules(rules, names=None):
     denies = []  # (index in entries, rule, allows before it)
     names = names or [rule.topic for rule in rules]
     for rule, name in zip(rules, names, strict=True):
+        # Mosquitto never sees the retain flag (docs/mosquitto.conf bounds
+        # retained messages): a retained-only deny is about nothing it can
+        # tell apart
+        blind = topic_acl.retain_blind((rule,))
+        if not blind:
+            continue
+        rule = blind[0]
         accesses = _ACCESS[rule.action]
         conditional = (rule.qos is not None and not rule.qos >= {0, 1, 2}) or (
             rule.retain is not None and "write" in accesses
@@ -197,6 +206,25 @@ def _access_set(access):
     )
 
 
+def pattern_root(topic):
+    """The literal first level of a pattern topic, or None (a wildcard or a
+    placeholder there: the pattern can reach any first level)."""
+    first = topic.split("/", 1)[0]
+    if first in ("+", "#") or U_MARK in first or C_MARK in first:
+        return None
+    return first
+
+
+def scopes_by_company(scopes):
+    """{company id or None: [(index, scope)]} of the rule table: a
+    credential's rules are looked up among the global ones and its company's
+    only, so another company's rules cost it nothing."""
+    indexed = defaultdict(list)
+    for index, scope in enumerate(scopes):
+        indexed[scope[4]].append((index, scope))
+    return indexed
+
+
 def build_acl(scopes, plain_by_key, sections, namespaces):
     """ACL file lines and stats; see the module docstring.
 
@@ -204,14 +232,20 @@ def build_acl(scopes, plain_by_key, sections, namespaces):
         their credential (row[0]: password line, row[1]: credential id)
     :param sections: [(credential id, rule key, row)] of the other logins
     """
+    indexed = scopes_by_company(scopes)
     applicable_cache = {}
 
     def applicable(key):
         if key not in applicable_cache:
             kind, company_id, groups, special = key
+            candidates = heapq.merge(
+                indexed.get(None, ()),
+                indexed.get(company_id, ()) if company_id is not None else (),
+                key=lambda item: item[0],
+            )
             applicable_cache[key] = [
                 scope
-                for scope in scopes
+                for _index, scope in candidates
                 if topic_acl.rule_applies(scope, kind, groups, special, company_id)
             ]
         return applicable_cache[key]
@@ -266,11 +300,32 @@ def build_acl(scopes, plain_by_key, sections, namespaces):
             f"pattern {access} {pattern_text(topic)}\n"
             for access, topic in pattern_entries
         )
-    pattern_allows = [
-        (_access_set(access), topic)
-        for access, topic in pattern_entries
-        if access != "deny"
-    ]
+    # The pattern allows by literal first level (the pattern group's
+    # company rules all start with its namespace), and those that can reach
+    # any first level (global rules only).
+    pattern_roots = defaultdict(list)
+    pattern_anywhere = []
+    for access, topic in pattern_entries:
+        if access == "deny":
+            continue
+        root = pattern_root(topic)
+        (pattern_anywhere if root is None else pattern_roots[root]).append(
+            (_access_set(access), topic)
+        )
+
+    def root_denies(entries):
+        """Pattern roots that none of ``entries`` reaches: one ``deny
+        <root>/#`` each shadows every pattern line there, whatever their
+        number, and takes nothing from the login's own rules."""
+        free = []
+        for root in pattern_roots:
+            root_filter = f"{root}/#"
+            if not any(
+                access != "deny" and topic_acl.filters_intersect(topic, root_filter)
+                for access, topic in entries
+            ):
+                free.append(root)
+        return free
 
     # -- everyone else: one section per login ---------------------------
     logins = [
@@ -286,19 +341,29 @@ def build_acl(scopes, plain_by_key, sections, namespaces):
     for cid, key, login in logins:
         if cid not in entries_cache:
             if key == "superuser":
-                entries_cache[cid] = [("readwrite", "#"), ("readwrite", "$SYS/#")]
+                entries = [("readwrite", "#"), ("readwrite", "$SYS/#")]
             else:
                 username = login.split(LOGIN_SEPARATOR, 1)[0]
                 rules, names = expand(key, username, lambda _rule: None)
                 entries, notes = translate_rules(rules, names)
-                entries_cache[cid] = entries
                 approximations.extend(notes)
-        entries = list(entries_cache[cid])
-        for accesses, topic in pattern_allows:
+            free = root_denies(entries)
+            per_entry = list(pattern_anywhere)
+            for root, allows in pattern_roots.items():
+                if root not in free:
+                    per_entry.extend(allows)
+            entries_cache[cid] = (
+                entries,
+                [("deny", f"{root}/#") for root in free],
+                per_entry,
+            )
+        own, root_deny_entries, per_entry = entries_cache[cid]
+        entries = own + root_deny_entries
+        for accesses, topic in per_entry:
             meant = pattern_for_login(topic, login)
-            if not all(entry_allows_all(entries, access, meant) for access in accesses):
+            if not all(entry_allows_all(own, access, meant) for access in accesses):
                 entries.append(("deny", meant))
-                protected += 1
+        protected += len(entries) - len(own)
         if not entries:
             continue
         count += 1
@@ -377,16 +442,47 @@ def _proc_ids(pid):
     return uid, gids
 
 
-def reload_broker(pid_file, files=()):
+# Where distributions install the broker; iot_base.mosquitto_binary names
+# another one
+MOSQUITTO_BINARIES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+# /proc/<pid>/stat start times are in clock ticks, btime in whole seconds
+_START_SLACK = 1.0
+
+
+def _proc_start(pid):
+    """Start time of a process, seconds since the epoch (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        # the command name (field 2) may hold blanks and parentheses
+        fields = handle.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[19])  # field 22, starttime
+    with open("/proc/stat") as handle:
+        btime = next(
+            int(line.split()[1]) for line in handle if line.startswith("btime")
+        )
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_exe(pid):
+    """The executable a process runs (a binary replaced on disk since it
+    started still names its path)."""
+    exe = os.readlink(f"/proc/{pid}/exe")
+    return exe.removesuffix(" (deleted)")
+
+
+def reload_broker(pid_file, files=(), binaries=MOSQUITTO_BINARIES):
     """Send SIGHUP to the Mosquitto of ``pid_file``; return what was done.
 
-    Refuses (SyncError) a pid that is not a running ``mosquitto`` and a
-    broker that could not read ``files`` (a reload with unreadable files
-    would cost it every login).
+    Signals only the broker the pid file names: a process running one of
+    ``binaries`` (by /proc/<pid>/exe, not by a name anyone can give a
+    process) that started no later than the pid file was written (a pid
+    reused after the broker died is another process). Refuses (SyncError)
+    anything else, and a broker that could not read ``files`` (a reload with
+    unreadable files would cost it every login).
     """
     try:
         with open(pid_file) as handle:
             text = handle.read().strip()
+            written = os.fstat(handle.fileno()).st_mtime
     except OSError as exc:
         raise SyncError(
             _msg(
@@ -401,8 +497,8 @@ def reload_broker(pid_file, files=()):
         )
     pid = int(text)
     try:
-        with open(f"/proc/{pid}/comm") as handle:
-            comm = handle.read().strip()
+        exe = _proc_exe(pid)
+        started = _proc_start(pid)
         uid, gids = _proc_ids(pid)
     except FileNotFoundError as exc:
         raise SyncError(
@@ -410,12 +506,33 @@ def reload_broker(pid_file, files=()):
                 "No process %(pid)s (stale pid file %(path)s).", pid=pid, path=pid_file
             )
         ) from exc
-    if comm != "mosquitto":
+    except PermissionError as exc:
         raise SyncError(
             _msg(
-                "Process %(pid)s is %(comm)r, not mosquitto: not signalled.",
+                "Cannot see which program process %(pid)s runs: run Odoo as the "
+                "broker's user, or let the broker's host reload it (see "
+                "docs/mosquitto.conf).",
                 pid=pid,
-                comm=comm,
+            )
+        ) from exc
+    expected = {os.path.realpath(path) for path in binaries}
+    if os.path.realpath(exe) not in expected:
+        raise SyncError(
+            _msg(
+                "Process %(pid)s runs %(exe)s, not mosquitto (%(expected)s): "
+                "not signalled.",
+                pid=pid,
+                exe=exe,
+                expected=", ".join(binaries),
+            )
+        )
+    if started > written + _START_SLACK:
+        raise SyncError(
+            _msg(
+                "Process %(pid)s started after %(path)s was written: not the "
+                "broker that wrote it (stale pid file), not signalled.",
+                pid=pid,
+                path=pid_file,
             )
         )
     for path in files:

@@ -277,7 +277,7 @@ def compile_scopes(rules, client_id, vhost="/", exchange=EXCHANGE):
     ``client_id`` with the (expanded) topic ``rules``: its own queues, and
     the topics of the rules, never more than the evaluator allows (see the
     module docstring)."""
-    rules = list(rules)
+    rules = topic_acl.retain_blind(rules)  # the node never sees the flag
     scopes = queue_scopes(client_id, vhost)
     base = f"{_encode(vhost)}/{_encode(exchange)}"
     for action, permission in (

@@ -157,6 +157,7 @@ def topic_permissions(rules, superuser=False):
     """({"exchange", "write", "read"}, notes) of expanded ``rules``."""
     if superuser:
         return {"exchange": EXCHANGE, "write": ".*", "read": ".*"}, []
+    rules = topic_acl.retain_blind(rules)  # the node never sees the flag
     write, notes = topic_regex(rules, topic_acl.PUBLISH)
     read, read_notes = topic_regex(rules, topic_acl.SUBSCRIBE)
     return {"exchange": EXCHANGE, "write": write, "read": read}, notes + read_notes

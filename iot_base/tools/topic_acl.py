@@ -26,6 +26,7 @@ __all__ = [
     "filters_intersect",
     "is_valid_topic_filter",
     "is_valid_topic_name",
+    "retain_blind",
     "to_emqx_acl",
     "topic_matches",
 ]
@@ -439,6 +440,25 @@ def expand_rules(rules: Iterable[Rule], username, clientid, namespace) -> list[R
     out: list[Rule] = []
     for rule in rules:
         out.extend(expand_rule(rule, username, clientid, namespace))
+    return out
+
+
+def retain_blind(rules: Iterable[Rule]) -> list[Rule]:
+    """The rules as a broker that never learns a PUBLISH's retain flag
+    (Mosquitto's ACL file, RabbitMQ 3.10's topic checks) applies them: a
+    deny limited to retained publishes is left out, since applied there it
+    would refuse the non-retained publishes it is not about (the broker's
+    own limits bound retained messages instead: README, Security model).
+    No decision on a non-retained publish or a subscribe changes; allows
+    limited to a retain flag are kept, and stay conditional (stricter)."""
+    out = []
+    for rule in rules:
+        if rule.permission == DENY and rule.retain is True:
+            if rule.action == PUBLISH:
+                continue
+            if rule.action == ALL:
+                rule = dataclasses.replace(rule, action=SUBSCRIBE, retain=None)
+        out.append(rule)
     return out
 
 
