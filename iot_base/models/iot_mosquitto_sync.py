@@ -289,8 +289,10 @@ class IotMosquittoSync(models.AbstractModel):
                        s.id IS NOT DISTINCT FROM ll.id AS plain,
                        CASE WHEN s.id = ll.id THEN c.username
                             ELSE c.username || %(sep)s || s.id END AS login,
-                       length(s.hash) = 122
-                       AND left(s.hash, 18) = '$pbkdf2-sha512$101' AS fast,
+                       (length(s.hash) = 120
+                        AND left(s.hash, 17) = '$pbkdf2-sha512$1$'
+                        OR length(s.hash) = 122
+                        AND left(s.hash, 19) = '$pbkdf2-sha512$101$') AS fast,
                        c.username ~ '[:\s~#+/]' AS bad
                   FROM iot_credentials c
                   JOIN iot_credentials_secret s ON s.credential_id = c.id

@@ -23,6 +23,8 @@ import tempfile
 import time
 from datetime import timedelta
 
+from passlib.context import CryptContext
+
 from odoo import fields
 from odoo.exceptions import AccessError
 from odoo.tests import BaseCase, new_test_user, tagged
@@ -30,7 +32,11 @@ from odoo.tests import BaseCase, new_test_user, tagged
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.tools import mosquitto_files as files
 from odoo.addons.iot_base.tools import topic_acl
-from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash, new_secret
+from odoo.addons.iot_base.tools.secret_hash import (
+    mosquitto_hash,
+    new_secret,
+    verify_secret,
+)
 
 from .brokers import free_ports
 from .common import IotCommonCase, MosquittoClientMixin, start_synced_mosquitto
@@ -162,7 +168,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         line = f"device_file01:{mosquitto_hash(self.stored_hash(device))}\n"
         self.assertIn(line, passwd)
         self.assertRegex(
-            line, r"^device_file01:\$7\$101\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==\n$"
+            line, r"^device_file01:\$7\$1\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==\n$"
         )
         for text in (passwd, acl):
             self.assertNotIn(secret, text)
@@ -190,6 +196,28 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
             stored = new_secret()[2]
             self.assertEqual(files.password_line_hash(stored), mosquitto_hash(stored))
         self.assertIsNone(files.password_line_hash("$2b$12$notpbkdf2"))
+
+    def test_secrets_hashed_before_keep_working(self):
+        """A secret issued with 101 rounds (before rounds went to 1) is still
+        written on the fast path, and Mosquitto and Odoo accept it; a new one
+        gets the one-round line."""
+        device, secret = self.device("device_old01")
+        old_hash = CryptContext(
+            ["pbkdf2_sha512"], pbkdf2_sha512__rounds=101, pbkdf2_sha512__salt_size=12
+        ).hash(secret)
+        self.env.cr.execute(
+            "UPDATE iot_credentials_secret SET hash = %s WHERE credential_id = %s",
+            [old_hash, device.id],
+        )
+        self.assertTrue(verify_secret(secret, old_hash))
+        _new_device, new_secret_value = self.device("device_new01")
+        self.sync()
+        passwd, _acl = self.files()
+        self.assertIn(f"device_old01:{mosquitto_hash(old_hash)}\n", passwd)
+        self.assertIn("device_old01:$7$101$", passwd)
+        self.assertIn("device_new01:$7$1$", passwd)
+        self.connect("device_old01", secret)
+        self.connect("device_new01", new_secret_value)
 
     def test_device_connects_tcp_and_websocket(self):
         _device, secret = self.device("device_conn01")
