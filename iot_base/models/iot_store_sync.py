@@ -7,7 +7,9 @@ One adapter per broker (``iot.mosquitto.sync``, ``iot.rabbitmq.store``,
 when and how a run happens:
 
 * after the commit of any change of credentials, secrets, rules, owners,
-  groups or namespaces (once per transaction), on a cron, and by "Sync now";
+  groups or namespaces (once per transaction, through the engine's cron:
+  the request that made the change does not wait), on the cron's interval,
+  and by "Sync now";
 * each adapter compares what it must hold with what it last pushed (its
   ``iot_store_pushed`` rows) and pushes only the difference; a forced run
   (or the first after a failed one) is a full run;
@@ -139,8 +141,14 @@ class IotStoreSync(models.AbstractModel):
 
     @api.model
     def _schedule(self):
-        """Sync every enabled store after the current transaction commits
-        (once per transaction); nothing on a neutralized database."""
+        """Sync every enabled store once the current transaction commits
+        (once per transaction), without holding the request that made the
+        change: the engine's cron is triggered, its worker runs the sync
+        (the cron's own lock and each adapter's advisory lock keep runs
+        apart; triggers that pile up meanwhile make one run). Without the
+        cron (deleted or archived) the sync runs after the commit, in the
+        committing thread. Nothing on a neutralized database. Revoked
+        sessions are cut in the request itself (``iot.broker.session``)."""
         if not self.env.registry.ready:
             # (while modules load, the cron or the next change syncs)
             return
@@ -150,6 +158,10 @@ class IotStoreSync(models.AbstractModel):
         if postcommit.data.get(POSTCOMMIT_KEY):
             return
         postcommit.data[POSTCOMMIT_KEY] = True
+        cron = self.env.ref(CRON_XMLID, raise_if_not_found=False)
+        if cron and cron.sudo().active:
+            cron.sudo()._trigger()
+            return
         postcommit.add(
             functools.partial(run_sync, self.env.cr.dbname, after_commit=True)
         )
@@ -161,12 +173,12 @@ class IotStoreSync(models.AbstractModel):
 
     @api.model
     def action_sync_now(self):
-        """A full run of every enabled store, for IoT managers."""
-        if not (
-            self.env.user.has_group("iot_base.iot_base_group_manager")
-            or self.env.user.has_group("base.group_system")
-        ):
-            raise AccessError(_("Only IoT managers can sync the broker stores."))
+        """A full run of every enabled store: for system administrators (it
+        reads and writes every company's logins on every broker)."""
+        if not self.env.is_system():
+            raise AccessError(
+                _("Only system administrators can sync every broker store.")
+            )
         result = run_sync(self.env.cr.dbname, force=True)
         ok = result["ok"]
         return {

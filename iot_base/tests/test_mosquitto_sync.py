@@ -678,48 +678,44 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
 
     # triggers and errors -----------------------------------------------
 
+    def _cron_triggers(self):
+        # the engine's cron runs the sync after the commit
+        cron = self.env.ref(mosq.CRON_XMLID)
+        return self.env["ir.cron.trigger"].search_count([("cron_id", "=", cron.id)])
+
     def test_after_commit_hook(self):
         postcommit = self.env.cr.postcommit
         postcommit.clear()
+        before = self._cron_triggers()
         device, secret = self.device("device_hook01")
         device.write({"note": "not a broker field"})
         self.env["iot.acl.rule"].search([], limit=1).write({"sequence": 10})
-        hooks = [
-            f for f in postcommit._funcs if getattr(f, "func", None) is mosq.run_sync
-        ]
-        self.assertEqual(len(hooks), 1, "once per transaction")
+        self.assertEqual(self._cron_triggers(), before + 1, "once per transaction")
         self.assertTrue(postcommit.data.get(mosq.POSTCOMMIT_KEY))
-        # what the hook runs once the transaction is committed
+        # what the cron runs once the transaction is committed
         self.env.flush_all()
-        hook = hooks[0]
         postcommit.clear()
-        hook()
+        self.env.ref(mosq.CRON_XMLID).method_direct_trigger()
         self.assertIn("device_hook01:", self.files()[0])
         self.connect("device_hook01", secret)
         # disabled: no hook at all
         self.env["ir.config_parameter"].sudo().set_param(mosq.ENABLED_PARAM, "False")
+        before = self._cron_triggers()
         self.device("device_hook02")
-        self.assertFalse(
-            [f for f in postcommit._funcs if getattr(f, "func", None) is mosq.run_sync]
-        )
+        self.assertEqual(self._cron_triggers(), before)
 
     def test_settings_save_schedules_a_sync(self):
         postcommit = self.env.cr.postcommit
         postcommit.clear()
-
-        def hooks():
-            return [
-                f
-                for f in postcommit._funcs
-                if getattr(f, "func", None) is mosq.run_sync
-            ]
-
+        before = self._cron_triggers()
         settings = self.env["res.config.settings"].create({})
         settings.set_values()
-        self.assertFalse(hooks(), "nothing of the Mosquitto files changed")
+        self.assertEqual(
+            self._cron_triggers(), before, "nothing of the Mosquitto files changed"
+        )
         settings.iot_mosquitto_pid_file = self.broker.pid_file + ".other"
         settings.set_values()
-        self.assertEqual(len(hooks()), 1)
+        self.assertEqual(self._cron_triggers(), before + 1)
 
     def test_debounce(self):
         first = self.sync()
