@@ -35,6 +35,8 @@ BULK_CLOSE = 20
 PER_LOGIN_READS = 20
 # logins per definitions import
 IMPORT_BATCH = 2000
+# users per bulk delete (3.10 deletes them one by one inside the call)
+DELETE_BATCH = 500
 
 
 class IotRabbitmqStore(models.AbstractModel):
@@ -145,7 +147,9 @@ class IotRabbitmqStore(models.AbstractModel):
             for login in logins:
                 client.delete_user(login)
         else:
-            client.delete_users(logins)
+            # in batches: each call stays well within its timeout
+            for start in range(0, len(logins), DELETE_BATCH):
+                client.delete_users(logins[start : start + DELETE_BATCH])
             # the node answers 204 whichever existed: check
             left = {user.get("name") for user in client.users()} & set(logins)
             if left:
