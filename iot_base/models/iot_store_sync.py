@@ -87,6 +87,27 @@ def run_sync(dbname, force=False, after_commit=False, adapters=None):
     return combine(results)
 
 
+def trigger_sync(dbname):
+    """After a commit: wake the engine's cron, whose worker runs the sync,
+    so the committing request does not wait for it. The trigger is made
+    now, after the change is committed: the cron deletes the triggers older
+    than its run's start, and any run that takes this one starts after the
+    change and sees it. The cron's lock and each adapter's advisory lock
+    keep runs apart; triggers that pile up meanwhile make one run. Without
+    the cron (deleted or archived) the sync runs here, as a fallback."""
+    try:
+        registry = odoo.modules.registry.Registry(dbname)
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            cron = env.ref(CRON_XMLID, raise_if_not_found=False)
+            if cron and cron.active:
+                cron._trigger()
+                return {"ok": True, "triggered": True}
+    except Exception:
+        _logger.exception("Triggering the store sync of %s failed", dbname)
+    return run_sync(dbname, after_commit=True)
+
+
 def _run_locked(registry, lock_cr, model, force, not_before):
     lock_cr.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEYS[model]])
     try:
@@ -143,12 +164,9 @@ class IotStoreSync(models.AbstractModel):
     def _schedule(self):
         """Sync every enabled store once the current transaction commits
         (once per transaction), without holding the request that made the
-        change: the engine's cron is triggered, its worker runs the sync
-        (the cron's own lock and each adapter's advisory lock keep runs
-        apart; triggers that pile up meanwhile make one run). Without the
-        cron (deleted or archived) the sync runs after the commit, in the
-        committing thread. Nothing on a neutralized database. Revoked
-        sessions are cut in the request itself (``iot.broker.session``)."""
+        change (:func:`trigger_sync`). Nothing on a neutralized database.
+        Revoked sessions are cut in the request itself, at its commit
+        (``iot.broker.session``)."""
         if not self.env.registry.ready:
             # (while modules load, the cron or the next change syncs)
             return
@@ -158,13 +176,7 @@ class IotStoreSync(models.AbstractModel):
         if postcommit.data.get(POSTCOMMIT_KEY):
             return
         postcommit.data[POSTCOMMIT_KEY] = True
-        cron = self.env.ref(CRON_XMLID, raise_if_not_found=False)
-        if cron and cron.sudo().active:
-            cron.sudo()._trigger()
-            return
-        postcommit.add(
-            functools.partial(run_sync, self.env.cr.dbname, after_commit=True)
-        )
+        postcommit.add(functools.partial(trigger_sync, self.env.cr.dbname))
 
     @api.model
     def _cron_sync(self):

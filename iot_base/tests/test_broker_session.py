@@ -33,6 +33,7 @@ from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_broker_session as session
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+from odoo.addons.iot_base.models import iot_store_sync as engine
 from odoo.addons.iot_base.tools import broker_api
 
 from .brokers import MANAGEMENT_USER, RabbitMQBroker
@@ -480,16 +481,16 @@ class TestBrokerSessionMosquitto(MosquittoClientMixin, IotCommonCase):
         cls.broker = start_synced_mosquitto(cls)
 
     def _sync_after_commit(self):
-        """The commit, then what the engine's cron (triggered by the change)
-        runs."""
-        self.env.flush_all()
-        self.assertTrue(
-            self.env.cr.postcommit.data.pop(mosq.POSTCOMMIT_KEY, None),
-            "no sync scheduled",
+        """The commit: its hook wakes the engine's cron, which syncs."""
+        committed, results = commit_hooks(
+            self.env, engine.trigger_sync, mosq.POSTCOMMIT_KEY
         )
-        committed = time.monotonic()
-        result = mosq.run_sync(self.env.cr.dbname)
-        self.assertTrue(result["ok"], result)
+        self.assertEqual(results, [{"ok": True, "triggered": True}])
+        self.env.ref(engine.CRON_XMLID).method_direct_trigger()
+        run = self.env["iot.store.sync.run"].search(
+            [("store", "=", "mosquitto")], limit=1
+        )
+        self.assertTrue(run.ok, run.error)
         return committed
 
     def _assert_cut(self, client, committed, what, login):

@@ -407,6 +407,9 @@ class TestEmqxStoreContract(IotCommonCase):
             rule.write({"sequence": 3})
             # the request's commit: what Odoo runs after it, in the request
             self.env.flush_all()
+            self.assertTrue(
+                [f for f in postcommit._funcs if f.func is engine.trigger_sync]
+            )
             postcommit.run()
             events.append("request answered")
             # the engine's cron, woken by the trigger the change left

@@ -27,6 +27,7 @@ from odoo.exceptions import AccessError
 from odoo.tests import BaseCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+from odoo.addons.iot_base.models import iot_store_sync as engine
 from odoo.addons.iot_base.tools import mosquitto_files as files
 from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash, new_secret
@@ -678,44 +679,46 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
 
     # triggers and errors -----------------------------------------------
 
-    def _cron_triggers(self):
-        # the engine's cron runs the sync after the commit
-        cron = self.env.ref(mosq.CRON_XMLID)
-        return self.env["ir.cron.trigger"].search_count([("cron_id", "=", cron.id)])
+    def _sync_hooks(self):
+        # the after-commit hook wakes the engine's cron, which syncs
+        return [
+            f
+            for f in self.env.cr.postcommit._funcs
+            if getattr(f, "func", None) is engine.trigger_sync
+        ]
 
     def test_after_commit_hook(self):
         postcommit = self.env.cr.postcommit
         postcommit.clear()
-        before = self._cron_triggers()
         device, secret = self.device("device_hook01")
         device.write({"note": "not a broker field"})
         self.env["iot.acl.rule"].search([], limit=1).write({"sequence": 10})
-        self.assertEqual(self._cron_triggers(), before + 1, "once per transaction")
+        hooks = self._sync_hooks()
+        self.assertEqual(len(hooks), 1, "once per transaction")
         self.assertTrue(postcommit.data.get(mosq.POSTCOMMIT_KEY))
-        # what the cron runs once the transaction is committed
+        # what the hook, then the cron it wakes, run once the transaction is
+        # committed
         self.env.flush_all()
+        hook = hooks[0]
         postcommit.clear()
+        hook()
         self.env.ref(mosq.CRON_XMLID).method_direct_trigger()
         self.assertIn("device_hook01:", self.files()[0])
         self.connect("device_hook01", secret)
         # disabled: no hook at all
         self.env["ir.config_parameter"].sudo().set_param(mosq.ENABLED_PARAM, "False")
-        before = self._cron_triggers()
         self.device("device_hook02")
-        self.assertEqual(self._cron_triggers(), before)
+        self.assertFalse(self._sync_hooks())
 
     def test_settings_save_schedules_a_sync(self):
         postcommit = self.env.cr.postcommit
         postcommit.clear()
-        before = self._cron_triggers()
         settings = self.env["res.config.settings"].create({})
         settings.set_values()
-        self.assertEqual(
-            self._cron_triggers(), before, "nothing of the Mosquitto files changed"
-        )
+        self.assertFalse(self._sync_hooks(), "nothing of the Mosquitto files changed")
         settings.iot_mosquitto_pid_file = self.broker.pid_file + ".other"
         settings.set_values()
-        self.assertEqual(self._cron_triggers(), before + 1)
+        self.assertEqual(len(self._sync_hooks()), 1)
 
     def test_debounce(self):
         first = self.sync()
