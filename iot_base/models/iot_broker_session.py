@@ -17,6 +17,10 @@ nothing, and each username is re-checked against the committed data first.
 * Mosquitto needs nothing here: the file sync's reload (SIGHUP) re-checks
   every connected client against the new password file.
 
+Both calls are methods of the one broker API client (tools/broker_api.py)
+that the stores use too; a username no path segment can carry is never
+sent (the cut-off reports it as failed).
+
 Nothing happens on a neutralized database (``database.is_neutralized``).
 """
 
