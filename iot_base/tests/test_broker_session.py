@@ -447,6 +447,22 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
         self.assertLess(time.monotonic() - started, session.BUDGET + 1)
         self.assertIn("unreachable", results[0]["brokers"]["emqx"]["error"])
 
+    def test_unaddressable_username_never_sent(self):
+        """An all-dot username (an older database's) is never put in a
+        path: the cut-off of the others goes on and the result says so."""
+        self.emqx.clients.update({"c9": "device_emqx09", "c..": ".."})
+        with self.assertLogs(LOGGER, "WARNING"):
+            result = self.env["iot.broker.session"]._cutoff(
+                {"check": {0: {"..", "device_emqx09"}}}
+            )
+        self.assertFalse(result["ok"])
+        self.assertIn("cannot be addressed", result["brokers"]["emqx"]["error"])
+        self.assertEqual(self.emqx.clients, {"c..": ".."})
+        self.assertEqual(
+            [p.split("?")[0] for _m, p in self.emqx.requests],
+            ["/api/v5/clients", "/api/v5/clients/c9"],
+        )
+
     def test_nothing_queued_without_broker_api(self):
         params = self.env["ir.config_parameter"].sudo()
         params.set_param(session.EMQX_URL_PARAM, "")
