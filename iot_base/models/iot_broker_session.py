@@ -17,6 +17,10 @@ nothing, and each username is re-checked against the committed data first.
 * Mosquitto needs nothing here: the file sync's reload (SIGHUP) re-checks
   every connected client against the new password file.
 
+Both calls are methods of the one broker API client (tools/broker_api.py)
+that the stores use too; a username no path segment can carry is never
+sent (the cut-off reports it as failed).
+
 Nothing happens on a neutralized database (``database.is_neutralized``).
 """
 
@@ -24,15 +28,15 @@ import functools
 import json
 import logging
 import time
-from urllib.parse import quote, urlsplit
 
 import psycopg2
-import requests
 
 import odoo
 from odoo import SUPERUSER_ID, _, api, fields, models
 from odoo.tools import SQL
 
+from ..tools import broker_api
+from ..tools.broker_api import BrokerApiError
 from ..tools.settings import bool_param
 
 _logger = logging.getLogger(__name__)
@@ -51,12 +55,7 @@ ENDING_FIELDS = frozenset(("active", "username", "expires_at", "user_id", "kind"
 # The cut-off runs in the request that committed: it must stay short.
 TIMEOUT = 3.0  # seconds per call (connect, then each read)
 BUDGET = 5.0  # seconds for every broker call of one commit
-EMQX_PAGE_LIMIT = 1000  # EMQX 5.8 accepts 1..10000
 CLOSE_REASON = "MQTT credential revoked in Odoo"
-
-
-class BrokerApiError(Exception):
-    """A broker API call that failed; the text holds no secret."""
 
 
 def database_is_neutralized(env):
@@ -76,14 +75,6 @@ def run_cutoff(dbname, pending):
     except Exception as exc:
         _logger.exception("Closing revoked MQTT sessions of %s failed", dbname)
         return {"ok": False, "error": exc.__class__.__name__}
-
-
-def _origin(url):
-    """``scheme://host:port`` of ``url``: what an error may show of it."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
 
 
 class IotBrokerSession(models.AbstractModel):
@@ -228,6 +219,10 @@ class IotBrokerSession(models.AbstractModel):
         usernames = sorted(usernames)
         if not usernames:
             return {"ok": True, "usernames": 0}
+        # a name no path can carry (an all-dot login of an older database)
+        # is never sent: it would address another object
+        addressable = [u for u in usernames if broker_api.addressable(u)]
+        refused = len(usernames) - len(addressable)
         started = time.monotonic()
         deadline = started + BUDGET
         result = {
@@ -246,8 +241,16 @@ class IotBrokerSession(models.AbstractModel):
                 continue
             try:
                 cutter, unit = cutters[broker]
-                closed = cutter(config, usernames, deadline)
+                client = self._client(broker, config, deadline=deadline)
+                closed = cutter(client, addressable)
                 result["brokers"][broker] = {"closed": closed, "unit": unit}
+                if refused:
+                    raise BrokerApiError(
+                        _(
+                            "%(n)s usernames cannot be addressed on the API",
+                            n=refused,
+                        )
+                    )
             except BrokerApiError as exc:
                 result["ok"] = False
                 result["brokers"][broker] = {"error": str(exc)}
@@ -265,103 +268,30 @@ class IotBrokerSession(models.AbstractModel):
         return result
 
     @api.model
-    def _request(self, method, url, config, deadline, **kwargs):
-        """One broker API call within the budget; raises BrokerApiError."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BrokerApiError(_("time budget of %(s)s s used up", s=BUDGET))
-        try:
-            return requests.request(
-                method,
-                url,
-                auth=(config["user"], config["password"]),
-                timeout=min(TIMEOUT, left),
-                allow_redirects=False,
-                **kwargs,
-            )
-        except requests.RequestException as exc:
-            raise BrokerApiError(
-                _(
-                    "%(origin)s unreachable (%(error)s)",
-                    origin=_origin(url),
-                    error=exc.__class__.__name__,
-                )
-            ) from None
-
-    @api.model
-    def _unexpected(self, response):
-        return BrokerApiError(
-            _(
-                "%(origin)s answered HTTP %(status)s",
-                origin=_origin(response.url),
-                status=response.status_code,
-            )
+    def _client(self, broker, config=None, timeout=TIMEOUT, deadline=None):
+        """The API client (tools/broker_api.py) of ``broker`` ("rabbitmq",
+        "emqx"), from ``config`` or the settings."""
+        config = config or self._get_config()[broker]
+        return broker_api.CLIENTS[broker](
+            config["url"],
+            config["user"],
+            config["password"],
+            timeout=timeout,
+            deadline=deadline,
         )
 
     @api.model
-    def _cut_rabbitmq(self, config, usernames, deadline):
+    def _cut_rabbitmq(self, client, usernames):
         """Close every connection of ``usernames``; return how many
         usernames were handled."""
         for username in usernames:
-            response = self._request(
-                "DELETE",
-                f"{config['url']}/api/connections/username/{quote(username, safe='')}",
-                config,
-                deadline,
-                headers={"X-Reason": CLOSE_REASON},
-            )
-            if response.status_code not in (200, 204, 404):
-                raise self._unexpected(response)
+            client.close_connections(username, CLOSE_REASON)
         return len(usernames)
 
     @api.model
-    def _cut_emqx(self, config, usernames, deadline):
+    def _cut_emqx(self, client, usernames):
         """Kick every client of ``usernames``; return how many were kicked."""
-        kicked = 0
-        for username in usernames:
-            clientids = set()
-            page = 1
-            while True:
-                response = self._request(
-                    "GET",
-                    f"{config['url']}/api/v5/clients",
-                    config,
-                    deadline,
-                    params={
-                        "username": username,
-                        "limit": EMQX_PAGE_LIMIT,
-                        "page": page,
-                    },
-                )
-                if response.status_code != 200:
-                    raise self._unexpected(response)
-                try:
-                    body = response.json()
-                    clientids.update(
-                        client["clientid"]
-                        for client in body["data"]
-                        if client.get("username") == username
-                    )
-                    more = bool(body.get("meta", {}).get("hasnext"))
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    raise BrokerApiError(
-                        _("%(origin)s: not a client list", origin=_origin(response.url))
-                    ) from None
-                if not more:
-                    break
-                page += 1
-            for clientid in sorted(clientids):
-                response = self._request(
-                    "DELETE",
-                    f"{config['url']}/api/v5/clients/{quote(clientid, safe='')}",
-                    config,
-                    deadline,
-                )
-                if response.status_code == 204:
-                    kicked += 1
-                elif response.status_code != 404:  # gone meanwhile
-                    raise self._unexpected(response)
-        return kicked
+        return sum(client.kick_user(username) for username in usernames)
 
     # ------------------------------------------------------------------
     # State

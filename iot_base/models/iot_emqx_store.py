@@ -12,21 +12,22 @@ topics against its own users and rules.
   password at CONNECT only).
 
 EMQX's user list carries no hash, so a full run re-imports every user and
-rule (idempotent), and deletes the users an earlier run pushed.
+rule (idempotent), and deletes the users an earlier run pushed. Before any
+write or delete each login is read back: a user or rules of a name Odoo did
+not create are never touched (:meth:`_claims`). Every call goes through
+:class:`broker_api.EmqxRest`.
 """
-
-import time
-from urllib.parse import quote
 
 from odoo import _, api, models
 
 from ..tools import emqx_store
 from ..tools.store_sync import SyncError
-from .iot_broker_session import BUDGET
+from .iot_store_adapter import ABSENT, FOREIGN, LEFTOVER, OURS
 
 ENABLED_PARAM = "iot_base.emqx_store_enabled"
-AUTHN = "/api/v5/authentication/password_based%3Abuilt_in_database"
-RULES = "/api/v5/authorization/sources/built_in_database/rules/users"
+# up to this many logins, read each user and its rules on their own; above,
+# list every user and every rules entry (paged)
+PER_LOGIN_READS = 50
 
 
 class IotEmqxStore(models.AbstractModel):
@@ -50,21 +51,51 @@ class IotEmqxStore(models.AbstractModel):
         }, notes
 
     @api.model
-    def _read_broker_states(self, config):
+    def _read_broker_states(self, client, config):
         return None  # EMQX does not report hashes: compare with nothing
 
     @api.model
-    def _push(self, config, states):
+    def _claims(self, client, logins, known):
+        """A user is this store's when Odoo created it: EMQX 5.8.9 keeps
+        nothing but ``user_id``, ``password_hash``, ``salt`` and
+        ``is_superuser`` per built-in database user and its API shows only
+        ``user_id`` and ``is_superuser`` (emqx_authn_mnesia
+        ``format_user_info/1``), so no mark can live on the broker. The mark
+        is Odoo's record instead: a login enters ``iot_store_pushed`` only
+        when a push finds neither a user nor rules of that name (claimed
+        before the import), and stays there while Odoo keeps it. A user or
+        rules of any other name are never written nor deleted."""
+        if len(logins) > PER_LOGIN_READS:
+            users, ruled = client.user_ids(), client.rule_usernames()
+
+            def has_user(login):
+                return login in users
+
+            def has_rules(login):
+                return login in ruled
+        else:
+
+            def has_user(login):
+                return client.user(login) is not None
+
+            def has_rules(login):
+                return client.rules(login) is not None
+
+        claims = {}
+        for login in logins:
+            if has_user(login):
+                claims[login] = OURS if login in known else FOREIGN
+            elif has_rules(login):
+                claims[login] = LEFTOVER if login in known else FOREIGN
+            else:
+                claims[login] = ABSENT
+        return claims
+
+    @api.model
+    def _push(self, client, config, states):
         users = [states[login]["user"] for login in sorted(states)]
         for batch in emqx_store.batches(users):
-            response = self._call(
-                config,
-                "POST",
-                f"{AUTHN}/import_users?type=hash",
-                (200,),
-                json=batch,
-            )
-            body = response.json()
+            body = client.import_users(batch)
             if body.get("failed") or body.get("skipped"):
                 raise SyncError(
                     _(
@@ -77,25 +108,18 @@ class IotEmqxStore(models.AbstractModel):
                     )
                 )
         for login in sorted(states):
-            self._call(
-                config,
-                "PUT",
-                f"{RULES}/{quote(login, safe='')}",
-                (204, 200),
-                json={"username": login, "rules": states[login]["rules"]},
-            )
+            client.put_rules(login, states[login]["rules"])
 
     @api.model
-    def _delete(self, config, logins):
-        for login in logins:
-            name = quote(login, safe="")
-            self._call(config, "DELETE", f"{AUTHN}/users/{name}", (204, 404))
-            self._call(config, "DELETE", f"{RULES}/{name}", (204, 404))
-        self._close(config, logins)
+    def _delete(self, client, claims):
+        for login, claim in sorted(claims.items()):
+            if claim == OURS:
+                client.delete_user(login)  # 204, else the run fails
+            # rules may be missing (a push that failed before them)
+            client.delete_rules(login)
+        self._close(client, sorted(claims))
 
     @api.model
-    def _close(self, config, logins):
+    def _close(self, client, logins):
         if logins:
-            self.env["iot.broker.session"]._cut_emqx(
-                config, sorted(logins), time.monotonic() + BUDGET * max(1, len(logins))
-            )
+            self.env["iot.broker.session"]._cut_emqx(client, sorted(logins))

@@ -10,25 +10,33 @@ the logins it does not hold (console users).
   ``hashing_algorithm``, permissions, topic permissions) and deletes the
   users tagged :data:`rabbitmq_store.TAG` that Odoo no longer has;
 * an incremental run pushes what changed since the last one the same way;
-* a deleted login: ``DELETE /api/users/{name}``, then
-  ``DELETE /api/connections/username/{name}`` (deleting a user does not
+* before any write or delete, each login's user is read: only an absent
+  or tagged user is written, only a tagged one deleted (:meth:`_claims`);
+* a deleted login: ``DELETE /api/users/{name}`` (204, else the run fails),
+  then ``DELETE /api/connections/username/{name}`` (deleting a user does not
   close its connections); a changed login's connections are closed too, as
   RabbitMQ checks the password and caches the topic checks at CONNECT.
+
+Every call goes through :class:`broker_api.RabbitmqManagement`.
 """
 
-from urllib.parse import quote
-
-from odoo import api, models
+from odoo import _, api, models
 
 from ..tools import rabbitmq_store
-from .iot_broker_session import CLOSE_REASON
+from ..tools.broker_api import BrokerApiError
+from .iot_store_adapter import ABSENT, FOREIGN, OURS
 
 ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
 VHOST_PARAM = "iot_base.rabbitmq_store_vhost"
 # above this many logins to cut, list the connections first
 BULK_CLOSE = 20
+# up to this many logins, read (and delete) each user on its own; above,
+# list them all in one call
+PER_LOGIN_READS = 20
 # logins per definitions import
 IMPORT_BATCH = 2000
+# users per bulk delete (3.10 deletes them one by one inside the call)
+DELETE_BATCH = 500
 
 
 class IotRabbitmqStore(models.AbstractModel):
@@ -59,28 +67,20 @@ class IotRabbitmqStore(models.AbstractModel):
         return state, notes
 
     @api.model
-    def _read_broker_states(self, config):
+    def _read_broker_states(self, client, config):
         """{login: state} of the tagged users the node holds."""
         vhost = config["vhost"]
-        users = self._call(config, "GET", "/api/users", (200,)).json()
         managed = {
             user["name"]: user
-            for user in users
-            if rabbitmq_store.TAG in _tags(user.get("tags"))
+            for user in client.users()
+            if isinstance(user, dict) and rabbitmq_store.TAG in _tags(user.get("tags"))
         }
-        path = quote(vhost, safe="")
         permissions = {
-            p["user"]: p
-            for p in self._call(
-                config, "GET", f"/api/vhosts/{path}/permissions", (200,)
-            ).json()
-            if p["user"] in managed
+            p["user"]: p for p in client.permissions(vhost) if p["user"] in managed
         }
         topic_perms = {
             p["user"]: p
-            for p in self._call(
-                config, "GET", f"/api/vhosts/{path}/topic-permissions", (200,)
-            ).json()
+            for p in client.topic_permissions(vhost)
             if p["user"] in managed and p["exchange"] == rabbitmq_store.EXCHANGE
         }
         empty = {"configure": "", "write": "", "read": ""}
@@ -99,7 +99,36 @@ class IotRabbitmqStore(models.AbstractModel):
         }
 
     @api.model
-    def _push(self, config, states):
+    def _claims(self, client, logins, known):
+        """A user is this store's when it carries :data:`rabbitmq_store.TAG`
+        (set by every import of Odoo's): the node then says so itself, for
+        users of any age. An untagged user (an operator, a bridge) is never
+        written: the definitions import would replace its password and tags
+        and keep its permissions elsewhere. (Between this read and the
+        import a user of that name could still appear: the management API
+        has no conditional write.)"""
+        if len(logins) > PER_LOGIN_READS:
+            users = {
+                user.get("name"): user
+                for user in client.users()
+                if isinstance(user, dict)
+            }
+            read = users.get
+        else:
+            read = client.user
+        claims = {}
+        for login in logins:
+            user = read(login)
+            if user is None:
+                claims[login] = ABSENT
+            elif rabbitmq_store.TAG in _tags(user.get("tags")):
+                claims[login] = OURS
+            else:
+                claims[login] = FOREIGN
+        return claims
+
+    @api.model
+    def _push(self, client, config, states):
         # in batches: the management API refuses a body over
         # management.http.max_body_size (10 MB; ~1 KB per login)
         logins = sorted(states)
@@ -107,48 +136,40 @@ class IotRabbitmqStore(models.AbstractModel):
             batch = {
                 login: states[login] for login in logins[start : start + IMPORT_BATCH]
             }
-            self._call(
-                config,
-                "POST",
-                "/api/definitions",
-                (200, 201, 204),
-                json=rabbitmq_store.definitions(batch, config["vhost"]),
+            client.import_definitions(
+                rabbitmq_store.definitions(batch, config["vhost"])
             )
 
     @api.model
-    def _delete(self, config, logins):
-        if len(logins) == 1:
-            self._call(
-                config, "DELETE", f"/api/users/{quote(logins[0], safe='')}", (204, 404)
-            )
+    def _delete(self, client, claims):
+        logins = sorted(claims)
+        if len(logins) <= PER_LOGIN_READS:
+            for login in logins:
+                client.delete_user(login)
         else:
-            self._call(
-                config,
-                "POST",
-                "/api/users/bulk-delete",
-                (204,),
-                json={"users": list(logins)},
-            )
-        self._close(config, logins)
+            # in batches: each call stays well within its timeout
+            for start in range(0, len(logins), DELETE_BATCH):
+                client.delete_users(logins[start : start + DELETE_BATCH])
+            # the node answers 204 whichever existed: check
+            left = {user.get("name") for user in client.users()} & set(logins)
+            if left:
+                raise BrokerApiError(
+                    _(
+                        "%(origin)s kept %(n)s of the users to delete",
+                        origin=client.origin,
+                        n=len(left),
+                    )
+                )
+        self._close(client, logins)
 
     @api.model
-    def _close(self, config, logins):
+    def _close(self, client, logins):
         """Close the connections of ``logins``; for many, only of those the
         node lists as connected (one call instead of one per login)."""
         if len(logins) > BULK_CLOSE:
-            response = self._call(
-                config, "GET", "/api/connections?columns=user", (200,)
-            )
-            connected = {c.get("user") for c in response.json()}
+            connected = client.connected_users()
             logins = [login for login in logins if login in connected]
-        for login in logins:
-            self._call(
-                config,
-                "DELETE",
-                f"/api/connections/username/{quote(login, safe='')}",
-                (200, 204, 404),
-                headers={"X-Reason": CLOSE_REASON},
-            )
+        self.env["iot.broker.session"]._cut_rabbitmq(client, logins)
 
 
 def _tags(value):

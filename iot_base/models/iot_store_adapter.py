@@ -2,21 +2,25 @@
 import logging
 import time
 
-import requests
-
 from odoo import _, api, fields, models
 from odoo.tools import SQL
 
 from ..tools import topic_acl
+from ..tools.broker_api import addressable
 from ..tools.settings import bool_param
 from ..tools.store_sync import SyncError, digest, plan
-from .iot_broker_session import BrokerApiError, _origin
 
 _logger = logging.getLogger(__name__)
 
 TIMEOUT = 30.0  # seconds per broker API call of a sync (bulk calls included)
 # usernames a result lists (needs rotation, failures): enough to act on
 LISTED = 20
+# what the broker holds under a login (:meth:`IotStoreAdapter._claims`):
+# this store's user, what is left of it (EMQX: its rules), nothing, or a
+# user this store did not create
+OURS, LEFTOVER, ABSENT, FOREIGN = "ours", "leftover", "absent", "foreign"
+# the digest of a login claimed by a push that has not completed yet
+CLAIMED = "claimed"
 
 
 class IotStoreAdapter(models.AbstractModel):
@@ -196,15 +200,18 @@ class IotStoreAdapter(models.AbstractModel):
         """Push what changed (``force``: compare with the broker itself);
         fill ``result``; return the first expiry among the pushed secrets.
         What was pushed before a failure stays recorded: the next run starts
-        from there."""
+        from there. Only broker users this store owns are written or
+        deleted (:meth:`_claims`); any other login is refused and reported
+        (``result["conflicts"]``), and the rest of the run proceeds."""
         config = self._get_config()
+        client = self._client(config)
         t0 = time.monotonic()
         states, needs_rotation, notes, next_expiry = self._desired()
         desired = {login: digest(state) for login, state in states.items()}
         known = self._pushed()
         current = known
         if force:
-            broker_states = self._read_broker_states(config)
+            broker_states = self._read_broker_states(client, config)
             if broker_states is not None:
                 current = {login: digest(s) for login, s in broker_states.items()}
         to_push, to_delete, unchanged = plan(desired, current)
@@ -212,78 +219,119 @@ class IotStoreAdapter(models.AbstractModel):
             # a full run also removes what an earlier run pushed and the
             # broker no longer reports (nothing to do there) from the record
             to_delete = sorted(set(to_delete) | (set(known) - set(desired)))
+        touched = set(to_push) | set(to_delete)
+        # never sent: a name no path can carry, Odoo's own API user
+        unaddressable = {login for login in touched if not addressable(login)}
+        reserved = touched & self._reserved_logins(config)
+        claims = self._claims(client, sorted(touched - unaddressable - reserved), known)
+        foreign = {login for login, claim in claims.items() if claim == FOREIGN}
+        refused = unaddressable | reserved | foreign
+        to_push = [login for login in to_push if login not in refused]
+        owned = {
+            login: claims[login]
+            for login in to_delete
+            if claims.get(login) in (OURS, LEFTOVER)
+        }
         result.update(
             logins=len(states),
             needs_rotation=needs_rotation,
             approximations=sorted(set(notes)),
+            conflicts=sorted(refused),
             build_seconds=round(time.monotonic() - t0, 3),
             pushed=0,
             deleted=0,
             unchanged=unchanged,
         )
+        if refused:
+            _logger.warning(
+                "%s store: %s logins refused (a broker user Odoo did not "
+                "create, Odoo's API user, or a name no API path can carry)",
+                self._store_key,
+                len(refused),
+            )
         t1 = time.monotonic()
         if to_push:
-            self._push(config, {login: states[login] for login in to_push})
+            # claimed before the first write: a run that fails after it
+            # still knows the users it created
+            self._set_pushed(
+                {login: CLAIMED for login in to_push if login not in known}
+            )
+            self._push(client, config, {login: states[login] for login in to_push})
             self._set_pushed({login: desired[login] for login in to_push})
             result["pushed"] = len(to_push)
             # the broker checks a login at CONNECT only: a changed secret or
             # permission applies to sessions opened from now on
-            self._close(config, [login for login in to_push if login in current])
-        if to_delete:
-            self._delete(config, to_delete)
-            self._set_pushed({}, deleted=to_delete)
-            result["deleted"] = len(to_delete)
+            self._close(client, [login for login in to_push if login in current])
+        if owned:
+            self._delete(client, owned)
+        # forgotten: the logins deleted or gone, and those that are not this
+        # store's (any more); an unaddressable one stays, and is reported
+        forget = [
+            login
+            for login in touched
+            if login not in unaddressable
+            and (login in to_delete or login in foreign or login in reserved)
+            and login in known
+        ]
+        if forget:
+            self._set_pushed({}, deleted=forget)
+        result["deleted"] = len(
+            [login for login in to_delete if claims.get(login) in (OURS, LEFTOVER)]
+        )
         if force:
-            self._set_pushed({login: desired[login] for login in desired})
+            self._set_pushed(
+                {login: desired[login] for login in desired if login not in refused}
+            )
         result["push_seconds"] = round(time.monotonic() - t1, 3)
         return next_expiry
 
     # ------------------------------------------------------------------
-    # Broker calls
+    # Broker calls (tools/broker_api.py; each adapter implements these)
     # ------------------------------------------------------------------
 
     @api.model
-    def _call(self, config, method, path, expected, **kwargs):
-        """One API call of ``config`` (url, user, password); returns the
-        response; raises BrokerApiError (no secret in its text)."""
+    def _client(self, config):
+        """The API client of this store's broker, for ``config``."""
         if not config["url"]:
             raise SyncError(
                 _("Set the %(store)s API URL in the settings.", store=self._store_key)
             )
-        url = config["url"] + path
-        try:
-            response = requests.request(
-                method,
-                url,
-                auth=(config["user"], config["password"]),
-                timeout=TIMEOUT,
-                allow_redirects=False,
-                **kwargs,
-            )
-        except requests.RequestException as exc:
-            raise BrokerApiError(
-                _(
-                    "%(origin)s unreachable (%(error)s)",
-                    origin=_origin(url),
-                    error=exc.__class__.__name__,
-                )
-            ) from None
-        if response.status_code not in expected:
-            route = path.split("?", 1)[0]
-            if method in ("PUT", "DELETE"):
-                # the last segment names a login (of any company): the run's
-                # error is shown to every IoT manager
-                route = route.rsplit("/", 1)[0] + "/…"
-            raise BrokerApiError(
-                _(
-                    "%(origin)s answered HTTP %(status)s to %(method)s %(path)s",
-                    origin=_origin(url),
-                    status=response.status_code,
-                    method=method,
-                    path=route,
-                )
-            )
-        return response
+        return self.env["iot.broker.session"]._client(
+            self._store_key, config, timeout=TIMEOUT
+        )
+
+    @api.model
+    def _reserved_logins(self, config):
+        """Logins never written nor deleted whatever Odoo holds: the user
+        Odoo itself calls the API with."""
+        return {config["user"]} if config.get("user") else set()
+
+    @api.model
+    def _read_broker_states(self, client, config):
+        """{login: state} of the users the broker holds as this store's, in
+        the form of :meth:`_render`, or None when the broker cannot say."""
+        raise NotImplementedError
+
+    @api.model
+    def _claims(self, client, logins, known):
+        """{login: OURS | LEFTOVER | ABSENT | FOREIGN} of ``logins`` as the
+        broker holds them now (``known``: what this store pushed)."""
+        raise NotImplementedError
+
+    @api.model
+    def _push(self, client, config, states):
+        raise NotImplementedError
+
+    @api.model
+    def _delete(self, client, claims):
+        """Delete the users of ``claims`` ({login: OURS | LEFTOVER}); raise
+        when one was not deleted (the run fails, the login is kept)."""
+        raise NotImplementedError
+
+    @api.model
+    def _close(self, client, logins):
+        """Close the live sessions of ``logins``."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------
     # Result
@@ -313,6 +361,17 @@ class IotStoreAdapter(models.AbstractModel):
                     "this store): %(names)s",
                     n=len(rotation),
                     names=", ".join(rotation[:LISTED]),
+                )
+            )
+        conflicts = result.get("conflicts") or []
+        if conflicts:
+            parts.append(
+                _(
+                    "%(n)s logins refused, never written nor deleted (a broker "
+                    "user of that name that Odoo did not create, Odoo's own API "
+                    "user, or a name the API cannot address): %(names)s",
+                    n=len(conflicts),
+                    names=", ".join(conflicts[:LISTED]),
                 )
             )
         if result.get("approximations"):

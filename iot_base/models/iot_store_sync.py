@@ -7,7 +7,9 @@ One adapter per broker (``iot.mosquitto.sync``, ``iot.rabbitmq.store``,
 when and how a run happens:
 
 * after the commit of any change of credentials, secrets, rules, owners,
-  groups or namespaces (once per transaction), on a cron, and by "Sync now";
+  groups or namespaces (once per transaction, through the engine's cron:
+  the request that made the change does not wait), on the cron's interval,
+  and by "Sync now";
 * each adapter compares what it must hold with what it last pushed (its
   ``iot_store_pushed`` rows) and pushes only the difference; a forced run
   (or the first after a failed one) is a full run;
@@ -85,6 +87,27 @@ def run_sync(dbname, force=False, after_commit=False, adapters=None):
     return combine(results)
 
 
+def trigger_sync(dbname):
+    """After a commit: wake the engine's cron, whose worker runs the sync,
+    so the committing request does not wait for it. The trigger is made
+    now, after the change is committed: the cron deletes the triggers older
+    than its run's start, and any run that takes this one starts after the
+    change and sees it. The cron's lock and each adapter's advisory lock
+    keep runs apart; triggers that pile up meanwhile make one run. Without
+    the cron (deleted or archived) the sync runs here, as a fallback."""
+    try:
+        registry = odoo.modules.registry.Registry(dbname)
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            cron = env.ref(CRON_XMLID, raise_if_not_found=False)
+            if cron and cron.active:
+                cron._trigger()
+                return {"ok": True, "triggered": True}
+    except Exception:
+        _logger.exception("Triggering the store sync of %s failed", dbname)
+    return run_sync(dbname, after_commit=True)
+
+
 def _run_locked(registry, lock_cr, model, force, not_before):
     lock_cr.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEYS[model]])
     try:
@@ -139,8 +162,11 @@ class IotStoreSync(models.AbstractModel):
 
     @api.model
     def _schedule(self):
-        """Sync every enabled store after the current transaction commits
-        (once per transaction); nothing on a neutralized database."""
+        """Sync every enabled store once the current transaction commits
+        (once per transaction), without holding the request that made the
+        change (:func:`trigger_sync`). Nothing on a neutralized database.
+        Revoked sessions are cut in the request itself, at its commit
+        (``iot.broker.session``)."""
         if not self.env.registry.ready:
             # (while modules load, the cron or the next change syncs)
             return
@@ -150,9 +176,7 @@ class IotStoreSync(models.AbstractModel):
         if postcommit.data.get(POSTCOMMIT_KEY):
             return
         postcommit.data[POSTCOMMIT_KEY] = True
-        postcommit.add(
-            functools.partial(run_sync, self.env.cr.dbname, after_commit=True)
-        )
+        postcommit.add(functools.partial(trigger_sync, self.env.cr.dbname))
 
     @api.model
     def _cron_sync(self):
@@ -161,12 +185,12 @@ class IotStoreSync(models.AbstractModel):
 
     @api.model
     def action_sync_now(self):
-        """A full run of every enabled store, for IoT managers."""
-        if not (
-            self.env.user.has_group("iot_base.iot_base_group_manager")
-            or self.env.user.has_group("base.group_system")
-        ):
-            raise AccessError(_("Only IoT managers can sync the broker stores."))
+        """A full run of every enabled store: for system administrators (it
+        reads and writes every company's logins on every broker)."""
+        if not self.env.is_system():
+            raise AccessError(
+                _("Only system administrators can sync every broker store.")
+            )
         result = run_sync(self.env.cr.dbname, force=True)
         ok = result["ok"]
         return {

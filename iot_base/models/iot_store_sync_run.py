@@ -38,6 +38,13 @@ class IotStoreSyncRun(models.Model):
         help="Live secrets issued before this store was enabled: the broker "
         "cannot check them until they are rotated.",
     )
+    conflicts = fields.Integer(
+        "Refused Logins",
+        readonly=True,
+        help="Logins of Odoo's credentials that the broker already holds as a "
+        "user Odoo did not create (or that no API path can carry, or Odoo's "
+        "own API user): never written nor deleted. The summary names them.",
+    )
     seconds = fields.Float("Duration (s)", readonly=True, digits=(16, 3))
     # usernames of every company (needs rotation, approximations): for
     # system administrators; company managers see the counts
@@ -89,6 +96,7 @@ class IotStoreSyncRun(models.Model):
                 "deleted": result.get("deleted", 0),
                 "unchanged": result.get("unchanged", 0),
                 "needs_rotation": len(result.get("needs_rotation", ())),
+                "conflicts": len(result.get("conflicts", ())),
                 "seconds": result.get("seconds", 0.0),
                 "summary": adapter._summary(result),
                 "result": json.dumps(result, default=str),

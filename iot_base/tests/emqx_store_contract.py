@@ -11,12 +11,17 @@ strictly and checks what a real EMQX would check with what it receives.
   are overridden; 200 ``{total, success, override, skipped, failed}``;
 * ``POST .../users`` (a clear password) is refused and recorded: Odoo must
   never use it;
+* ``GET .../users/{user_id}``: 200 ``{user_id, is_superuser}`` (EMQX shows
+  nothing else of a user), or 404; ``GET .../users?page=&limit=``: paged
+  ``{data, meta: {page, limit, count, hasnext}}``;
 * ``DELETE .../users/{user_id}``: 204, or 404 ``NOT_FOUND``;
 * ``PUT /api/v5/authorization/sources/built_in_database/rules/users/{name}``:
   ``{"username": name, "rules": [...]}``, at most 100 rules of exactly
   ``topic``, ``permission`` (allow|deny), ``action`` (publish|subscribe|all),
   optional ``qos`` (list of 0..2) and ``retain`` (boolean or "all"); 204;
-* ``DELETE`` of the same path: 204 or 404;
+* ``GET`` of the same path: 200 ``{username, rules}`` or 404; ``GET
+  .../rules/users?page=&limit=``: paged;
+* ``DELETE`` of the same path: 204 or 404 (emqx_authz_api_mnesia);
 * ``GET /api/v5/clients?username=`` and ``DELETE /api/v5/clients/{id}``.
 
 Hashes are verified as EMQX's salted sha256 with ``salt_position = prefix``
@@ -118,7 +123,30 @@ class EmqxStoreContractServer(LoopbackHttpServer):
         if method == "POST" and path == f"{AUTHN}/users":
             self.violations.append("POST /users: a clear password sent")
             return handler._reply(400, {"code": "BAD_REQUEST"})
+        if method == "GET" and path == f"{AUTHN}/users":
+            with self.lock:
+                rows = [
+                    {"user_id": uid, "is_superuser": user["is_superuser"]}
+                    for uid, user in sorted(self.users.items())
+                ]
+            return self.page(handler, rows, parse_qs(url.query))
+        if method == "GET" and path == RULES[:-1]:
+            with self.lock:
+                rows = [
+                    {"username": name, "rules": rules}
+                    for name, rules in sorted(self.rules.items())
+                ]
+            return self.page(handler, rows, parse_qs(url.query))
         match = re.fullmatch(re.escape(AUTHN) + r"/users/([^/]+)", path)
+        if method == "GET" and match:
+            user_id = unquote(match.group(1))
+            with self.lock:
+                user = self.users.get(user_id)
+            if user is None:
+                return handler._reply(404, {"code": "NOT_FOUND"})
+            return handler._reply(
+                200, {"user_id": user_id, "is_superuser": user["is_superuser"]}
+            )
         if method == "DELETE" and match:
             with self.lock:
                 found = self.users.pop(unquote(match.group(1)), None)
@@ -129,6 +157,12 @@ class EmqxStoreContractServer(LoopbackHttpServer):
             username = unquote(path[len(RULES) :])
             if method == "PUT":
                 return self.put_rules(handler, username)
+            if method == "GET":
+                with self.lock:
+                    rules = self.rules.get(username)
+                if rules is None:
+                    return handler._reply(404, {"code": "NOT_FOUND"})
+                return handler._reply(200, {"username": username, "rules": rules})
             if method == "DELETE":
                 with self.lock:
                     found = self.rules.pop(username, None)
@@ -151,6 +185,24 @@ class EmqxStoreContractServer(LoopbackHttpServer):
                 username = self.clients.pop(clientid, None)
             return handler._reply(204 if username is not None else 404)
         return handler._reply(404, {"code": "NOT_FOUND"})
+
+    @staticmethod
+    def page(handler, rows, query):
+        try:
+            page = int(query.get("page", ["1"])[0])
+            limit = int(query.get("limit", ["100"])[0])
+        except ValueError:
+            page = limit = 0
+        if page < 1 or not 1 <= limit <= 10000:
+            return handler._reply(400, {"code": "INVALID_PARAMETER"})
+        chunk = rows[(page - 1) * limit : page * limit]
+        meta = {
+            "page": page,
+            "limit": limit,
+            "count": len(rows),
+            "hasnext": page * limit < len(rows),
+        }
+        return handler._reply(200, {"data": chunk, "meta": meta})
 
     def import_users(self, handler, query):
         if query.get("type") != ["hash"]:

@@ -33,6 +33,8 @@ from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_broker_session as session
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+from odoo.addons.iot_base.models import iot_store_sync as engine
+from odoo.addons.iot_base.tools import broker_api
 
 from .brokers import MANAGEMENT_USER, RabbitMQBroker
 from .common import (
@@ -372,7 +374,7 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
             }
         )
         device.action_revoke()
-        with patch.object(session, "EMQX_PAGE_LIMIT", 2):  # more than one page
+        with patch.object(broker_api.EmqxRest, "page_limit", 2):  # several pages
             _committed, results = commit_hooks(self.env)
         self.assertEqual(
             results[0]["brokers"], {"emqx": {"closed": 3, "unit": "clients"}}
@@ -445,6 +447,22 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
         self.assertLess(time.monotonic() - started, session.BUDGET + 1)
         self.assertIn("unreachable", results[0]["brokers"]["emqx"]["error"])
 
+    def test_unaddressable_username_never_sent(self):
+        """An all-dot username (an older database's) is never put in a
+        path: the cut-off of the others goes on and the result says so."""
+        self.emqx.clients.update({"c9": "device_emqx09", "c..": ".."})
+        with self.assertLogs(LOGGER, "WARNING"):
+            result = self.env["iot.broker.session"]._cutoff(
+                {"check": {0: {"..", "device_emqx09"}}}
+            )
+        self.assertFalse(result["ok"])
+        self.assertIn("cannot be addressed", result["brokers"]["emqx"]["error"])
+        self.assertEqual(self.emqx.clients, {"c..": ".."})
+        self.assertEqual(
+            [p.split("?")[0] for _m, p in self.emqx.requests],
+            ["/api/v5/clients", "/api/v5/clients/c9"],
+        )
+
     def test_nothing_queued_without_broker_api(self):
         params = self.env["ir.config_parameter"].sudo()
         params.set_param(session.EMQX_URL_PARAM, "")
@@ -479,8 +497,16 @@ class TestBrokerSessionMosquitto(MosquittoClientMixin, IotCommonCase):
         cls.broker = start_synced_mosquitto(cls)
 
     def _sync_after_commit(self):
-        committed, results = commit_hooks(self.env, mosq.run_sync, mosq.POSTCOMMIT_KEY)
-        self.assertTrue(results and results[0]["ok"], results)
+        """The commit: its hook wakes the engine's cron, which syncs."""
+        committed, results = commit_hooks(
+            self.env, engine.trigger_sync, mosq.POSTCOMMIT_KEY
+        )
+        self.assertEqual(results, [{"ok": True, "triggered": True}])
+        self.env.ref(engine.CRON_XMLID).method_direct_trigger()
+        run = self.env["iot.store.sync.run"].search(
+            [("store", "=", "mosquitto")], limit=1
+        )
+        self.assertTrue(run.ok, run.error)
         return committed
 
     def _assert_cut(self, client, committed, what, login):

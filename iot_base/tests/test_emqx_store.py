@@ -6,12 +6,13 @@ database, two syncs at once."""
 
 import socket
 import threading
+import time
 from unittest.mock import patch
 
 import requests
 
 import odoo
-from odoo import SUPERUSER_ID, api
+from odoo import SUPERUSER_ID, api, fields
 from odoo.exceptions import AccessError
 from odoo.modules.registry import Registry
 from odoo.tests import BaseCase, get_db_name, tagged
@@ -25,6 +26,7 @@ from odoo.addons.iot_base.models.iot_broker_session import (
     EMQX_SECRET_PARAM,
     EMQX_URL_PARAM,
 )
+from odoo.addons.iot_base.tools import broker_api
 
 from .common import IotCommonCase
 from .emqx_store_contract import AUTHN, RULES, EmqxStoreContractServer
@@ -144,7 +146,7 @@ class TestEmqxStoreContract(IotCommonCase):
             return real(method, url, **kwargs)
 
         with (
-            patch.object(adapter_module.requests, "request", refuse_deletes),
+            patch.object(broker_api.requests, "request", refuse_deletes),
             self.assertLogs(adapter_module.__name__, "WARNING") as logs,
         ):
             result = self.sync(expect_ok=False)
@@ -251,8 +253,173 @@ class TestEmqxStoreContract(IotCommonCase):
         self.assertIn("emqx: ", shown["iot_store_sync_last_result"])
         run = self.env["iot.store.sync.run"].search([("store", "=", "emqx")], limit=1)
         self.assertTrue(run.full)
-        with self.assertRaises(AccessError):
-            self.env["iot.store.sync"].with_user(self.iot_user).action_sync_now()
+        # a full sync of every store is for system administrators only,
+        # whoever calls it (not only through the settings page)
+        for user in (self.iot_user, self.iot_manager):
+            with self.subTest(user=user.login), self.assertRaises(AccessError):
+                self.env["iot.store.sync"].with_user(user).action_sync_now()
+        admin = self.env.ref("base.user_admin")
+        action = self.env["iot.store.sync"].with_user(admin).action_sync_now()
+        self.assertEqual(action["params"]["type"], "success", action["params"])
+
+    def _emqx_writes(self, login):
+        """The calls that wrote or deleted anything of ``login``."""
+        name = broker_api.segment(login)
+        return [
+            (m, p)
+            for m, p in self.emqx.requests
+            if m in ("PUT", "DELETE") and p.rsplit("/", 1)[-1] == name
+        ]
+
+    def test_foreign_user_never_touched(self):
+        """A bridge account an operator made on EMQX (a superuser, with its
+        rules and a live client), then a credential of that name in Odoo:
+        rotated, fully synced, revoked, deleted. EMQX keeps the bridge as it
+        was, every run says why, and the rest of each run proceeds."""
+        bridge = {"password_hash": "ab" * 32, "salt": "opsalt", "is_superuser": True}
+        bridge_rules = [{"permission": "allow", "action": "all", "topic": "#"}]
+        self.emqx.users["ops_bridge"] = dict(bridge)
+        self.emqx.rules["ops_bridge"] = list(bridge_rules)
+        # rules an operator set for a login without a built-in user
+        self.emqx.rules["ops_rules_only"] = list(bridge_rules)
+        self.emqx.clients["ops_bridge-1"] = "ops_bridge"
+        credential, _secret = self._device_with_secret("ops_bridge")
+        rules_only, _secret = self._device_with_secret("ops_rules_only")
+        # the API key Odoo calls EMQX with is never a login either
+        api_key, _secret = self._device_with_secret(KEY)
+        _ok, ok_secret = self.device("device_emqx_bystander")
+
+        def sync_refused(force=False):
+            with self.assertLogs(ADAPTER_LOGGER, "WARNING") as logs:
+                result = self.sync(force=force)
+            self.assertIn("3 logins refused", "\n".join(logs.output))
+            self.assertNotIn("ops_bridge", "\n".join(logs.output))
+            self.assertEqual(
+                result["conflicts"], sorted(["ops_bridge", "ops_rules_only", KEY])
+            )
+            return result
+
+        sync_refused()
+        self.assertTrue(self.emqx.authenticate("device_emqx_bystander", ok_secret))
+        # the run record and the settings page show the refusal
+        run = self.env["iot.store.sync.run"].search([("store", "=", "emqx")], limit=1)
+        self.assertEqual(run.conflicts, 3)
+        self.assertIn("ops_bridge", run.summary)
+        admin = self.env.ref("base.user_admin")
+        shown = (
+            self.env["res.config.settings"]
+            .with_user(admin)
+            .create({})
+            .iot_store_sync_last_result
+        )
+        self.assertIn("3 logins refused", shown)
+        self.assertIn("ops_bridge", shown)
+        credential.action_rotate_secret()
+        sync_refused()
+        sync_refused(force=True)
+        credential.action_revoke()
+        rules_only.action_revoke()
+        api_key.unlink()
+        result = self.sync()
+        self.assertEqual(result["deleted"], 0)
+        credential.unlink()
+        self.sync(force=True)
+        self.assertEqual(self.emqx.users["ops_bridge"], bridge)
+        self.assertEqual(self.emqx.rules["ops_bridge"], bridge_rules)
+        self.assertEqual(self.emqx.rules["ops_rules_only"], bridge_rules)
+        self.assertEqual(self.emqx.clients, {"ops_bridge-1": "ops_bridge"})
+        for login in ("ops_bridge", "ops_rules_only", KEY):
+            self.assertEqual(self._emqx_writes(login), [], login)
+        self.env.cr.execute(
+            "SELECT login FROM iot_store_pushed "
+            "WHERE store = 'emqx' AND login = ANY(%s)",
+            [["ops_bridge", "ops_rules_only", KEY]],
+        )
+        self.assertEqual(self.env.cr.fetchall(), [], "Odoo never claimed them")
+        runs = self.env["iot.store.sync.run"].search([("store", "=", "emqx")])
+        self.assertEqual(runs.filtered("conflicts").mapped("conflicts"), [3, 3, 3])
+
+    def test_delete_not_done_keeps_login(self):
+        """A DELETE answered with anything but 204 (404 while the user
+        exists, a redirect) fails the run: Odoo keeps the login, retries,
+        and the next run deletes it."""
+        device, _secret = self.device("device_emqx_keep")
+        self.sync()
+        device.action_revoke()
+        real = requests.request
+
+        for status in (404, 301):
+
+            def answer(method, url, status=status, **kwargs):
+                if method == "DELETE" and "/users/device_emqx_keep" in url:
+                    response = requests.Response()
+                    response.status_code = status
+                    response.headers["Location"] = "/api/v5/authentication"
+                    return response
+                return real(method, url, **kwargs)
+
+            with (
+                self.subTest(status=status),
+                patch.object(broker_api.requests, "request", answer),
+                self.assertLogs(ADAPTER_LOGGER, "WARNING"),
+            ):
+                result = self.sync(expect_ok=False)
+            self.assertFalse(result["ok"])
+            self.assertIn(f"HTTP {status} to DELETE", result["error"])
+            self.assertIn("device_emqx_keep", self.emqx.users)
+            self.env.cr.execute(
+                "SELECT 1 FROM iot_store_pushed WHERE store = 'emqx' AND login = %s",
+                ["device_emqx_keep"],
+            )
+            self.assertTrue(self.env.cr.fetchall(), "the login was forgotten")
+        result = self.sync()
+        self.assertEqual(result["deleted"], 1)
+        self.assertNotIn("device_emqx_keep", self.emqx.users)
+        self.assertNotIn("device_emqx_keep", self.emqx.rules)
+
+    def test_save_does_not_wait_for_the_sync(self):
+        """A manager's change returns at its commit; the engine's cron runs
+        the (slow) store sync afterwards."""
+        events = []
+        real = type(self.env[ADAPTER])._store_sync
+
+        def slow_sync(adapter, result, force):
+            events.append("sync started")
+            time.sleep(0.2)  # a fleet-sized build
+            return real(adapter, result, force)
+
+        self.device("device_emqx_slow")
+        postcommit = self.env.cr.postcommit
+        postcommit.clear()
+        rule = (
+            self.env["iot.acl.rule"]
+            .with_user(self.iot_manager)
+            .create(
+                {
+                    "name": "Deny the status",
+                    "permission": "deny",
+                    "action": "all",
+                    "topic": "${namespace}/devices/${username}/status/#",
+                }
+            )
+        )
+        with patch.object(type(self.env[ADAPTER]), "_store_sync", slow_sync):
+            rule.write({"sequence": 3})
+            # the request's commit: what Odoo runs after it, in the request
+            self.env.flush_all()
+            self.assertTrue(
+                [f for f in postcommit._funcs if f.func is engine.trigger_sync]
+            )
+            postcommit.run()
+            events.append("request answered")
+            # the engine's cron, woken by the trigger the change left
+            cron = self.env.ref(engine.CRON_XMLID)
+            triggers = self.env["ir.cron.trigger"].search([("cron_id", "=", cron.id)])
+            self.assertLessEqual(min(triggers.mapped("call_at")), fields.Datetime.now())
+            cron.method_direct_trigger()
+            events.append("sync done")
+        self.assertEqual(events, ["request answered", "sync started", "sync done"])
+        self.assertIn("status/#", str(self.emqx.rules["device_emqx_slow"]))
 
     def test_settings_are_for_system_admins(self):
         fields = self.env["res.config.settings"]._fields

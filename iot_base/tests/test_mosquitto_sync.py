@@ -30,6 +30,7 @@ from odoo.exceptions import AccessError
 from odoo.tests import BaseCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+from odoo.addons.iot_base.models import iot_store_sync as engine
 from odoo.addons.iot_base.tools import mosquitto_files as files
 from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.secret_hash import (
@@ -800,48 +801,46 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
 
     # triggers and errors -----------------------------------------------
 
+    def _sync_hooks(self):
+        # the after-commit hook wakes the engine's cron, which syncs
+        return [
+            f
+            for f in self.env.cr.postcommit._funcs
+            if getattr(f, "func", None) is engine.trigger_sync
+        ]
+
     def test_after_commit_hook(self):
         postcommit = self.env.cr.postcommit
         postcommit.clear()
         device, secret = self.device("device_hook01")
         device.write({"note": "not a broker field"})
         self.env["iot.acl.rule"].search([], limit=1).write({"sequence": 10})
-        hooks = [
-            f for f in postcommit._funcs if getattr(f, "func", None) is mosq.run_sync
-        ]
+        hooks = self._sync_hooks()
         self.assertEqual(len(hooks), 1, "once per transaction")
         self.assertTrue(postcommit.data.get(mosq.POSTCOMMIT_KEY))
-        # what the hook runs once the transaction is committed
+        # what the hook, then the cron it wakes, run once the transaction is
+        # committed
         self.env.flush_all()
         hook = hooks[0]
         postcommit.clear()
         hook()
+        self.env.ref(mosq.CRON_XMLID).method_direct_trigger()
         self.assertIn("device_hook01:", self.files()[0])
         self.connect("device_hook01", secret)
         # disabled: no hook at all
         self.env["ir.config_parameter"].sudo().set_param(mosq.ENABLED_PARAM, "False")
         self.device("device_hook02")
-        self.assertFalse(
-            [f for f in postcommit._funcs if getattr(f, "func", None) is mosq.run_sync]
-        )
+        self.assertFalse(self._sync_hooks())
 
     def test_settings_save_schedules_a_sync(self):
         postcommit = self.env.cr.postcommit
         postcommit.clear()
-
-        def hooks():
-            return [
-                f
-                for f in postcommit._funcs
-                if getattr(f, "func", None) is mosq.run_sync
-            ]
-
         settings = self.env["res.config.settings"].create({})
         settings.set_values()
-        self.assertFalse(hooks(), "nothing of the Mosquitto files changed")
+        self.assertFalse(self._sync_hooks(), "nothing of the Mosquitto files changed")
         settings.iot_mosquitto_pid_file = self.broker.pid_file + ".other"
         settings.set_values()
-        self.assertEqual(len(hooks()), 1)
+        self.assertEqual(len(self._sync_hooks()), 1)
 
     def test_debounce(self):
         first = self.sync()

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 import uuid
+from unittest.mock import patch
 
 import paho.mqtt.client as mqtt
 import requests
@@ -27,14 +28,15 @@ from odoo.addons.iot_base.models.iot_broker_session import (
     RABBITMQ_URL_PARAM,
     RABBITMQ_USER_PARAM,
 )
-from odoo.addons.iot_base.tools import rabbitmq_store
+from odoo.addons.iot_base.tools import broker_api, rabbitmq_store
 from odoo.addons.iot_base.tools.secret_hash import new_secret
 
-from .brokers import RabbitMQBroker
+from .brokers import MANAGEMENT_USER, RabbitMQBroker
 
 _logger = logging.getLogger(__name__)
 
 TOKEN = "rabbit-store-t0ken"
+ADAPTER_LOGGER = "odoo.addons.iot_base.models.iot_store_adapter"
 WAIT = 15
 BULK = 10_000
 
@@ -282,6 +284,14 @@ class TestRabbitmqStore(HttpCase):
         credential.action_rotate_secret()
         self.assertNotIn("device_old_secret", self.sync()["needs_rotation"])
 
+    def _delete_users(self, names):
+        """Remove users this test left on the node (the database rolls
+        back, the node does not)."""
+        for start in range(0, len(names), 250):
+            self.broker.management_request(
+                "POST", "/api/users/bulk-delete", {"users": names[start : start + 250]}
+            )
+
     def test_full_sync_10000_idempotent(self):
         """10,000 credentials (made in bulk SQL, like a migration would) in
         one full run; the second full run finds nothing to change."""
@@ -299,6 +309,7 @@ class TestRabbitmqStore(HttpCase):
             [company, BULK],
         )
         rows = cr.fetchall()
+        self.addCleanup(self._delete_users, [username for _cid, username in rows])
         secret, index, stored = new_secret()
         cr.execute(
             """
@@ -333,3 +344,219 @@ class TestRabbitmqStore(HttpCase):
         incremental = self.sync()
         self.assertEqual((incremental["pushed"], incremental["deleted"]), (0, 0))
         self.connected(rows[-1][1], secret)
+
+    # ownership ------------------------------------------------------------
+
+    def refused_sync(self, logins, force=False):
+        with self.assertLogs(ADAPTER_LOGGER, "WARNING") as logs:
+            result = self.sync(force=force)
+        self.assertIn(f"{len(logins)} logins refused", "\n".join(logs.output))
+        self.assertEqual(result["conflicts"], sorted(logins))
+        return result
+
+    def foreign_user(self, name, password):
+        """An operator account of the node that Odoo did not create: the
+        administrator tag, every permission on another vhost, some on "/"."""
+        hash_ = rabbitmq_store.rabbitmq_hash(password)[0]
+        quoted = broker_api.segment(name)
+        for method, path, body in (
+            ("PUT", "/api/vhosts/ops", {}),
+            (
+                "PUT",
+                f"/api/users/{quoted}",
+                {
+                    "password_hash": hash_,
+                    "hashing_algorithm": rabbitmq_store.HASHING_ALGORITHM,
+                    "tags": "administrator",
+                },
+            ),
+            (
+                "PUT",
+                f"/api/permissions/ops/{quoted}",
+                {"configure": ".*", "write": ".*", "read": ".*"},
+            ),
+            (
+                "PUT",
+                f"/api/permissions/%2F/{quoted}",
+                {"configure": "^ops-q$", "write": "^ops-q$", "read": "^ops-q$"},
+            ),
+            (
+                "PUT",
+                f"/api/topic-permissions/%2F/{quoted}",
+                {"exchange": "amq.topic", "write": "^ops$", "read": "^ops$"},
+            ),
+        ):
+            status, _body = self.broker.management_request(method, path, body)
+            self.assertIn(status, (201, 204), path)
+        self.addCleanup(
+            self.broker.management_request, "DELETE", f"/api/users/{quoted}"
+        )
+
+    def broker_view(self, name):
+        """What the node holds of the user ``name``: the user (hash, tags),
+        its permissions and topic permissions on every vhost."""
+        quoted = broker_api.segment(name)
+        return [
+            self.broker.management_request("GET", path)
+            for path in (
+                f"/api/users/{quoted}",
+                f"/api/users/{quoted}/permissions",
+                f"/api/users/{quoted}/topic-permissions",
+            )
+        ]
+
+    def test_foreign_user_never_touched(self):
+        """A manager names a device like an operator account of the node,
+        rotates, fully syncs, revokes and deletes it: the account keeps its
+        hash, tags and permissions, each run says so, the rest proceeds."""
+        self.foreign_user("ops_admin", "ops-pa55word")
+        before = self.broker_view("ops_admin")
+        self.assertEqual(before[0][0], 200)
+        self.assertEqual(before[0][1]["tags"], ["administrator"])
+        self.assertEqual(len(before[1][1]), 2)
+        credential = self.env["iot.credentials"].create(
+            {"username": "ops_admin", "kind": "device"}
+        )
+        credential.action_rotate_secret()
+        bystander = self.provision("store-dev-foreign")
+        self.refused_sync(["ops_admin"])
+        # the rest of the run went through
+        self.connected(bystander["username"], bystander["password"])
+        run = self.env["iot.store.sync.run"].search(
+            [("store", "=", "rabbitmq")], limit=1
+        )
+        self.assertEqual(run.conflicts, 1)
+        self.assertIn("ops_admin", run.summary)
+        shown = (
+            self.env["res.config.settings"]
+            .with_user(self.env.ref("base.user_admin"))
+            .create({})
+            .iot_store_sync_last_result
+        )
+        self.assertIn("rabbitmq: ", shown)
+        self.assertIn("ops_admin", shown)
+        credential.action_rotate_secret()
+        self.refused_sync(["ops_admin"])
+        self.refused_sync(["ops_admin"], force=True)
+        credential.action_revoke()
+        self.assertEqual(self.sync()["deleted"], 0)
+        credential.unlink()
+        self.assertEqual(self.sync(force=True)["deleted"], 0)
+        self.assertEqual(self.broker_view("ops_admin"), before)
+
+    def test_management_user_and_dot_names_never_sent(self):
+        """Live credentials of an older database named like Odoo's own
+        management user or all dots (no path can carry them): never written
+        nor deleted; the run goes on and reports them."""
+        names = [MANAGEMENT_USER, "..", "."]
+        cr = self.env.cr
+        cr.execute(
+            """
+            INSERT INTO iot_credentials (username, kind, company_id, active,
+                                         is_superuser, create_date, write_date)
+            SELECT unnest(%s::varchar[]), 'device', %s, true, true, now(), now()
+            RETURNING id
+            """,
+            [names, self.env.company.id],
+        )
+        ids = [cid for (cid,) in cr.fetchall()]
+        secret, index, stored = new_secret()
+        cr.execute(
+            """
+            INSERT INTO iot_credentials_secret (credential_id, secret_type, index, hash)
+            SELECT unnest(%s::int[]), 'long_lived', %s, %s RETURNING id
+            """,
+            [ids, index, stored],
+        )
+        for (secret_id,) in cr.fetchall():
+            cr.execute(
+                "INSERT INTO iot_store_hash (secret_id, store, hash) "
+                "VALUES (%s, 'rabbitmq', %s)",
+                [secret_id, rabbitmq_store.rabbitmq_hash(secret)[0]],
+            )
+        self.env.invalidate_all()
+        before = self.broker_view(MANAGEMENT_USER)
+        bystander = self.provision("store-dev-dots")
+        self.refused_sync(names)
+        self.connected(bystander["username"], bystander["password"])
+        self.refused_sync(names, force=True)
+        self.assertEqual(self.broker_view(MANAGEMENT_USER), before)
+        status, users = self.broker.management_request("GET", "/api/users")
+        self.assertEqual(status, 200)
+        self.assertFalse({".", ".."} & {user["name"] for user in users})
+        # revoked: nothing to delete, nothing sent
+        cr.execute(
+            "UPDATE iot_credentials SET active = false WHERE id = ANY(%s)", [ids]
+        )
+        self.env.invalidate_all()
+        self.assertEqual(self.sync(force=True)["conflicts"], [])
+        self.assertEqual(self.broker_view(MANAGEMENT_USER), before)
+
+    def test_delete_not_done_keeps_login(self):
+        """Revoking where the node answers the DELETE with 404 (the user
+        still there) or a redirect: the run fails, Odoo keeps the login and
+        the next run deletes it."""
+        reply = self.provision("store-dev-keep")
+        username = reply["username"]
+        self.sync()
+        self.env["iot.credentials"].search(
+            [("username", "=", username)]
+        ).action_revoke()
+        real = requests.request
+        for status in (404, 301):
+
+            def answer(method, url, status=status, **kwargs):
+                if method == "DELETE" and url.endswith(f"/api/users/{username}"):
+                    response = requests.Response()
+                    response.status_code = status
+                    response.headers["Location"] = "/api/users/"
+                    return response
+                return real(method, url, **kwargs)
+
+            with (
+                self.subTest(status=status),
+                patch.object(broker_api.requests, "request", answer),
+                self.assertLogs(ADAPTER_LOGGER, "WARNING"),
+            ):
+                self.env.flush_all()
+                result = engine.run_sync(
+                    self.env.cr.dbname, adapters=["iot.rabbitmq.store"]
+                )
+            self.assertFalse(result["ok"])
+            self.assertIn(f"HTTP {status} to DELETE /api/users/…", result["error"])
+            self.assertEqual(self.broker_view(username)[0][0], 200)
+            self.env.cr.execute(
+                "SELECT 1 FROM iot_store_pushed WHERE store = 'rabbitmq' "
+                "AND login = %s",
+                [username],
+            )
+            self.assertTrue(self.env.cr.fetchall(), "the login was forgotten")
+        self.assertEqual(self.sync()["deleted"], 1)
+        self.assertEqual(self.broker_view(username)[0][0], 404)
+
+    def test_any_name_reaches_its_own_user(self):
+        """The client addresses a user whose name holds %, /, :, @ and ..
+        on the real node, and refuses an all-dot name before any call."""
+        client = broker_api.RabbitmqManagement(
+            self.broker.management_url,
+            self.broker.management_user,
+            self.broker.management_password,
+        )
+        name = "we%ird/na:me@x..y"
+        state = rabbitmq_store.login_state(
+            rabbitmq_store.rabbitmq_hash(new_secret()[0])[0],
+            rabbitmq_store.resource_permissions(name),
+            {"write": rabbitmq_store.NOTHING, "read": rabbitmq_store.NOTHING},
+        )
+        client.import_definitions(rabbitmq_store.definitions({name: state}, "/"))
+        self.assertEqual(client.user(name)["name"], name)
+        client.close_connections(name, "test")
+        client.delete_user(name)
+        self.assertIsNone(client.user(name))
+        with self.assertRaisesRegex(broker_api.BrokerApiError, "HTTP 404"):
+            client.delete_user(name)  # nothing deleted: an error, not "done"
+        users = {user["name"] for user in client.users()}
+        for dots in ("..", "."):
+            with self.assertRaises(broker_api.UnaddressableError):
+                client.delete_user(dots)
+        self.assertEqual({user["name"] for user in client.users()}, users)
