@@ -94,10 +94,81 @@ class TestListenerSecurity(IotCommonCase):
         squatted = self.Credentials.sudo().create(
             {"username": name, "kind": "device", "company_id": self.company.id}
         )
-        with self.assertLogs("odoo.addons.iot_base.models.iot_listener", "WARNING"):
-            self.assertFalse(self.Listener._listener_credential(third))
-            self.assertIsNone(self.Listener._listener_login(third))
-        self.assertNotIn(squatted, self.env.ref(LISTENER_RULE_XMLIDS[0]).credential_ids)
+        self._assert_listener_beside(third, squatted)
+
+    def test_listener_next_company_name_taken(self):
+        """``odoo_listener_<next company id>`` taken before the company exists
+        (the hole of a username pattern, as superuser here) neither blocks
+        nor becomes the new company's listener: the company links a
+        credential of its own, under a free name."""
+        self.env.cr.execute("SELECT last_value, is_called FROM res_company_id_seq")
+        last, called = self.env.cr.fetchone()
+        next_id = last + 1 if called else last
+        squatters = self.Credentials.sudo().create(
+            [
+                {
+                    "username": f"odoo_listener_{next_id}",
+                    "kind": "service",
+                    "company_id": self.company.id,
+                },
+                {
+                    "username": f"odoo_listener_{next_id}_2",
+                    "kind": "device",
+                    "company_id": self.company.id,
+                },
+            ]
+        )
+        self.assertEqual(len(squatters), 2)
+        company = self.env["res.company"].create({"name": "Next IoT Co"})
+        self.assertEqual(company.id, next_id)
+        credential = self._assert_listener_beside(company, squatters)
+        self.assertEqual(credential.username, f"odoo_listener_{next_id}_3")
+        # linked: found again without any name, even renamed by an admin
+        credential.username = "odoo_listener_renamed"
+        self.assertEqual(self.Listener._listener_credential(company), credential)
+        self.assertTrue(self.Listener._listener_login(company))
+
+    def _assert_listener_beside(self, company, squatters):
+        """``company``'s listener is a credential of its own, linked from the
+        company, with the listener rules; ``squatters`` are left as they
+        were, out of the rules."""
+        before = [
+            (c.username, c.kind, c.company_id, c.write_date, c.secret_count)
+            for c in squatters
+        ]
+        credential = self.Listener._listener_credential(company)
+        self.assertTrue(credential)
+        self.assertNotIn(credential, squatters)
+        self.assertEqual(company.sudo().iot_listener_credential_id, credential)
+        self.assertEqual((credential.kind, credential.company_id), ("service", company))
+        login = self.Listener._listener_login(company)
+        self.assertEqual(login["credential_id"], credential.id)
+        self.assertEqual(login["username"], credential.username)
+        self.env.invalidate_all()
+        self.assertEqual(
+            [
+                (c.username, c.kind, c.company_id, c.write_date, c.secret_count)
+                for c in squatters
+            ],
+            before,
+        )
+        for xmlid in LISTENER_RULE_XMLIDS:
+            rule_credentials = self.env.ref(xmlid).credential_ids
+            self.assertIn(credential, rule_credentials)
+            self.assertFalse(squatters & rule_credentials)
+        ns = company.iot_mqtt_namespace
+        rules = self.env["iot.acl.rule"]._rules_for(credential)
+        self.assertEqual(
+            topic_acl.authorize(rules, "subscribe", f"{ns}/devices/+/status/#", 1),
+            "allow",
+        )
+        for squatter in squatters:
+            rules = self.env["iot.acl.rule"]._rules_for(squatter)
+            self.assertEqual(
+                topic_acl.authorize(rules, "subscribe", f"{ns}/devices/+/status/#", 1),
+                "deny",
+            )
+        return credential
 
     def test_listener_rules_apply_to_listeners_only(self):
         service = self.Credentials.create(
