@@ -3,13 +3,16 @@
 the test process, on the test cursor (the registry in test mode), and paho
 devices with a Last Will."""
 
+import json
 import socket
 import threading
 import time
 
 import paho.mqtt.client as mqtt
+from lxml import etree
 
 from odoo import SUPERUSER_ID, api
+from odoo.tools import json_default
 
 from odoo.addons.iot_base.cli.listener import Listener
 from odoo.addons.iot_base.models import iot_listener
@@ -134,6 +137,42 @@ class ListenerMixin:
         info = client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(5)
         self.assertTrue(info.is_published(), f"not acknowledged: {topic}")
+
+    def _read_form(self, record, user):
+        """``record``'s form as the web client reads it: ``web_read`` with the
+        specification of the form view's fields (x2many lists with their
+        columns), as ``user``, then serialised as Odoo's JSON-RPC answer is
+        (a lone surrogate fails there: an HTTP 500). Returns the values."""
+        record = record.with_user(user)
+        with self.registry.test_lock:
+            record.env.invalidate_all()
+            arch = record.get_views([(False, "form")])["views"]["form"]["arch"]
+            spec = {}
+            for node in etree.fromstring(arch).xpath(".//field[not(ancestor::field)]"):
+                spec[node.get("name")] = self._field_spec(record, node)
+            (values,) = record.web_read(spec)
+        json.dumps(values, ensure_ascii=False, default=json_default).encode()
+        return values
+
+    @staticmethod
+    def _field_spec(record, node):
+        field = record._fields[node.get("name")]
+        if field.type == "many2one":
+            return {"fields": {"display_name": {}}}
+        if field.type not in ("one2many", "many2many"):
+            return {}
+        comodel = record.env[field.comodel_name]
+        columns = node.xpath("./list//field") or node.xpath("./*//field")
+        return {
+            "fields": {
+                column.get("name"): (
+                    {"fields": {"display_name": {}}}
+                    if comodel._fields[column.get("name")].type == "many2one"
+                    else {}
+                )
+                for column in columns
+            }
+        }
 
     @staticmethod
     def _cut(client):
