@@ -15,6 +15,7 @@ which is also its client id) and several listeners can share the load.
 
 import logging
 import secrets
+from collections import Counter
 from datetime import timedelta
 
 from psycopg2.extras import execute_values
@@ -26,7 +27,12 @@ from ..tools.mosquitto_files import login_for
 from ..tools.settings import bool_param, number_param
 from .iot_broker_session import database_is_neutralized
 from .iot_credentials import make_client_id
-from .iot_device_reading_history import DEFAULT_HISTORY_DAYS, HISTORY_DAYS_PARAM
+from .iot_device_reading_history import (
+    DEFAULT_HISTORY_CAP,
+    DEFAULT_HISTORY_DAYS,
+    HISTORY_CAP_PARAM,
+    HISTORY_DAYS_PARAM,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -327,21 +333,7 @@ class IotListener(models.AbstractModel):
                 ],
             )
         if batch.get("history"):
-            execute_values(
-                cr,
-                """
-                INSERT INTO iot_device_reading_history AS h
-                       (device_id, company_id, topic, key, value, sampled_at,
-                        create_date, write_date, create_uid, write_uid)
-                VALUES %s
-                ON CONFLICT (device_id, topic, key, sampled_at) DO UPDATE
-                   SET value = EXCLUDED.value, write_date = EXCLUDED.write_date
-                """,
-                [
-                    row + (now, now, self.env.uid, self.env.uid)
-                    for row in batch["history"]
-                ],
-            )
+            self._listener_write_history(batch["history"], now)
         if batch.get("throughput"):
             execute_values(
                 cr,
@@ -369,10 +361,79 @@ class IotListener(models.AbstractModel):
         return changes
 
     @api.model
+    def _listener_write_history(self, rows, now):
+        """Upsert the history ``rows``, at most the daily cap of new rows per
+        device (counted on the device row, locked by _listener_live_rows, so
+        that several listeners share one count): past it, a device's rows are
+        dropped until the next UTC day."""
+        cr = self.env.cr
+        cap = number_param(self.env, HISTORY_CAP_PARAM, DEFAULT_HISTORY_CAP)
+        today = now.date()
+        cr.execute(
+            "SELECT id, history_day, history_day_rows FROM iot_mqtt_device"
+            " WHERE id = ANY(%s)",
+            [sorted({row[0] for row in rows})],
+        )
+        used = {
+            device_id: count if day == today else 0
+            for device_id, day, count in cr.fetchall()
+        }
+        kept, full = [], set()
+        room = {device_id: cap - count for device_id, count in used.items()}
+        # oldest first: what is kept of a batch is the start of the day's story
+        for row in sorted(rows, key=lambda row: (row[5], row[2], row[3])):
+            if room.get(row[0], 0) > 0:
+                room[row[0]] -= 1
+                kept.append(row + (now, now, self.env.uid, self.env.uid))
+            elif used.get(row[0], cap) < cap:
+                full.add(row[0])  # reached in this batch: said once a day
+        if not kept:
+            return
+        inserted = execute_values(
+            cr,
+            """
+            INSERT INTO iot_device_reading_history AS h
+                   (device_id, company_id, topic, key, value, sampled_at,
+                    create_date, write_date, create_uid, write_uid)
+            VALUES %s
+            ON CONFLICT (device_id, topic, key, sampled_at) DO UPDATE
+               SET value = EXCLUDED.value, write_date = EXCLUDED.write_date
+            RETURNING h.device_id, (h.xmax = 0)
+            """,
+            kept,
+            fetch=True,
+        )
+        # only new rows count (an interval's later values update its row)
+        added = Counter(device_id for device_id, new in inserted if new)
+        if added:
+            execute_values(
+                cr,
+                """
+                UPDATE iot_mqtt_device d
+                   SET history_day = v.day, history_day_rows = v.rows
+                  FROM (VALUES %s) AS v (id, day, rows)
+                 WHERE d.id = v.id
+                """,
+                [
+                    (device_id, today, used[device_id] + count)
+                    for device_id, count in sorted(added.items())
+                ],
+                template="(%s, %s::date, %s)",
+            )
+        for device_id in sorted(full):
+            _logger.info(
+                "device %s reached its %d history rows of the day: more are"
+                " dropped until midnight UTC",
+                device_id,
+                cap,
+            )
+
+    @api.model
     def _listener_live_rows(self, batch):
         """``batch`` without the rows of devices deleted since the listener
         read them (their rows would break the foreign keys), the others
-        locked against deletion until the commit."""
+        locked until the commit, in one statement in id order (another
+        listener's flush waits instead of deadlocking)."""
         ids = {
             row[0]
             for key in ("presence", "readings", "history")
@@ -381,7 +442,8 @@ class IotListener(models.AbstractModel):
         if not ids:
             return batch
         self.env.cr.execute(
-            "SELECT id FROM iot_mqtt_device WHERE id = ANY(%s) FOR KEY SHARE",
+            "SELECT id FROM iot_mqtt_device WHERE id = ANY(%s)"
+            " ORDER BY id FOR NO KEY UPDATE",
             [sorted(ids)],
         )
         live = {row[0] for row in self.env.cr.fetchall()}

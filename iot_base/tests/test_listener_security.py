@@ -1,6 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """What the listener's credential may do, and who sees what it writes."""
 
+import logging
 from datetime import timedelta
 from unittest.mock import MagicMock, patch
 
@@ -8,6 +9,7 @@ from odoo import fields
 from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
 
+from odoo.addons.iot_base.models.iot_device_reading_history import HISTORY_CAP_PARAM
 from odoo.addons.iot_base.models.iot_listener import LISTENER_RULE_XMLIDS
 from odoo.addons.iot_base.models.iot_mqtt_device_presence import FLEET_CHANNEL
 from odoo.addons.iot_base.tools import topic_acl
@@ -308,6 +310,69 @@ class TestListenerSecurity(IotCommonCase):
         self.assertEqual(target, (self.company, FLEET_CHANNEL))
         self.assertEqual(kind, "iot_base.presence")
         self.assertEqual(payload["devices"][0]["presence_state"], "stale")
+
+    def test_history_cap_per_device_and_day(self):
+        """Past the daily cap of history rows, a device gets no more that
+        day (whatever its topics and keys); another device is unaffected;
+        the next day it starts again."""
+        self.env["ir.config_parameter"].set_param(HISTORY_CAP_PARAM, "100")
+        Device = self.env["iot.mqtt.device"]
+        noisy, _secret = Device._register_device("bb:00:00:00:00:0a")
+        quiet, _secret = Device.with_company(self.other_company)._register_device(
+            "bb:00:00:00:00:0b", company=self.other_company
+        )
+        day = fields.Datetime.now().replace(hour=1, minute=0, second=0, microsecond=0)
+
+        def write(device, start, count, now, topic="t"):
+            self.Listener._listener_write(
+                {
+                    "history": [
+                        (
+                            device.id,
+                            device.company_id.id,
+                            topic,
+                            f"k{i % 16}",
+                            float(i),
+                            now + timedelta(seconds=start + i),
+                        )
+                        for i in range(count)
+                    ]
+                },
+                heartbeat_timeout=86400,
+                now=now,
+            )
+
+        def rows(device, since=day):
+            return self.env["iot.device.reading.history"].search_count(
+                [("device_id", "=", device.id), ("sampled_at", ">=", since)]
+            )
+
+        write(noisy, 0, 60, day)
+        write(quiet, 0, 30, day)
+        self.assertEqual(rows(noisy), 60)
+        # (logging.INFO: Odoo names its level 25 "INFO")
+        listener_logger = "odoo.addons.iot_base.models.iot_listener"
+        with self.assertLogs(listener_logger, logging.INFO) as logs:
+            write(noisy, 60, 60, day, topic="u")
+        self.assertEqual(rows(noisy), 100)
+        self.assertEqual(len(logs.output), 1)
+        self.assertIn(f"device {noisy.id} reached its 100 history rows", logs.output[0])
+        # full: nothing more today, on any topic, not even a line
+        with self.assertNoLogs(listener_logger, logging.INFO):
+            write(noisy, 200, 50, day, topic="v")
+        self.assertEqual(rows(noisy), 100)
+        # an interval already stored takes its later value: no new row
+        write(quiet, 0, 30, day)
+        write(quiet, 30, 70, day)
+        self.assertEqual(rows(quiet), 100)
+        # the next UTC day
+        tomorrow = day + timedelta(days=1)
+        write(noisy, 0, 10, tomorrow)
+        self.assertEqual(rows(noisy, tomorrow), 10)
+        noisy.invalidate_recordset()
+        self.assertEqual(
+            (noisy.history_day, noisy.history_day_rows), (tomorrow.date(), 10)
+        )
 
     def test_rows_of_deleted_devices_skipped(self):
         gone, _secret = self.env["iot.mqtt.device"]._register_device(
