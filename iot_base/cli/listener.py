@@ -368,12 +368,32 @@ class Listener:
 
     @contextlib.contextmanager
     def _env(self):
+        """One transaction, as superuser. Odoo's caches are per process:
+        first what other processes changed is dropped here (a setting
+        written by the server, e.g. the payload limit; a changed cache asks
+        for a reload of the settings), and after the commit what this one
+        changed is signalled to them (the server's cached topic rules, when
+        a listener credential joins them)."""
         registry = self._registry()
-        with registry.cursor() as cr:
-            if getattr(cr, "transaction", None) is None:
-                # the registry at hand: no second look-up by name (and its lock)
-                cr.transaction = Transaction(registry)
-            yield api.Environment(cr, SUPERUSER_ID, {})
+        try:
+            with registry.cursor() as cr:
+                seen = (registry.registry_sequence, dict(registry.cache_sequences))
+                registry = registry.check_signaling(cr)
+                if seen != (registry.registry_sequence, registry.cache_sequences):
+                    self._want_reload = True
+                if getattr(cr, "transaction", None) is None:
+                    # the registry at hand: no second look-up by name (and its lock)
+                    cr.transaction = Transaction(registry)
+                yield api.Environment(cr, SUPERUSER_ID, {})
+        except BaseException:
+            # rolled back: forget what this process cached meanwhile; the
+            # names stay flagged (a commit before may not be signalled yet)
+            if registry.cache_invalidated:
+                registry.clear_cache(*sorted(registry.cache_invalidated))
+            raise
+        # the database gone right after the commit: signalled after the next
+        with contextlib.suppress(OperationalError, InterfaceError):
+            registry.signal_changes()
 
     def _load(self, env):
         """Settings, devices and logins; connections follow them."""
@@ -394,6 +414,9 @@ class Listener:
     def _apply(self, settings, devices, topics, logins):
         old = self.settings
         self.settings = settings
+        changed = sorted(k for k in settings if old and old.get(k) != settings[k])
+        if changed:
+            _logger.info("settings changed: %s", ", ".join(changed))
         self.devices = devices
         with self._lock:
             self.topic_counts, self.known_topics = topics
