@@ -529,13 +529,12 @@ class Listener:
         sub = "/".join(levels[4:])
         if len(levels) - 4 > MAX_TOPIC_LEVELS or len(sub) > MAX_TOPIC_LENGTH:
             return "layout"
-        value, is_json = None, False
         try:
             value, is_json = payload_json.loads(text), True
         except payload_json.UnsafeJson:
             return "payload"  # no page could show it
         except ValueError:
-            pass  # text
+            value, is_json = None, False  # text
         if isinstance(value, dict):
             for key in IDENTITY_KEYS:
                 claimed = value.get(key)

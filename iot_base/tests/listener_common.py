@@ -240,7 +240,11 @@ class CommittedListenerMixin(ListenerMixin):
                 "iot_mqtt_device",
                 "res_company",
             ):
-                cr.execute(f"SELECT COALESCE(max(id), 0) FROM {table}")  # noqa: S608
+                cr.execute(
+                    sql.SQL("SELECT COALESCE(max(id), 0) FROM {}").format(
+                        sql.Identifier(table)
+                    )
+                )
                 self.max_ids[table] = cr.fetchone()[0]
             cr.execute("SELECT login FROM iot_store_pushed WHERE store = 'mosquitto'")
             self.pushed_before = {login for (login,) in cr.fetchall()}
@@ -285,7 +289,9 @@ class CommittedListenerMixin(ListenerMixin):
             credentials.unlink()
             for table in TABLES:
                 cr.execute(
-                    f"DELETE FROM {table} WHERE id > %s",  # noqa: S608
+                    sql.SQL("DELETE FROM {} WHERE id > %s").format(
+                        sql.Identifier(table)
+                    ),
                     [self.max_ids[table]],
                 )
             env["res.company"].search(
