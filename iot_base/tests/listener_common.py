@@ -4,6 +4,7 @@ the test process, on the test cursor (the registry in test mode), or on
 committed transactions (CommittedListenerMixin), and paho devices with a
 Last Will."""
 
+import contextlib
 import json
 import socket
 import threading
@@ -174,7 +175,8 @@ class ListenerMixin:
         columns), as ``user``, then serialised as Odoo's JSON-RPC answer is
         (a lone surrogate fails there: an HTTP 500). Returns the values."""
         record = record.with_user(user)
-        with self.registry.test_lock:
+        # the listener thread's lock, in test mode (none otherwise)
+        with getattr(self.registry, "test_lock", None) or contextlib.nullcontext():
             record.env.invalidate_all()
             arch = record.get_views([(False, "form")])["views"]["form"]["arch"]
             spec = {}

@@ -15,10 +15,11 @@ from odoo.addons.iot_base.models.iot_mqtt_device_presence import FLEET_CHANNEL
 from odoo.addons.iot_base.tools import topic_acl
 
 from .common import IotCommonCase
+from .listener_common import ListenerMixin
 
 
 @tagged("post_install", "-at_install")
-class TestListenerSecurity(IotCommonCase):
+class TestListenerSecurity(ListenerMixin, IotCommonCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -373,6 +374,34 @@ class TestListenerSecurity(IotCommonCase):
         self.assertEqual(
             (noisy.history_day, noisy.history_day_rows), (tomorrow.date(), 10)
         )
+
+    def test_form_renders_rows_stored_before_the_checks(self):
+        """Readings stored before the listener bounded JSON (nested 970 deep,
+        a lone-surrogate key, a NUL string) render as text on the device
+        form, as the web client reads it: no RecursionError, no 500."""
+        now = fields.Datetime.now()
+        deep = "[" * 970 + "]" * 970
+        payloads = {
+            "deep": deep,
+            "nested": f'{{"a": {deep}}}',
+            "surrogate": '{"\\ud800": 1}',
+            "nul": '{"k": "a\\u0000b"}',
+            "fine": '{"t": 1}',
+        }
+        self.Listener._listener_write(
+            {
+                "readings": [
+                    (self.device.id, self.company.id, topic, payload, True, now)
+                    for topic, payload in payloads.items()
+                ]
+            },
+            heartbeat_timeout=60,
+        )
+        values = self._read_form(self.device, self.iot_manager)
+        html = {r["topic"]: r["payload_html"] for r in values["reading_ids"]}
+        for topic in ("deep", "nested", "surrogate", "nul"):
+            self.assertTrue(html[topic].startswith("<code>"), topic)
+        self.assertIn("<th>t</th><td>1</td>", html["fine"])
 
     def test_rows_of_deleted_devices_skipped(self):
         gone, _secret = self.env["iot.mqtt.device"]._register_device(
