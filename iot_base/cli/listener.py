@@ -17,12 +17,13 @@ No payload and no secret ever reaches a log line.
 """
 
 import contextlib
-import json
 import logging
 import math
+import os
 import random
 import threading
 import time
+import traceback
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 
@@ -33,6 +34,8 @@ from psycopg2 import InterfaceError, OperationalError
 import odoo
 from odoo import SUPERUSER_ID, api
 from odoo.api import Transaction
+
+from ..tools import payload_json
 
 _logger = logging.getLogger(__name__)
 
@@ -63,8 +66,8 @@ def parse_status(text):
     if not word.startswith(("{", '"')):
         return None
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = payload_json.loads(text)
+    except ValueError:  # not JSON, or JSON too deep to be a status
         return None
     if isinstance(value, dict):
         value = value.get("status")
@@ -84,13 +87,8 @@ def _finite(number):
 
 
 def _storable_key(key):
-    # PostgreSQL text holds neither NUL nor lone surrogates (JSON escapes)
-    return (
-        isinstance(key, str)
-        and len(key) <= MAX_TOPIC_LENGTH
-        and "\x00" not in key
-        and not any("\ud800" <= char <= "\udfff" for char in key)
-    )
+    # (payload_json.loads already refused NUL and lone surrogates)
+    return isinstance(key, str) and len(key) <= MAX_TOPIC_LENGTH
 
 
 def numeric_values(value):
@@ -326,11 +324,8 @@ class Connection:
     def _on_message(self, _client, _userdata, message):
         try:
             self.listener.handle(self, message.topic, message.payload, message.retain)
-        except Exception:  # never let one message end this connection's thread
-            _logger.exception(
-                "company %s: a message could not be read", self.company_id
-            )
-            self.listener.count_drop(self.company_id, "payload")
+        except Exception as exc:  # never let one message end this connection's thread
+            self.listener.message_failed(self.company_id, exc)
 
 
 class Listener:
@@ -341,6 +336,7 @@ class Listener:
     reload_min_gap = 2.0  # when an unknown device is heard
     idle_flush_interval = 5.0  # the stale sweep when nothing is heard
     summary_interval = 60.0
+    failure_log_interval = 60.0  # one line about unreadable messages at most
 
     def __init__(self, dbname, on_flush=None):
         self.dbname = dbname
@@ -362,6 +358,8 @@ class Listener:
         self.total = Counter()
         self.last_lag = 0.0
         self.db_down_since = None
+        self.failures = 0  # unreadable messages not logged yet
+        self.failure_logged_at = None
 
     # -- database --------------------------------------------------------
 
@@ -370,12 +368,32 @@ class Listener:
 
     @contextlib.contextmanager
     def _env(self):
+        """One transaction, as superuser. Odoo's caches are per process:
+        first what other processes changed is dropped here (a setting
+        written by the server, e.g. the payload limit; a changed cache asks
+        for a reload of the settings), and after the commit what this one
+        changed is signalled to them (the server's cached topic rules, when
+        a listener credential joins them)."""
         registry = self._registry()
-        with registry.cursor() as cr:
-            if getattr(cr, "transaction", None) is None:
-                # the registry at hand: no second look-up by name (and its lock)
-                cr.transaction = Transaction(registry)
-            yield api.Environment(cr, SUPERUSER_ID, {})
+        try:
+            with registry.cursor() as cr:
+                seen = (registry.registry_sequence, dict(registry.cache_sequences))
+                registry = registry.check_signaling(cr)
+                if seen != (registry.registry_sequence, registry.cache_sequences):
+                    self._want_reload = True
+                if getattr(cr, "transaction", None) is None:
+                    # the registry at hand: no second look-up by name (and its lock)
+                    cr.transaction = Transaction(registry)
+                yield api.Environment(cr, SUPERUSER_ID, {})
+        except BaseException:
+            # rolled back: forget what this process cached meanwhile; the
+            # names stay flagged (a commit before may not be signalled yet)
+            if registry.cache_invalidated:
+                registry.clear_cache(*sorted(registry.cache_invalidated))
+            raise
+        # the database gone right after the commit: signalled after the next
+        with contextlib.suppress(OperationalError, InterfaceError):
+            registry.signal_changes()
 
     def _load(self, env):
         """Settings, devices and logins; connections follow them."""
@@ -396,6 +414,9 @@ class Listener:
     def _apply(self, settings, devices, topics, logins):
         old = self.settings
         self.settings = settings
+        changed = sorted(k for k in settings if old and old.get(k) != settings[k])
+        if changed:
+            _logger.info("settings changed: %s", ", ".join(changed))
         self.devices = devices
         with self._lock:
             self.topic_counts, self.known_topics = topics
@@ -441,6 +462,34 @@ class Listener:
             if reason:
                 self.stats[f"dropped_{reason}"] += 1
 
+    def message_failed(self, company_id, exc):
+        """A message ``handle`` could not read (a bug): dropped, counted, and
+        logged once per ``failure_log_interval`` with how many there were,
+        never a traceback (or a payload) per message."""
+        self.count_drop(company_id, "payload")
+        now = time.monotonic()
+        with self._lock:
+            self.failures += 1
+            if (
+                self.failure_logged_at is not None
+                and now - self.failure_logged_at < self.failure_log_interval
+            ):
+                return
+            count, self.failures = self.failures, 0
+            self.failure_logged_at = now
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = frames[-1] if frames else None
+        _logger.warning(
+            "%d message(s) could not be read and were dropped since the last such"
+            " line (company %s, %s at %s:%s); next such line in %d s at the earliest",
+            count,
+            company_id,
+            type(exc).__name__,
+            os.path.basename(where.filename) if where else "?",
+            where.lineno if where else "?",
+            self.failure_log_interval,
+        )
+
     def _fold(self, connection, topic, payload, retained, now):
         """Fold one message into the pending batch; the drop reason or None."""
         levels = topic.split("/")
@@ -480,9 +529,12 @@ class Listener:
         sub = "/".join(levels[4:])
         if len(levels) - 4 > MAX_TOPIC_LEVELS or len(sub) > MAX_TOPIC_LENGTH:
             return "layout"
-        value, is_json = None, False
-        with contextlib.suppress(ValueError, RecursionError):
-            value, is_json = json.loads(text), True
+        try:
+            value, is_json = payload_json.loads(text), True
+        except payload_json.UnsafeJson:
+            return "payload"  # no page could show it
+        except ValueError:
+            value, is_json = None, False  # text
         if isinstance(value, dict):
             for key in IDENTITY_KEYS:
                 claimed = value.get(key)

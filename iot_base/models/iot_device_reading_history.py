@@ -10,6 +10,10 @@ _logger = logging.getLogger(__name__)
 
 HISTORY_DAYS_PARAM = "iot_base.listener_history_days"
 DEFAULT_HISTORY_DAYS = 30
+# at most this many new rows per device and (UTC) day, whatever its topics,
+# keys and the sampling interval allow (32 x 16 per second: 44 million)
+HISTORY_CAP_PARAM = "iot_base.listener_history_max_rows_per_day"
+DEFAULT_HISTORY_CAP = 10000
 
 
 class IotDeviceReadingHistory(models.Model):

@@ -2,9 +2,11 @@
 """The database side of the listener (``odoo-bin iot-listen``, cli/): its
 settings, its service credentials and the batched writes of what it heard.
 
-One service credential per company, ``odoo_listener_<company id>``, whose
-only topic rules (data/iot_acl_rule_data.xml) let it subscribe to the
-company's device status and telemetry topics. Its secrets are session
+One service credential per company, linked from the company
+(``res.company.iot_listener_credential_id``, never looked up by name) and
+named ``odoo_listener_<company id>`` when that name is free, whose only topic
+rules (data/iot_acl_rule_data.xml) let it subscribe to the company's device
+status and telemetry topics. Its secrets are session
 secrets issued by the listener when it starts (and renewed before they
 expire), kept in the listener's memory only: each running listener has its
 own, so on Mosquitto each has its own login (``<username>~<secret id>``,
@@ -13,6 +15,7 @@ which is also its client id) and several listeners can share the load.
 
 import logging
 import secrets
+from collections import Counter
 from datetime import timedelta
 
 from psycopg2.extras import execute_values
@@ -24,11 +27,19 @@ from ..tools.mosquitto_files import login_for
 from ..tools.settings import bool_param, number_param
 from .iot_broker_session import database_is_neutralized
 from .iot_credentials import make_client_id
-from .iot_device_reading_history import DEFAULT_HISTORY_DAYS, HISTORY_DAYS_PARAM
+from .iot_device_reading_history import (
+    DEFAULT_HISTORY_CAP,
+    DEFAULT_HISTORY_DAYS,
+    HISTORY_CAP_PARAM,
+    HISTORY_DAYS_PARAM,
+)
 
 _logger = logging.getLogger(__name__)
 
+# the first name tried for a company's listener credential; when another
+# credential holds it, ``<name>_2`` ... ``<name>_<MAX_LISTENER_NAMES>``
 LISTENER_USERNAME = "odoo_listener_{company_id}"
+MAX_LISTENER_NAMES = 20
 LISTENER_RULE_XMLIDS = (
     "iot_base.iot_acl_rule_listener_status",
     "iot_base.iot_acl_rule_listener_telemetry",
@@ -134,38 +145,17 @@ class IotListener(models.AbstractModel):
 
     @api.model
     def _listener_credential(self, company):
-        """The company's listener credential, made on first use; a revoked
-        one stays revoked (the listener then skips the company)."""
-        credentials = self.env["iot.credentials"].sudo().with_context(active_test=False)
-        username = LISTENER_USERNAME.format(company_id=company.id)
-        credential = credentials.search([("username", "=", username)], limit=1)
-        if credential and (
-            credential.company_id != company
-            or credential.kind != "service"
-            or credential.user_id
-        ):
-            # not the one Odoo made (taken before the name was reserved):
-            # never lend it this company's listener rules
-            _logger.warning(
-                "listener: credential %s is not company %s's own service"
-                " credential: that company is not listened to",
-                username,
-                company.id,
-            )
-            return credentials.browse()
+        """The company's listener credential, found by the company's link to
+        it (never by its name, which someone may have taken first), made on
+        first use; a revoked one stays revoked (the listener then skips the
+        company)."""
+        company = company.sudo()
+        credential = company.iot_listener_credential_id
         if not credential:
-            credential = credentials.create(
-                {
-                    "username": username,
-                    "kind": "service",
-                    "company_id": company.id,
-                    "note": _(
-                        "Odoo's listener (odoo-bin iot-listen): device status and "
-                        "telemetry of %(company)s.",
-                        company=company.name,
-                    ),
-                }
-            )
+            credential = self._listener_adopt(company) or self._listener_create(company)
+            if not credential:
+                return credential
+            company.iot_listener_credential_id = credential
         rules = self.env["iot.acl.rule"].sudo()
         for xmlid in LISTENER_RULE_XMLIDS:
             rule = self.env.ref(xmlid, raise_if_not_found=False)
@@ -174,6 +164,61 @@ class IotListener(models.AbstractModel):
         if rules:
             rules.write({"credential_ids": [(4, credential.id)]})
         return credential
+
+    @api.model
+    def _listener_adopt(self, company):
+        """The listener credential this code made before companies linked
+        theirs: the company's own service credential on the listener rules
+        (which only this code, or an administrator, fills)."""
+        credentials = self.env["iot.credentials"].sudo().browse()
+        for xmlid in LISTENER_RULE_XMLIDS:
+            rule = self.env.ref(xmlid, raise_if_not_found=False)
+            if rule:
+                rule = rule.sudo().with_context(active_test=False)
+                credentials |= rule.credential_ids
+        mine = credentials.filtered(
+            lambda c: c.company_id == company and c.kind == "service" and not c.user_id
+        )
+        return mine[:1] if len(mine) == 1 else mine.browse()
+
+    @api.model
+    def _listener_create(self, company):
+        """A new listener credential for ``company``, under the first free
+        name of ``odoo_listener_<id>``, ``odoo_listener_<id>_2``...: a name
+        someone else holds is skipped, never used or changed."""
+        credentials = self.env["iot.credentials"].sudo().with_context(active_test=False)
+        base = LISTENER_USERNAME.format(company_id=company.id)
+        names = [base] + [f"{base}_{n}" for n in range(2, MAX_LISTENER_NAMES + 1)]
+        taken = set(credentials.search([("username", "in", names)]).mapped("username"))
+        free = [name for name in names if name not in taken]
+        if not free:
+            _logger.warning(
+                "listener: the names %s to %s are all taken by other credentials:"
+                " company %s is not listened to",
+                names[0],
+                names[-1],
+                company.id,
+            )
+            return credentials.browse()
+        if free[0] != base:
+            _logger.info(
+                "listener: %s is another credential's: company %s's listener is %s",
+                base,
+                company.id,
+                free[0],
+            )
+        return credentials.create(
+            {
+                "username": free[0],
+                "kind": "service",
+                "company_id": company.id,
+                "note": _(
+                    "Odoo's listener (odoo-bin iot-listen): device status and "
+                    "telemetry of %(company)s.",
+                    company=company.name,
+                ),
+            }
+        )
 
     @api.model
     def _install_listener_credentials(self):
@@ -288,21 +333,7 @@ class IotListener(models.AbstractModel):
                 ],
             )
         if batch.get("history"):
-            execute_values(
-                cr,
-                """
-                INSERT INTO iot_device_reading_history AS h
-                       (device_id, company_id, topic, key, value, sampled_at,
-                        create_date, write_date, create_uid, write_uid)
-                VALUES %s
-                ON CONFLICT (device_id, topic, key, sampled_at) DO UPDATE
-                   SET value = EXCLUDED.value, write_date = EXCLUDED.write_date
-                """,
-                [
-                    row + (now, now, self.env.uid, self.env.uid)
-                    for row in batch["history"]
-                ],
-            )
+            self._listener_write_history(batch["history"], now)
         if batch.get("throughput"):
             execute_values(
                 cr,
@@ -330,10 +361,79 @@ class IotListener(models.AbstractModel):
         return changes
 
     @api.model
+    def _listener_write_history(self, rows, now):
+        """Upsert the history ``rows``, at most the daily cap of new rows per
+        device (counted on the device row, locked by _listener_live_rows, so
+        that several listeners share one count): past it, a device's rows are
+        dropped until the next UTC day."""
+        cr = self.env.cr
+        cap = number_param(self.env, HISTORY_CAP_PARAM, DEFAULT_HISTORY_CAP)
+        today = now.date()
+        cr.execute(
+            "SELECT id, history_day, history_day_rows FROM iot_mqtt_device"
+            " WHERE id = ANY(%s)",
+            [sorted({row[0] for row in rows})],
+        )
+        used = {
+            device_id: count if day == today else 0
+            for device_id, day, count in cr.fetchall()
+        }
+        kept, full = [], set()
+        room = {device_id: cap - count for device_id, count in used.items()}
+        # oldest first: what is kept of a batch is the start of the day's story
+        for row in sorted(rows, key=lambda row: (row[5], row[2], row[3])):
+            if room.get(row[0], 0) > 0:
+                room[row[0]] -= 1
+                kept.append(row + (now, now, self.env.uid, self.env.uid))
+            elif used.get(row[0], cap) < cap:
+                full.add(row[0])  # reached in this batch: said once a day
+        if not kept:
+            return
+        inserted = execute_values(
+            cr,
+            """
+            INSERT INTO iot_device_reading_history AS h
+                   (device_id, company_id, topic, key, value, sampled_at,
+                    create_date, write_date, create_uid, write_uid)
+            VALUES %s
+            ON CONFLICT (device_id, topic, key, sampled_at) DO UPDATE
+               SET value = EXCLUDED.value, write_date = EXCLUDED.write_date
+            RETURNING h.device_id, (h.xmax = 0)
+            """,
+            kept,
+            fetch=True,
+        )
+        # only new rows count (an interval's later values update its row)
+        added = Counter(device_id for device_id, new in inserted if new)
+        if added:
+            execute_values(
+                cr,
+                """
+                UPDATE iot_mqtt_device d
+                   SET history_day = v.day, history_day_rows = v.rows
+                  FROM (VALUES %s) AS v (id, day, rows)
+                 WHERE d.id = v.id
+                """,
+                [
+                    (device_id, today, used[device_id] + count)
+                    for device_id, count in sorted(added.items())
+                ],
+                template="(%s, %s::date, %s)",
+            )
+        for device_id in sorted(full):
+            _logger.info(
+                "device %s reached its %d history rows of the day: more are"
+                " dropped until midnight UTC",
+                device_id,
+                cap,
+            )
+
+    @api.model
     def _listener_live_rows(self, batch):
         """``batch`` without the rows of devices deleted since the listener
         read them (their rows would break the foreign keys), the others
-        locked against deletion until the commit."""
+        locked until the commit, in one statement in id order (another
+        listener's flush waits instead of deadlocking)."""
         ids = {
             row[0]
             for key in ("presence", "readings", "history")
@@ -342,7 +442,8 @@ class IotListener(models.AbstractModel):
         if not ids:
             return batch
         self.env.cr.execute(
-            "SELECT id FROM iot_mqtt_device WHERE id = ANY(%s) FOR KEY SHARE",
+            "SELECT id FROM iot_mqtt_device WHERE id = ANY(%s)"
+            " ORDER BY id FOR NO KEY UPDATE",
             [sorted(ids)],
         )
         live = {row[0] for row in self.env.cr.fetchall()}

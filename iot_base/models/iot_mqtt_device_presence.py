@@ -40,6 +40,11 @@ class IotMqttDevice(models.Model):
     reading_ids = fields.One2many(
         "iot.device.reading", "device_id", string="Last Readings", readonly=True
     )
+    # the daily cap of history rows (iot.listener._listener_write_history)
+    history_day = fields.Date("History Rows Day", readonly=True, copy=False)
+    history_day_rows = fields.Integer(
+        "History Rows That Day", readonly=True, copy=False
+    )
 
     @api.depends("credential_id.last_auth_at", "last_message_at")
     def _compute_last_seen(self):

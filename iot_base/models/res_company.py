@@ -29,6 +29,19 @@ class ResCompany(models.Model):
         "(without separators), {name}. E.g. device:{tenant}:{hardware_id}.",
     )
 
+    # set by the listener's own code only (models/iot_listener.py): the link,
+    # not the name, says which credential is the company's listener
+    iot_listener_credential_id = fields.Many2one(
+        "iot.credentials",
+        "Listener Credential",
+        readonly=True,
+        copy=False,
+        ondelete="set null",
+        groups="base.group_system",
+        help="The service credential Odoo's listener (odoo-bin iot-listen) uses "
+        "for this company.",
+    )
+
     _sql_constraints = [
         (
             "iot_mqtt_namespace_unique",

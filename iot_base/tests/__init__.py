@@ -33,3 +33,4 @@ from . import test_listener_dbloss
 from . import test_all_views
 from . import test_x509_tools
 from . import test_broker_api
+from . import test_listener_process

@@ -1,21 +1,55 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """Helpers of the listener tests: a Listener (cli/listener.py) in a thread of
-the test process, on the test cursor (the registry in test mode), and paho
-devices with a Last Will."""
+the test process, on the test cursor (the registry in test mode), or on
+committed transactions (CommittedListenerMixin), and paho devices with a
+Last Will."""
 
+import contextlib
+import json
 import socket
 import threading
 import time
 
 import paho.mqtt.client as mqtt
+from lxml import etree
+from psycopg2 import sql
 
 from odoo import SUPERUSER_ID, api
+from odoo.tools import json_default
 
 from odoo.addons.iot_base.cli.listener import Listener
 from odoo.addons.iot_base.models import iot_listener
+from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+
+from .mosquitto_broker import MosquittoBroker
 
 WAIT = 2.0  # the issue's bound for presence and readings to show
 SLOW_WAIT = 15.0  # reconnections, reloads
+# rows the listener, the device and the store sync commit: deleted at cleanup
+# when newer than the test (ids above the ones seen in setUp)
+TABLES = (
+    "iot_device_reading_history",
+    "iot_device_reading",
+    "iot_throughput",
+    "iot_credentials_secret",
+    "iot_store_sync_run",
+    "iot_auth_log",
+    "bus_bus",
+)
+
+
+class RegistryListener(Listener):
+    """The Listener on the registry given: ``Registry(dbname)`` takes the
+    registries' lock, which the test runner holds while it runs the tests
+    (ThreadedServer.run), so the listener thread would wait forever. Same
+    registry object, without the look-up."""
+
+    def __init__(self, registry, **kwargs):
+        super().__init__(registry.db_name, **kwargs)
+        self.registry = registry
+
+    def _registry(self):
+        return self.registry
 
 
 class ListenerMixin:
@@ -135,6 +169,43 @@ class ListenerMixin:
         info.wait_for_publish(5)
         self.assertTrue(info.is_published(), f"not acknowledged: {topic}")
 
+    def _read_form(self, record, user):
+        """``record``'s form as the web client reads it: ``web_read`` with the
+        specification of the form view's fields (x2many lists with their
+        columns), as ``user``, then serialised as Odoo's JSON-RPC answer is
+        (a lone surrogate fails there: an HTTP 500). Returns the values."""
+        record = record.with_user(user)
+        # the listener thread's lock, in test mode (none otherwise)
+        with getattr(self.registry, "test_lock", None) or contextlib.nullcontext():
+            record.env.invalidate_all()
+            arch = record.get_views([(False, "form")])["views"]["form"]["arch"]
+            spec = {}
+            for node in etree.fromstring(arch).xpath(".//field[not(ancestor::field)]"):
+                spec[node.get("name")] = self._field_spec(record, node)
+            (values,) = record.web_read(spec)
+        json.dumps(values, ensure_ascii=False, default=json_default).encode()
+        return values
+
+    @staticmethod
+    def _field_spec(record, node):
+        field = record._fields[node.get("name")]
+        if field.type == "many2one":
+            return {"fields": {"display_name": {}}}
+        if field.type not in ("one2many", "many2many"):
+            return {}
+        comodel = record.env[field.comodel_name]
+        columns = node.xpath("./list//field") or node.xpath("./*//field")
+        return {
+            "fields": {
+                column.get("name"): (
+                    {"fields": {"display_name": {}}}
+                    if comodel._fields[column.get("name")].type == "many2one"
+                    else {}
+                )
+                for column in columns
+            }
+        }
+
     @staticmethod
     def _cut(client):
         """Drop the TCP connection without DISCONNECT (the broker then
@@ -143,4 +214,130 @@ class ListenerMixin:
         client.loop_stop()
 
 
-__all__ = ["WAIT", "SLOW_WAIT", "ListenerMixin", "iot_listener"]
+class CommittedListenerMixin(ListenerMixin):
+    """For a BaseCase on committed transactions (the real registry, not test
+    mode, in ``self.registry``): a Mosquitto of its own, Odoo's settings
+    pointing at it, a device; every row committed meanwhile is deleted at
+    cleanup, and iot_base's tables come back to their counts."""
+
+    def _setup_committed(self, params=None):
+        self.broker = MosquittoBroker()
+        self.broker.start()
+        self.mqtt_port = self.broker.port
+        self.params = {
+            mosq.ENABLED_PARAM: "True",
+            mosq.PASSWORD_FILE_PARAM: self.broker.password_file,
+            mosq.ACL_FILE_PARAM: self.broker.acl_file,
+            mosq.PID_FILE_PARAM: self.broker.pid_file,
+            "iot_base.mqtt_host": self.broker.host,
+            "iot_base.mqtt_port": str(self.broker.port),
+            **(params or {}),
+        }
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            self.max_ids = {}
+            for table in (
+                *TABLES,
+                "iot_credentials",
+                "iot_mqtt_device",
+                "res_company",
+            ):
+                cr.execute(
+                    sql.SQL("SELECT COALESCE(max(id), 0) FROM {}").format(
+                        sql.Identifier(table)
+                    )
+                )
+                self.max_ids[table] = cr.fetchone()[0]
+            cr.execute("SELECT login FROM iot_store_pushed WHERE store = 'mosquitto'")
+            self.pushed_before = {login for (login,) in cr.fetchall()}
+            self.counts_before = self._table_counts(cr)
+            params = env["ir.config_parameter"].sudo()
+            self.params_before = {key: params.get_param(key) for key in self.params}
+        # LIFO: the listener stops first, then the broker, then the rows go
+        self.addCleanup(self._cleanup_database)
+        self.addCleanup(self.broker.stop)
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            params = env["ir.config_parameter"].sudo()
+            for key, value in self.params.items():
+                params.set_param(key, value)
+            company = env.ref("base.main_company")
+            self.company_id, self.ns = company.id, company.iot_mqtt_namespace
+            device, self.secret = env["iot.mqtt.device"]._register_device(
+                "aa:00:00:00:db:01"
+            )
+            self.device_id, self.username = device.id, device.username
+        # that commit's after-commit sync wrote the device to Mosquitto's files
+
+    def _before_cleanup(self):
+        """Runs first at cleanup."""
+
+    def _cleanup_database(self):
+        self._before_cleanup()
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            credentials = (
+                env["iot.credentials"]
+                .with_context(active_test=False)
+                .search([("id", ">", self.max_ids["iot_credentials"])])
+            )
+            for xmlid in iot_listener.LISTENER_RULE_XMLIDS:
+                # a new company's listener credential: off the rules first
+                rule = env.ref(xmlid).with_context(active_test=False)
+                rule.credential_ids -= credentials
+            env["iot.mqtt.device"].with_context(active_test=False).search(
+                [("id", ">", self.max_ids["iot_mqtt_device"])]
+            ).unlink()
+            credentials.unlink()
+            for table in TABLES:
+                cr.execute(
+                    sql.SQL("DELETE FROM {} WHERE id > %s").format(
+                        sql.Identifier(table)
+                    ),
+                    [self.max_ids[table]],
+                )
+            env["res.company"].search(
+                [("id", ">", self.max_ids["res_company"])]
+            ).unlink()
+            cr.execute("SELECT login FROM iot_store_pushed WHERE store = 'mosquitto'")
+            new = {login for (login,) in cr.fetchall()} - self.pushed_before
+            if new:
+                cr.execute(
+                    "DELETE FROM iot_store_pushed"
+                    " WHERE store = 'mosquitto' AND login IN %s",
+                    [tuple(new)],
+                )
+            params = env["ir.config_parameter"].sudo()
+            for key, value in self.params_before.items():
+                if value is False:
+                    params.search([("key", "=", key)]).unlink()
+                else:
+                    params.set_param(key, value)
+        with self.registry.cursor() as cr:
+            self.assertEqual(self._table_counts(cr), self.counts_before)
+
+    @staticmethod
+    def _table_counts(cr):
+        """{table: rows} of iot_base's tables, the bus and the parameters:
+        what the cleanup must bring back."""
+        cr.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+            " AND (table_name LIKE 'iot%%' OR table_name IN %s)",
+            [("bus_bus", "ir_config_parameter")],
+        )
+        counts = {}
+        for (table,) in cr.fetchall():
+            cr.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            counts[table] = cr.fetchone()[0]
+        return counts
+
+
+__all__ = [
+    "WAIT",
+    "SLOW_WAIT",
+    "CommittedListenerMixin",
+    "ListenerMixin",
+    "RegistryListener",
+    "iot_listener",
+]

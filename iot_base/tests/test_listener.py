@@ -198,11 +198,11 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         self._wait(lambda: listener.settings["history"], "history setting", SLOW_WAIT)
         sensor = self._device_client(self.sensor.username, self.sensor_secret)
         topic = self._topic(self.sensor, "telemetry", "h")
-        self._publish(
-            sensor,
-            topic,
-            '{"a\\u0000b": 1, "\\ud800": 2, "big": 1%s, "ok": 3}' % ("0" * 400),
-        )
+        before = self._throughput(self.company)[1]
+        # keys no page can show: the payload is dropped
+        self._publish(sensor, topic, '{"a\\u0000b": 1, "ok": 0}')
+        self._publish(sensor, topic, '{"\\ud800": 2, "ok": 0}')
+        self._publish(sensor, topic, '{"big": 1%s, "ok": 3}' % ("0" * 400))
         for batch in range(3):
             self._publish(
                 sensor, topic, json.dumps({f"k{batch}_{i}": i for i in range(16)})
@@ -225,8 +225,97 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         )
         self.assertIn("ok", keys)
         self.assertNotIn("big", keys)
+        self.assertEqual(self._throughput(self.company)[1] - before, 2)
         self.assertLessEqual(len(keys), listener_module.MAX_HISTORY_KEYS)
         self.assertTrue(all(c.connected for c in listener.connections.values()))
+
+    def test_hostile_json_never_breaks_the_form(self):
+        """A device publishing JSON nested 970 deep, a lone-surrogate key, a
+        NUL string or a status nested 3,000 deep: dropped and counted, one
+        parse each, no log line; the listener goes on and the device form
+        (as the web client reads it) renders."""
+        self._set_params(**{iot_listener.MAX_PAYLOAD_PARAM: "8192"})
+        listener = self._start_listener(connections=2)
+        self._wait(
+            lambda: listener.settings["max_payload"] == 8192, "the limit", SLOW_WAIT
+        )
+        sensor = self._device_client(self.sensor.username, self.sensor_secret)
+        deep = "[" * 970 + "]" * 970
+        hostile = [
+            ("deep", deep),
+            ("nested", f'{{"a": {deep}}}'),
+            ("surrogate", '{"\\ud800": 1}'),
+            ("surrogate_value", '{"k": ["\\udfff"]}'),
+            ("nul", '{"k": "a\\u0000b"}'),
+        ]
+        deep_status = '{"status": %s}' % ("[" * 3000 + "]" * 3000)
+        before = self._throughput(self.company)[1]
+        with self.assertNoLogs("odoo.addons.iot_base.cli.listener", "WARNING"):
+            for sub, payload in hostile:
+                self._publish(
+                    sensor, self._topic(self.sensor, "telemetry", sub), payload
+                )
+            for _repeat in range(50):
+                self._publish(sensor, sensor.status_topic, deep_status)
+            # JSON that is fine: a surrogate pair, 32 levels
+            self._publish(
+                sensor,
+                self._topic(self.sensor, "telemetry", "ok"),
+                '{"emoji": "\\ud83d\\ude00", "deep": %s}' % ("[" * 31 + "]" * 31),
+            )
+            self._publish(sensor, sensor.status_topic, "online")
+            self._wait(lambda: self._reading(self.sensor, "ok"), "the good reading")
+            self._wait(
+                lambda: self._throughput(self.company)[1] - before == len(hostile) + 50,
+                "every hostile message counted as dropped",
+            )
+            self._wait(lambda: self._presence(self.sensor) == "online", "online")
+        for sub, _payload in hostile:
+            self.assertIsNone(self._reading(self.sensor, sub), sub)
+        self.assertTrue(listener.thread.is_alive())
+        self.assertTrue(all(c.connected for c in listener.connections.values()))
+        admin = self.env.ref("base.user_admin")
+        values = self._read_form(self.sensor, admin)
+        (reading,) = values["reading_ids"]
+        self.assertEqual(reading["topic"], "ok")
+        self.assertIn("<th>emoji</th><td>\U0001f600</td>", reading["payload_html"])
+
+    def test_unreadable_messages_logged_once_per_interval(self):
+        """A message the listener cannot read (a bug) is dropped and counted;
+        a burst of them is one log line with the count, not a traceback
+        each."""
+        listener = self._start_listener(connections=2)
+        sensor = self._device_client(self.sensor.username, self.sensor_secret)
+        fold = Listener._fold
+
+        def broken_fold(this, connection, topic, payload, retained, now):
+            if payload.startswith(b"boom"):
+                raise KeyError(payload.decode())  # a bug quoting the payload
+            return fold(this, connection, topic, payload, retained, now)
+
+        before = self._throughput(self.company)[1]
+        topic = self._topic(self.sensor, "telemetry", "b")
+        with (
+            patch.object(Listener, "_fold", broken_fold),
+            self.assertLogs("odoo.addons.iot_base.cli.listener", "WARNING") as logs,
+        ):
+            for number in range(40):
+                self._publish(sensor, topic, f"boom secret {number}")
+            self._publish(sensor, topic, "fine")
+            self._wait(lambda: self._reading(self.sensor, "b"), "the next reading")
+            self._wait(
+                lambda: self._throughput(self.company)[1] - before == 40,
+                "the failed ones counted as dropped",
+            )
+        (line,) = logs.output
+        self.assertRegex(line, "1 message.s. could not be read .*KeyError at test_")
+        self.assertNotIn("secret", line)
+        self.assertEqual(listener.failures, 39)
+        # the next interval's line counts the ones it did not log
+        listener.failure_logged_at -= listener.failure_log_interval
+        with self.assertLogs("odoo.addons.iot_base.cli.listener", "WARNING") as logs:
+            listener.message_failed(self.company.id, KeyError("x"))
+        self.assertRegex(logs.output[0], "40 message.s. could not be read")
 
     def test_settings_followed_and_broker_restart(self):
         listener = self._start_listener(connections=2)

@@ -15,47 +15,17 @@ import psycopg2
 from psycopg2 import sql
 
 import odoo
-from odoo import SUPERUSER_ID, api
 from odoo.modules.registry import Registry
 from odoo.tests import BaseCase, get_db_name, tagged
 
-from odoo.addons.iot_base.cli.listener import Listener
-from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
-
-from .listener_common import SLOW_WAIT, ListenerMixin
-from .mosquitto_broker import MosquittoBroker
+from .listener_common import SLOW_WAIT, CommittedListenerMixin, RegistryListener
 
 LISTENER_LOGGER = "odoo.addons.iot_base.cli.listener"
 OUTAGE = 3.0  # seconds without a database, a few failed flushes
-# rows the listener, the device and the store sync commit: deleted at cleanup
-# when newer than the test (ids above the ones seen in setUp)
-TABLES = (
-    "iot_device_reading_history",
-    "iot_device_reading",
-    "iot_throughput",
-    "iot_credentials_secret",
-    "iot_store_sync_run",
-    "iot_auth_log",
-    "bus_bus",
-)
-
-
-class RegistryListener(Listener):
-    """The Listener on the registry given: ``Registry(dbname)`` takes the
-    registries' lock, which the test runner holds while it runs the tests
-    (ThreadedServer.run), so the listener thread would wait forever. Same
-    registry object, without the look-up."""
-
-    def __init__(self, registry, **kwargs):
-        super().__init__(registry.db_name, **kwargs)
-        self.registry = registry
-
-    def _registry(self):
-        return self.registry
 
 
 @tagged("post_install", "-at_install")
-class TestListenerDatabaseLoss(ListenerMixin, BaseCase):
+class TestListenerDatabaseLoss(CommittedListenerMixin, BaseCase):
     def setUp(self):
         super().setUp()
         self.registry = Registry(get_db_name())
@@ -65,92 +35,10 @@ class TestListenerDatabaseLoss(ListenerMixin, BaseCase):
         self.admin = psycopg2.connect(**info)
         self.admin.autocommit = True
         self.addCleanup(self.admin.close)
-        self.broker = MosquittoBroker()
-        self.broker.start()
-        self.mqtt_port = self.broker.port
-        self.params = {
-            mosq.ENABLED_PARAM: "True",
-            mosq.PASSWORD_FILE_PARAM: self.broker.password_file,
-            mosq.ACL_FILE_PARAM: self.broker.acl_file,
-            mosq.PID_FILE_PARAM: self.broker.pid_file,
-            "iot_base.mqtt_host": self.broker.host,
-            "iot_base.mqtt_port": str(self.broker.port),
-        }
-        with self.registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
-            self.max_ids = {}
-            for table in (*TABLES, "iot_credentials", "iot_mqtt_device"):
-                cr.execute(f"SELECT COALESCE(max(id), 0) FROM {table}")  # noqa: S608
-                self.max_ids[table] = cr.fetchone()[0]
-            cr.execute("SELECT login FROM iot_store_pushed WHERE store = 'mosquitto'")
-            self.pushed_before = {login for (login,) in cr.fetchall()}
-            self.counts_before = self._table_counts(cr)
-            params = env["ir.config_parameter"].sudo()
-            self.params_before = {key: params.get_param(key) for key in self.params}
-        # LIFO: the listener stops first, then the broker, then the rows go
-        self.addCleanup(self._cleanup_database)
-        self.addCleanup(self.broker.stop)
-        with self.registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
-            params = env["ir.config_parameter"].sudo()
-            for key, value in self.params.items():
-                params.set_param(key, value)
-            company = env.ref("base.main_company")
-            self.company_id, self.ns = company.id, company.iot_mqtt_namespace
-            device, self.secret = env["iot.mqtt.device"]._register_device(
-                "aa:00:00:00:db:01"
-            )
-            self.device_id, self.username = device.id, device.username
-        # that commit's after-commit sync wrote the device to Mosquitto's files
+        self._setup_committed()
 
-    def _cleanup_database(self):
+    def _before_cleanup(self):
         self._allow_connections(True)
-        with self.registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
-            for model, table in (
-                ("iot.mqtt.device", "iot_mqtt_device"),
-                ("iot.credentials", "iot_credentials"),
-            ):
-                env[model].with_context(active_test=False).search(
-                    [("id", ">", self.max_ids[table])]
-                ).unlink()
-            for table in TABLES:
-                cr.execute(
-                    f"DELETE FROM {table} WHERE id > %s",  # noqa: S608
-                    [self.max_ids[table]],
-                )
-            cr.execute("SELECT login FROM iot_store_pushed WHERE store = 'mosquitto'")
-            new = {login for (login,) in cr.fetchall()} - self.pushed_before
-            if new:
-                cr.execute(
-                    "DELETE FROM iot_store_pushed"
-                    " WHERE store = 'mosquitto' AND login IN %s",
-                    [tuple(new)],
-                )
-            params = env["ir.config_parameter"].sudo()
-            for key, value in self.params_before.items():
-                if value is False:
-                    params.search([("key", "=", key)]).unlink()
-                else:
-                    params.set_param(key, value)
-        with self.registry.cursor() as cr:
-            self.assertEqual(self._table_counts(cr), self.counts_before)
-
-    @staticmethod
-    def _table_counts(cr):
-        """{table: rows} of iot_base's tables, the bus and the parameters:
-        what the cleanup must bring back."""
-        cr.execute(
-            "SELECT table_name FROM information_schema.tables"
-            " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
-            " AND (table_name LIKE 'iot%%' OR table_name IN %s)",
-            [("bus_bus", "ir_config_parameter")],
-        )
-        counts = {}
-        for (table,) in cr.fetchall():
-            cr.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
-            counts[table] = cr.fetchone()[0]
-        return counts
 
     # -- PostgreSQL, on self.admin: a connection of its own (outside Odoo's
     # pool, to the maintenance database) ------------------------------------

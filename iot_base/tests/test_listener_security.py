@@ -1,6 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """What the listener's credential may do, and who sees what it writes."""
 
+import logging
 from datetime import timedelta
 from unittest.mock import MagicMock, patch
 
@@ -8,15 +9,17 @@ from odoo import fields
 from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
 
+from odoo.addons.iot_base.models.iot_device_reading_history import HISTORY_CAP_PARAM
 from odoo.addons.iot_base.models.iot_listener import LISTENER_RULE_XMLIDS
 from odoo.addons.iot_base.models.iot_mqtt_device_presence import FLEET_CHANNEL
 from odoo.addons.iot_base.tools import topic_acl
 
 from .common import IotCommonCase
+from .listener_common import ListenerMixin
 
 
 @tagged("post_install", "-at_install")
-class TestListenerSecurity(IotCommonCase):
+class TestListenerSecurity(ListenerMixin, IotCommonCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -94,10 +97,81 @@ class TestListenerSecurity(IotCommonCase):
         squatted = self.Credentials.sudo().create(
             {"username": name, "kind": "device", "company_id": self.company.id}
         )
-        with self.assertLogs("odoo.addons.iot_base.models.iot_listener", "WARNING"):
-            self.assertFalse(self.Listener._listener_credential(third))
-            self.assertIsNone(self.Listener._listener_login(third))
-        self.assertNotIn(squatted, self.env.ref(LISTENER_RULE_XMLIDS[0]).credential_ids)
+        self._assert_listener_beside(third, squatted)
+
+    def test_listener_next_company_name_taken(self):
+        """``odoo_listener_<next company id>`` taken before the company exists
+        (the hole of a username pattern, as superuser here) neither blocks
+        nor becomes the new company's listener: the company links a
+        credential of its own, under a free name."""
+        self.env.cr.execute("SELECT last_value, is_called FROM res_company_id_seq")
+        last, called = self.env.cr.fetchone()
+        next_id = last + 1 if called else last
+        squatters = self.Credentials.sudo().create(
+            [
+                {
+                    "username": f"odoo_listener_{next_id}",
+                    "kind": "service",
+                    "company_id": self.company.id,
+                },
+                {
+                    "username": f"odoo_listener_{next_id}_2",
+                    "kind": "device",
+                    "company_id": self.company.id,
+                },
+            ]
+        )
+        self.assertEqual(len(squatters), 2)
+        company = self.env["res.company"].create({"name": "Next IoT Co"})
+        self.assertEqual(company.id, next_id)
+        credential = self._assert_listener_beside(company, squatters)
+        self.assertEqual(credential.username, f"odoo_listener_{next_id}_3")
+        # linked: found again without any name, even renamed by an admin
+        credential.username = "odoo_listener_renamed"
+        self.assertEqual(self.Listener._listener_credential(company), credential)
+        self.assertTrue(self.Listener._listener_login(company))
+
+    def _assert_listener_beside(self, company, squatters):
+        """``company``'s listener is a credential of its own, linked from the
+        company, with the listener rules; ``squatters`` are left as they
+        were, out of the rules."""
+        before = [
+            (c.username, c.kind, c.company_id, c.write_date, c.secret_count)
+            for c in squatters
+        ]
+        credential = self.Listener._listener_credential(company)
+        self.assertTrue(credential)
+        self.assertNotIn(credential, squatters)
+        self.assertEqual(company.sudo().iot_listener_credential_id, credential)
+        self.assertEqual((credential.kind, credential.company_id), ("service", company))
+        login = self.Listener._listener_login(company)
+        self.assertEqual(login["credential_id"], credential.id)
+        self.assertEqual(login["username"], credential.username)
+        self.env.invalidate_all()
+        self.assertEqual(
+            [
+                (c.username, c.kind, c.company_id, c.write_date, c.secret_count)
+                for c in squatters
+            ],
+            before,
+        )
+        for xmlid in LISTENER_RULE_XMLIDS:
+            rule_credentials = self.env.ref(xmlid).credential_ids
+            self.assertIn(credential, rule_credentials)
+            self.assertFalse(squatters & rule_credentials)
+        ns = company.iot_mqtt_namespace
+        rules = self.env["iot.acl.rule"]._rules_for(credential)
+        self.assertEqual(
+            topic_acl.authorize(rules, "subscribe", f"{ns}/devices/+/status/#", 1),
+            "allow",
+        )
+        for squatter in squatters:
+            rules = self.env["iot.acl.rule"]._rules_for(squatter)
+            self.assertEqual(
+                topic_acl.authorize(rules, "subscribe", f"{ns}/devices/+/status/#", 1),
+                "deny",
+            )
+        return credential
 
     def test_listener_rules_apply_to_listeners_only(self):
         service = self.Credentials.create(
@@ -237,6 +311,97 @@ class TestListenerSecurity(IotCommonCase):
         self.assertEqual(target, (self.company, FLEET_CHANNEL))
         self.assertEqual(kind, "iot_base.presence")
         self.assertEqual(payload["devices"][0]["presence_state"], "stale")
+
+    def test_history_cap_per_device_and_day(self):
+        """Past the daily cap of history rows, a device gets no more that
+        day (whatever its topics and keys); another device is unaffected;
+        the next day it starts again."""
+        self.env["ir.config_parameter"].set_param(HISTORY_CAP_PARAM, "100")
+        Device = self.env["iot.mqtt.device"]
+        noisy, _secret = Device._register_device("bb:00:00:00:00:0a")
+        quiet, _secret = Device.with_company(self.other_company)._register_device(
+            "bb:00:00:00:00:0b", company=self.other_company
+        )
+        day = fields.Datetime.now().replace(hour=1, minute=0, second=0, microsecond=0)
+
+        def write(device, start, count, now, topic="t"):
+            self.Listener._listener_write(
+                {
+                    "history": [
+                        (
+                            device.id,
+                            device.company_id.id,
+                            topic,
+                            f"k{i % 16}",
+                            float(i),
+                            now + timedelta(seconds=start + i),
+                        )
+                        for i in range(count)
+                    ]
+                },
+                heartbeat_timeout=86400,
+                now=now,
+            )
+
+        def rows(device, since=day):
+            return self.env["iot.device.reading.history"].search_count(
+                [("device_id", "=", device.id), ("sampled_at", ">=", since)]
+            )
+
+        write(noisy, 0, 60, day)
+        write(quiet, 0, 30, day)
+        self.assertEqual(rows(noisy), 60)
+        # (logging.INFO: Odoo names its level 25 "INFO")
+        listener_logger = "odoo.addons.iot_base.models.iot_listener"
+        with self.assertLogs(listener_logger, logging.INFO) as logs:
+            write(noisy, 60, 60, day, topic="u")
+        self.assertEqual(rows(noisy), 100)
+        self.assertEqual(len(logs.output), 1)
+        self.assertIn(f"device {noisy.id} reached its 100 history rows", logs.output[0])
+        # full: nothing more today, on any topic, not even a line
+        with self.assertNoLogs(listener_logger, logging.INFO):
+            write(noisy, 200, 50, day, topic="v")
+        self.assertEqual(rows(noisy), 100)
+        # an interval already stored takes its later value: no new row
+        write(quiet, 0, 30, day)
+        write(quiet, 30, 70, day)
+        self.assertEqual(rows(quiet), 100)
+        # the next UTC day
+        tomorrow = day + timedelta(days=1)
+        write(noisy, 0, 10, tomorrow)
+        self.assertEqual(rows(noisy, tomorrow), 10)
+        noisy.invalidate_recordset()
+        self.assertEqual(
+            (noisy.history_day, noisy.history_day_rows), (tomorrow.date(), 10)
+        )
+
+    def test_form_renders_rows_stored_before_the_checks(self):
+        """Readings stored before the listener bounded JSON (nested 970 deep,
+        a lone-surrogate key, a NUL string) render as text on the device
+        form, as the web client reads it: no RecursionError, no 500."""
+        now = fields.Datetime.now()
+        deep = "[" * 970 + "]" * 970
+        payloads = {
+            "deep": deep,
+            "nested": f'{{"a": {deep}}}',
+            "surrogate": '{"\\ud800": 1}',
+            "nul": '{"k": "a\\u0000b"}',
+            "fine": '{"t": 1}',
+        }
+        self.Listener._listener_write(
+            {
+                "readings": [
+                    (self.device.id, self.company.id, topic, payload, True, now)
+                    for topic, payload in payloads.items()
+                ]
+            },
+            heartbeat_timeout=60,
+        )
+        values = self._read_form(self.device, self.iot_manager)
+        html = {r["topic"]: r["payload_html"] for r in values["reading_ids"]}
+        for topic in ("deep", "nested", "surrogate", "nul"):
+            self.assertTrue(html[topic].startswith("<code>"), topic)
+        self.assertIn("<th>t</th><td>1</td>", html["fine"])
 
     def test_rows_of_deleted_devices_skipped(self):
         gone, _secret = self.env["iot.mqtt.device"]._register_device(
