@@ -30,3 +30,4 @@ from . import test_store_acl
 from . import test_emqx_store
 from . import test_settings_tour
 from . import test_listener_dbloss
+from . import test_bus_presence
