@@ -158,8 +158,10 @@ def _rate_limit():
     if not wait:
         return None
     return _error(
-        _("Too many registrations with this API key: retry in %(seconds)s s.",
-          seconds=wait),
+        _(
+            "Too many registrations with this API key: retry in %(seconds)s s.",
+            seconds=wait,
+        ),
         429,
         "too_many_requests",
         headers=[("Retry-After", str(wait))],

@@ -68,7 +68,6 @@ class IotRabbitmqController(http.Controller):
             _rabbitmq_reply,
         )
 
-
     @http.route(
         RABBITMQ_NOT_FOUND,
         type="http",

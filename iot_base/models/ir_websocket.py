@@ -46,6 +46,10 @@ def _fleet_company(channel):
         record = channel[0]
         if isinstance(record, models.BaseModel) and record._name == "res.company":
             return record.id
-    if len(channel) == 4 and channel[1] == "res.company" and channel[3] == FLEET_CHANNEL:
+    if (
+        len(channel) == 4
+        and channel[1] == "res.company"
+        and channel[3] == FLEET_CHANNEL
+    ):
         return channel[2]
     return None

@@ -128,9 +128,9 @@ class ResConfigSettings(models.TransientModel):
                 and field._module == "iot_base"
                 and field.type == "boolean"
                 and getattr(field, "config_parameter", None)
-                and self.env["ir.config_parameter"].sudo().get_param(
-                    field.config_parameter
-                )
+                and self.env["ir.config_parameter"]
+                .sudo()
+                .get_param(field.config_parameter)
             ):
                 # Odoo reads any non-empty string as on (bool("False")): the
                 # page shows what the code reads, tools/settings.bool_param

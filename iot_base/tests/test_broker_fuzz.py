@@ -509,7 +509,12 @@ class TestProtocolPaths(HttpCase):
 
     def test_methods_and_case_variants(self):
         paths = {
-            "emqx": [f"/iot/auth/{TOKEN}", f"/iot/acl/{TOKEN}", "/iot/auth", "/iot/acl"],
+            "emqx": [
+                f"/iot/auth/{TOKEN}",
+                f"/iot/acl/{TOKEN}",
+                "/iot/auth",
+                "/iot/acl",
+            ],
             "rabbitmq": [
                 path
                 for check in RABBITMQ_CHECKS

@@ -293,7 +293,9 @@ class TestSecurityMatrix(IotCommonCase):
         host and port, Mosquitto's file paths, the throttle), by any path."""
         Settings = self.env["res.config.settings"]
         ours = [
-            name for name, field in Settings._fields.items() if field._module == "iot_base"
+            name
+            for name, field in Settings._fields.items()
+            if field._module == "iot_base"
         ]
         stored = {
             "iot_base.mqtt_host": "mqtt-internal-7q.example.net",
