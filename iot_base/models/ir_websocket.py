@@ -23,11 +23,13 @@ class IrWebsocket(models.AbstractModel):
         companies = {channel: _fleet_company(channel) for channel in channels}
         if not any(companies.values()):
             return channels
-        user = self.env.user
+        # read from the database, not from has_group's cache: the process
+        # serving websockets learns of another process's group changes only
+        # at its next registry signaling check
+        user = self.env.user.sudo()
+        group = self.env.ref("iot_base.iot_base_group_user", raise_if_not_found=False)
         allowed = (
-            set(user.company_ids.ids)
-            if user and user.has_group("iot_base.iot_base_group_user")
-            else set()
+            set(user.company_ids.ids) if user and group in user.groups_id else set()
         )
         return [
             channel
