@@ -7,6 +7,7 @@ import logging
 from odoo import http
 from odoo.http import request
 
+from ..models.ir_http import EMQX_NOT_FOUND
 from ..tools import log_redaction
 from .iot_request import answer_broker
 
@@ -32,7 +33,7 @@ class IotBrokerController(http.Controller):
         ["/iot/auth", "/iot/auth/<string:token>"],
         type="http",
         auth="none",
-        methods=["GET", "POST"],
+        methods=None,  # a wrong one is refused in protocol (iot_request.py)
         csrf=False,
         save_session=False,
         readonly=False,
@@ -46,7 +47,7 @@ class IotBrokerController(http.Controller):
         ["/iot/acl", "/iot/acl/<string:token>"],
         type="http",
         auth="none",
-        methods=["GET", "POST"],
+        methods=None,  # a wrong one is refused in protocol (iot_request.py)
         csrf=False,
         save_session=False,
         readonly=False,
@@ -55,6 +56,23 @@ class IotBrokerController(http.Controller):
     )
     def iot_acl(self, token=None):
         return self._answer("acl", token)
+
+    @http.route(
+        EMQX_NOT_FOUND,
+        type="http",
+        auth="none",
+        methods=None,
+        csrf=False,
+        save_session=False,
+        readonly=True,
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_emqx_reply,
+    )
+    def iot_emqx_not_found(self, **_ignored):
+        """What a path under /iot/auth or /iot/acl that no route matches
+        (another case, an extra segment) gets (models/ir_http.py): EMQX's
+        deny, never Odoo's HTML 404, which EMQX reads as "no opinion"."""
+        return _emqx_reply("deny")
 
     def _answer(self, endpoint, token):
         def decide(broker, values, _remote):

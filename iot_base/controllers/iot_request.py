@@ -79,8 +79,14 @@ def read_broker_values(max_body):
     return None if values is None else _clean(values)
 
 
+# what brokers send: EMQX's HTTP authenticator and authorizer, RabbitMQ's
+# auth_http.http_method
+BROKER_METHODS = ("GET", "POST")
+
+
 def answer_broker(model, label, logger, endpoint, token, max_body, decide, reply):
-    """Serve one broker callback.
+    """Serve one broker callback; any other method than a broker's gets
+    the protocol's deny (not Odoo's HTML 405), before anything is read.
 
     :param model: the protocol's model (``iot.broker.emqx``...)
     :param label: names the request in log lines
@@ -88,6 +94,8 @@ def answer_broker(model, label, logger, endpoint, token, max_body, decide, reply
     :param decide: ``(broker, values, remote address) -> response``
     :param reply: the route's ``iot_broker_reply`` (models/ir_http.py)
     """
+    if request.httprequest.method not in BROKER_METHODS:
+        return reply("deny")
     if not (request.db and model in request.env):
         # only when iot_base is loaded as a server-wide module: no usable
         # database, or one without iot_base

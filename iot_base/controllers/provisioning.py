@@ -72,7 +72,7 @@ class IotProvisioningController(http.Controller):
         readonly=False,
     )
     def provision_device(self, **_params):
-        denied = _check_method("POST") or _authenticate_manager()
+        denied = _check_method("POST") or _authenticate_manager() or _rate_limit()
         if denied:
             return denied
         body, refused = _read_json_object()
@@ -147,6 +147,25 @@ def _authenticate_manager():
     if not request.env.user.has_group("iot_base.iot_base_group_manager"):
         return _error(_("Only IoT managers may provision devices."), 403, "forbidden")
     return None
+
+
+def _rate_limit():
+    """None, or the 429 answer when the request's API key has made its
+    registrations of the minute (models/iot_auth_throttle.py)."""
+    wait = (
+        request.env["iot.auth.throttle"].sudo()._provisioning_wait(iot_request.bearer())
+    )
+    if not wait:
+        return None
+    return _error(
+        _(
+            "Too many registrations with this API key: retry in %(seconds)s s.",
+            seconds=wait,
+        ),
+        429,
+        "too_many_requests",
+        headers=[("Retry-After", str(wait))],
+    )
 
 
 def _read_json_object():

@@ -18,6 +18,7 @@ import logging
 from odoo import http
 from odoo.http import request
 
+from ..models.ir_http import RABBITMQ_NOT_FOUND
 from .iot_request import answer_broker
 
 _logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class IotRabbitmqController(http.Controller):
         ],
         type="http",
         auth="none",
-        methods=["GET", "POST"],
+        methods=None,  # a wrong one is refused in protocol (iot_request.py)
         csrf=False,
         save_session=False,
         readonly=False,  # the audit log is written on GET too
@@ -66,6 +67,22 @@ class IotRabbitmqController(http.Controller):
             decide,
             _rabbitmq_reply,
         )
+
+    @http.route(
+        RABBITMQ_NOT_FOUND,
+        type="http",
+        auth="none",
+        methods=None,
+        csrf=False,
+        save_session=False,
+        readonly=True,
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_rabbitmq_reply,
+    )
+    def iot_rabbitmq_not_found(self, **_ignored):
+        """What a path under /iot/rabbitmq that no route matches (another
+        case, an extra segment) gets (models/ir_http.py): a deny."""
+        return _text(DENY)
 
 
 def _text(answer, status=200):

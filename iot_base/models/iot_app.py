@@ -35,7 +35,7 @@ class IotApp(models.AbstractModel):
     _description = "MQTT Console"
 
     @api.model
-    def _page_config(self, client_id=None):
+    def _page_config(self, client_id=None, issue=True):
         """Everything the console page needs, with a fresh session secret.
 
         The topic rules are the ones the broker gets for this client (same
@@ -44,6 +44,9 @@ class IotApp(models.AbstractModel):
 
         :param client_id: the page's current client id, kept when it is one
             this method made for this user; otherwise a new one is made
+        :param issue: False for the page itself (GET /iot/app): no password,
+            and nothing written (no secret, no credential, no store sync);
+            the page gets its password from the POST of /iot/app/config
         :raise AccessError: when the user is not an IoT user
         :return: the ``window.odoo.mqtt_config`` dict (JSON-serializable)
         """
@@ -55,15 +58,19 @@ class IotApp(models.AbstractModel):
         mosquitto = self.env["iot.mosquitto.sync"].sudo()._is_enabled()
         auth = AUTH_SECRET if mosquitto else self._console_auth()
         token_mode = auth != AUTH_SECRET
-        if token_mode:
+        if not issue:
+            credentials = self._unissued_credentials()
+        elif token_mode:
             credentials = self._token_credentials()
         else:
             credentials = self.env.user.get_or_create_iot_credentials()
-        credential = (
+        credential = credentials.pop("credential", None) or (
             self.env["iot.credentials"].sudo().browse(credentials["credential_id"])
         )
         username = credentials["username"]
-        broker_username = self.env.user._iot_broker_username(credentials)
+        broker_username = (
+            self.env.user._iot_broker_username(credentials) if issue else username
+        )
         if mosquitto:
             client_id = broker_username
         elif not (
@@ -74,9 +81,9 @@ class IotApp(models.AbstractModel):
         rules = self.env["iot.broker"]._rules(
             credential, None if mosquitto else client_id
         )
-        if auth == AUTH_EMQX_JWT:
+        if issue and auth == AUTH_EMQX_JWT:
             credentials.update(self._console_token(credential, client_id, rules))
-        elif auth == AUTH_RABBITMQ_JWT:
+        elif issue and auth == AUTH_RABBITMQ_JWT:
             credentials.update(
                 self._rabbitmq_console_token(credential, client_id, rules)
             )
@@ -118,6 +125,23 @@ class IotApp(models.AbstractModel):
         session secrets."""
         value = self.env["ir.config_parameter"].sudo().get_param(CONSOLE_AUTH_PARAM)
         return value if value in (AUTH_EMQX_JWT, AUTH_RABBITMQ_JWT) else AUTH_SECRET
+
+    @api.model
+    def _unissued_credentials(self):
+        """The user's credential as :meth:`_token_credentials` gives it, but
+        nothing written: a user without one yet gets the credential it will
+        be (a new record, never saved) and no password."""
+        user = self.env.user
+        if not user.has_group("iot_base.iot_base_group_user"):
+            raise AccessError(_("You are not allowed to use MQTT: ask an IoT manager."))
+        credential = user._iot_user_credential(create=False)
+        return {
+            "username": credential.username,
+            "password": None,
+            "is_superuser": credential.is_superuser,
+            "expires_at": None,
+            "credential": credential,
+        }
 
     @api.model
     def _token_credentials(self):

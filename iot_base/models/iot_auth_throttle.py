@@ -1,9 +1,12 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import hashlib
+import math
 from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.tools import SQL
 
+from ..tools.limits import company_limit
 from ..tools.settings import number_param
 
 # default and highest value used: a larger one is cut to it, so that a typo in
@@ -17,6 +20,9 @@ DEFAULTS = {
 # A peer (one address, possibly a NAT in front of many devices) may fail
 # this many times more than one username from it before it is blocked.
 PEER_FACTOR = 5
+# provisioning requests per API key are counted over this window (seconds)
+PROVISIONING_WINDOW = 60
+PROVISIONING_LIMIT = "iot_base.max_provisioning_per_minute"
 
 
 class IotAuthThrottle(models.Model):
@@ -32,6 +38,10 @@ class IotAuthThrottle(models.Model):
     Rows are only ever inserted (never updated): concurrent failures never
     conflict, even under REPEATABLE READ. A failure that reaches the limit
     carries ``blocked_until``; a login only reads.
+
+    The same table counts provisioning requests per API key (``provision:``
+    and a digest of the key, never the key): one row per request, whose
+    ``blocked_until`` is the end of the window it counts in.
     """
 
     _name = "iot.auth.throttle"
@@ -116,6 +126,40 @@ class IotAuthThrottle(models.Model):
                 limits=list(keys.values()),
             )
         )
+
+    @api.model
+    def _provisioning_wait(self, api_key):
+        """Count one provisioning request made with ``api_key``: 0 when it
+        may go on, else the seconds until one more may (at most
+        ``iot_base.max_provisioning_per_minute`` a minute per key).
+
+        Requests of concurrent transactions are not seen until committed: a
+        burst spread over N workers may pass the limit by N - 1.
+        """
+        key = "provision:" + hashlib.sha256(api_key.encode()).hexdigest()
+        limit = company_limit(self.env, PROVISIONING_LIMIT)
+        now = fields.Datetime.now()
+        self.env.cr.execute(
+            SQL(
+                "SELECT count(*), min(blocked_until) FROM iot_auth_throttle"
+                " WHERE key = %s AND blocked_until > %s",
+                key,
+                now,
+            )
+        )
+        count, first_end = self.env.cr.fetchone()
+        if count >= limit:
+            return max(1, math.ceil((first_end - now).total_seconds()))
+        self.env.cr.execute(
+            SQL(
+                "INSERT INTO iot_auth_throttle (key, failed_at, blocked_until)"
+                " VALUES (%s, %s, %s)",
+                key,
+                now,
+                now + timedelta(seconds=PROVISIONING_WINDOW),
+            )
+        )
+        return 0
 
     @api.autovacuum
     def _gc_throttle(self):

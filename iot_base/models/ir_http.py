@@ -26,6 +26,20 @@ _logger = logging.getLogger(__name__)
 # (and ``token``, which a broker may also put in the query string)
 BROKER_PARAMS = ("token", "check")
 PROVISIONING_PREFIX = "/iot/provision"
+# the routes of paths no route matches (controllers/auth.py, rabbitmq.py)
+EMQX_NOT_FOUND = "/iot/emqx/not_found"
+RABBITMQ_NOT_FOUND = "/iot/rabbitmq/not_found"
+# /iot/<segment>/... (any case) that no route matches -> the path whose route
+# answers in that protocol: EMQX's deny, RabbitMQ's deny, the provisioning
+# API's JSON 404. Paths are matched as written (werkzeug is case-sensitive):
+# /IOT/Auth is never served, only refused in the protocol's own form.
+PROTOCOL_FALLBACKS = {
+    "auth": EMQX_NOT_FOUND,
+    "acl": EMQX_NOT_FOUND,
+    "emqx": EMQX_NOT_FOUND,
+    "rabbitmq": RABBITMQ_NOT_FOUND,
+    "provision": PROVISIONING_PREFIX,
+}
 
 
 class IrHttp(models.AbstractModel):
@@ -33,15 +47,18 @@ class IrHttp(models.AbstractModel):
 
     @classmethod
     def _match(cls, path_info):
-        """Paths under the provisioning API that werkzeug cannot match (a
-        newline in a segment, a ``//`` it would redirect) get the API's own
-        JSON 404, not Odoo's HTML page or redirect."""
+        """Paths under a broker's or the provisioning API's prefix that no
+        route matches (another case, an extra segment, a newline in a
+        segment, a ``//`` werkzeug would redirect) are answered in that
+        protocol (:data:`PROTOCOL_FALLBACKS`), not with Odoo's HTML page or
+        redirect."""
         try:
             return super()._match(path_info)
         except (NotFound, RequestRedirect):
-            if not path_info.startswith(f"{PROVISIONING_PREFIX}/"):
+            fallback = _protocol_fallback(path_info)
+            if not fallback:
                 raise
-            return super()._match(PROVISIONING_PREFIX)
+            return super()._match(fallback)
 
     @classmethod
     def _pre_dispatch(cls, rule, args):
@@ -85,6 +102,14 @@ class IrHttp(models.AbstractModel):
             # logs it, and the broker still gets a deny, never an HTML page
             return reply("deny")
         return super()._handle_error(exception)
+
+
+def _protocol_fallback(path_info):
+    """The fallback path of :data:`PROTOCOL_FALLBACKS` for ``path_info``, or None."""
+    segments = path_info.split("/")
+    if len(segments) < 3 or segments[0] or segments[1].lower() != "iot":
+        return None
+    return PROTOCOL_FALLBACKS.get(segments[2].lower())
 
 
 def _shield_body():

@@ -5,6 +5,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
 from ..tools.limits import LIMIT_DEFAULTS
+from ..tools.settings import bool_param
 from .iot_app import (
     CONSOLE_AUTH_PARAM,
     DEFAULT_BROKER_URL,
@@ -121,6 +122,20 @@ class ResConfigSettings(models.TransientModel):
         # field groups: drop what the caller may not read.
         allowed = [name for name in fields_list if self._iot_may_read(name)]
         res = super().default_get(allowed)
+        for name in allowed:
+            field = self._fields.get(name)
+            if (
+                name in res
+                and field._module == "iot_base"
+                and field.type == "boolean"
+                and getattr(field, "config_parameter", None)
+                and self.env["ir.config_parameter"]
+                .sudo()
+                .get_param(field.config_parameter)
+            ):
+                # Odoo reads any non-empty string as on (bool("False")): the
+                # page shows what the code reads, tools/settings.bool_param
+                res[name] = bool_param(self.env, field.config_parameter)
         return {name: value for name, value in res.items() if name in allowed}
 
     def get_values(self):
@@ -128,8 +143,24 @@ class ResConfigSettings(models.TransientModel):
         return {name: value for name, value in res.items() if self._iot_may_read(name)}
 
     def _iot_may_read(self, name):
+        """Whether the caller may read the setting ``name``: its field's
+        groups, and nothing of iot_base's but for IoT managers and system
+        administrators (the page is theirs; everyone else is promised none
+        of it, broker addresses and file paths included)."""
         field = self._fields.get(name)
-        return field is None or field.is_accessible(self.env)
+        if field is None:
+            return True
+        if field._module == "iot_base" and not self._iot_is_settings_reader():
+            return False
+        return field.is_accessible(self.env)
+
+    def _iot_is_settings_reader(self):
+        user = self.env.user
+        return (
+            self.env.su
+            or user.has_group("base.group_system")
+            or user.has_group("iot_base.iot_base_group_manager")
+        )
 
     def _iot_check_system(self):
         """The settings' actions are for whoever may write the settings

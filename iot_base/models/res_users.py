@@ -109,8 +109,9 @@ class ResUsers(models.Model):
             "secret_id": issued.secret_id,
         }
 
-    def _iot_user_credential(self):
-        """The user's first active User credential, created when missing."""
+    def _iot_user_credential(self, create=True):
+        """The user's first active User credential, created when missing
+        (without ``create``: a new record of what it would be, not saved)."""
         credentials = self.env["iot.credentials"].sudo()
         credential = credentials.search(
             [("user_id", "=", self.id), ("kind", "=", "user")], order="id", limit=1
@@ -120,6 +121,15 @@ class ResUsers(models.Model):
         username = credentials._free_username(
             "user_" + credentials._sanitize_login(self.login)
         )
+        if not create:
+            return credentials.new(
+                {
+                    "username": username,
+                    "kind": "user",
+                    "user_id": self.id,
+                    "company_id": self.company_id.id,
+                }
+            )
         # Plain SQL for the one statement that can meet a concurrent first
         # call: when another transaction committed this username after our
         # snapshot, PostgreSQL (REPEATABLE READ) raises a serialization

@@ -34,3 +34,4 @@ from . import test_all_views
 from . import test_x509_tools
 from . import test_broker_api
 from . import test_listener_process
+from . import test_bus_presence

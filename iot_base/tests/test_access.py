@@ -3,6 +3,7 @@ from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 
 from odoo.addons.iot_base.tools import topic_acl
+from odoo.addons.iot_base.tools.settings import bool_param
 
 from .common import IotCommonCase
 
@@ -140,6 +141,43 @@ class TestAccess(IotCommonCase):
         self.assertGreaterEqual(len(token), 40)
         settings.action_iot_generate_auth_token()
         self.assertNotEqual(params.get_param("iot_base.auth_token"), token)
+
+    def test_boolean_settings_read_as_the_code_reads_them(self):
+        """Issue 16 point 16: a parameter holding "False" is off on the
+        settings page and in the code; "True" is on in both."""
+        params = self.env["ir.config_parameter"].sudo()
+        Settings = self.env["res.config.settings"]
+        readers = {
+            "iot_mqtt_tls": lambda: self.env["iot.mqtt.client"]._settings()["tls"],
+            "iot_mosquitto_sync_enabled": lambda: self.env[
+                "iot.mosquitto.sync"
+            ]._is_enabled(),
+        }
+        booleans = [
+            name
+            for name, field in Settings._fields.items()
+            if field._module == "iot_base"
+            and field.type == "boolean"
+            and getattr(field, "config_parameter", None)
+        ]
+        self.assertIn("iot_mqtt_tls", booleans)
+        for stored, expected in (
+            ("False", False),
+            ("false", False),
+            ("0", False),
+            ("True", True),
+            ("1", True),
+        ):
+            for name in booleans:
+                with self.subTest(field=name, stored=stored):
+                    parameter = Settings._fields[name].config_parameter
+                    params.set_param(parameter, stored)
+                    self.assertIs(Settings.default_get([name])[name], expected)
+                    self.assertIs(Settings.create({})[name], expected)
+                    self.assertIs(bool_param(self.env, parameter), expected)
+                    if name in readers:
+                        self.assertIs(bool(readers[name]()), expected)
+                    params.set_param(parameter, False)
 
 
 @tagged("post_install", "-at_install")

@@ -418,3 +418,164 @@ class TestBrokerFuzz(HttpCase):
                 headers={"Content-Type": "application/json"},
             )
             self.assertEqual(response.json()["result"], "allow")
+
+
+@tagged("post_install", "-at_install")
+class TestProtocolPaths(HttpCase):
+    """Issue 16 point 11: every method on every path a broker or a device
+    uses, and the same paths in another case or with an extra segment, get
+    an answer in the protocol's own form: never HTML, never a 5xx, and an
+    allow only for the path and method a broker really uses."""
+
+    METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        params = cls.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.auth_token", TOKEN)
+        params.set_param("iot_base.throttle_max_failures", "100000")
+        params.set_param("iot_base.max_provisioning_per_minute", "100000")
+        device = cls.env["iot.credentials"].create(
+            {"username": DEVICE, "kind": "device"}
+        )
+        secret = device.action_rotate_secret()["context"]["default_secret"]
+        cls.login = {
+            "username": DEVICE,
+            "password": secret,
+            "clientid": DEVICE,
+            "peerhost": "10.1.2.3",
+        }
+        manager = new_test_user(
+            cls.env,
+            login="paths.manager",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+        )
+        cls.api_key = (
+            cls.env["res.users.apikeys"]
+            .with_user(manager)
+            .sudo()
+            ._generate("rpc", "paths", None)
+        )
+
+    def _request(self, method, path, kind):
+        if kind == "provisioning":
+            headers = {
+                "Authorization": f"Bearer {self.api_key}",
+                "Content-Type": "application/json",
+            }
+            data = json.dumps({"hardware_id": "paths-hw-1"})
+        elif kind == "emqx":
+            headers = {"Content-Type": "application/json"}
+            data = json.dumps(self.login)
+        else:
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            data = self.login
+        return self.opener.request(
+            method,
+            self.base_url() + path,
+            data=data,
+            headers=headers,
+            allow_redirects=False,
+            timeout=30,
+        )
+
+    def _check(self, method, path, kind, served):
+        """``served``: the path and method a broker or a device does use."""
+        response = self._request(method, path, kind)
+        what = f"{method} {path}"
+        content_type = response.headers.get("Content-Type", "")
+        self.assertLess(response.status_code, 500, what)
+        self.assertNotIn("html", content_type.lower(), what)
+        self.assertNotIn("<", response.text, what)
+        if served:
+            return response
+        if kind == "provisioning":
+            self.assertTrue(content_type.startswith("application/json"), what)
+            self.assertIn(response.status_code, range(400, 500), what)
+            if method != "HEAD":
+                self.assertIn("code", response.json(), what)
+        elif kind == "emqx":
+            self.assertEqual(response.status_code, 200, what)
+            self.assertTrue(content_type.startswith("application/json"), what)
+            if method != "HEAD":
+                self.assertEqual(response.json(), {"result": "deny"}, what)
+        else:
+            self.assertEqual(response.status_code, 200, what)
+            self.assertTrue(content_type.startswith("text/plain"), what)
+            if method != "HEAD":
+                self.assertEqual(response.text, "deny", what)
+        return response
+
+    def test_methods_and_case_variants(self):
+        paths = {
+            "emqx": [
+                f"/iot/auth/{TOKEN}",
+                f"/iot/acl/{TOKEN}",
+                "/iot/auth",
+                "/iot/acl",
+            ],
+            "rabbitmq": [
+                path
+                for check in RABBITMQ_CHECKS
+                for path in (f"/iot/rabbitmq/{TOKEN}/{check}", f"/iot/rabbitmq/{check}")
+            ],
+            "provisioning": ["/iot/provision/devices", "/iot/provision/devices/no-hw"],
+        }
+        variants = {
+            "emqx": [
+                f"/IOT/AUTH/{TOKEN}",
+                f"/iot/Auth/{TOKEN}",
+                f"/Iot/acl/{TOKEN}",
+                f"/iot/ACL/{TOKEN}",
+                f"/iot/auth/{TOKEN}/extra",
+                f"/iot/auth//{TOKEN}",
+                "/iot/auth/",
+                "/IOT/EMQX/anything",
+            ],
+            "rabbitmq": [
+                f"/IOT/RABBITMQ/{TOKEN}/USER",
+                f"/iot/rabbitmq/{TOKEN}/User",
+                f"/iot/RabbitMQ/{TOKEN}/vhost",
+                f"/iot/rabbitmq/{TOKEN}/user/extra",
+                f"/iot/rabbitmq/{TOKEN}/nothing",
+                "/iot/rabbitmq",
+                "/iot/rabbitmq/",
+            ],
+            "provisioning": [
+                "/IOT/Provision/Devices",
+                "/iot/PROVISION/devices",
+                "/iot/provision/Devices",
+                "/iot/provision/devices/no-hw/extra",
+                "/iot/provision/",
+            ],
+        }
+        served = {
+            "emqx": ("GET", "POST"),
+            "rabbitmq": ("GET", "POST"),
+            "provisioning": (),  # the routes answer a wrong method themselves
+        }
+        # the login is a real one: the served paths do allow it
+        allowed = self._check("POST", f"/iot/auth/{TOKEN}", "emqx", True)
+        self.assertEqual(allowed.json()["result"], "allow")
+        allowed = self._check("POST", f"/iot/rabbitmq/{TOKEN}/user", "rabbitmq", True)
+        self.assertTrue(allowed.text.startswith("allow"), allowed.text)
+        Device = self.env["iot.mqtt.device"].sudo()
+        with mute_logger(*LOGGERS):
+            for kind, kind_paths in variants.items():
+                for path in kind_paths:
+                    for method in self.METHODS:
+                        with self.subTest(method=method, path=path):
+                            self._check(method, path, kind, False)
+            self.assertFalse(Device.search([("hardware_id", "=", "paths-hw-1")]))
+            for kind, kind_paths in paths.items():
+                for path in kind_paths:
+                    for method in self.METHODS:
+                        with self.subTest(method=method, path=path):
+                            is_served = method in served[kind]
+                            if kind == "provisioning":
+                                is_served = (method, path) in (
+                                    ("POST", "/iot/provision/devices"),
+                                    ("DELETE", "/iot/provision/devices/no-hw"),
+                                )
+                            self._check(method, path, kind, is_served)

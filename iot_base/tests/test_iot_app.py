@@ -62,26 +62,38 @@ class TestIotAppPage(HttpCase):
             self.assertEqual(response.headers.get("Cache-Control"), "no-store")
         return reply
 
-    def test_page(self):
-        self.authenticate(self.iot_user.login, self.iot_user.login)
+    def _page_config(self):
         response = self.url_open("/iot/app")
         self.assertEqual(response.status_code, 200)
-        self.assertEqual(response.headers.get("Cache-Control"), "no-store")
-        self.assertEqual(response.headers.get("X-Frame-Options"), "SAMEORIGIN")
-        self.assertEqual(self._secrets(self.iot_user), 1, "one session secret per page")
         match = re.search(r"odoo\.mqtt_config = (\{.*?\});\n", response.text)
         self.assertTrue(match, "the page sets window.odoo.mqtt_config")
-        config = json.loads(match.group(1))
+        return response, json.loads(match.group(1))
+
+    def test_page(self):
+        self.authenticate(self.iot_user.login, self.iot_user.login)
+        response, config = self._page_config()
+        self.assertEqual(response.headers.get("Cache-Control"), "no-store")
+        self.assertEqual(response.headers.get("X-Frame-Options"), "SAMEORIGIN")
+        self.assertEqual(self._secrets(self.iot_user), 0, "the page issues nothing")
         username = "user_console_user_example_com"
         self.assertEqual(config["broker_url"], "ws://localhost:8083/mqtt")
         self.assertEqual(
             set(config["credentials"]), {"username", "password", "is_superuser"}
         )
         self.assertEqual(config["credentials"]["username"], username)
+        self.assertIsNone(config["credentials"]["password"])
+        self.assertIsNone(config["expires_in"])
         self.assertIs(config["credentials"]["is_superuser"], False)
         self.assertRegex(config["client_id"], CLIENT_ID_RE % username)
         self.assertTrue(owns_client_id(username, config["client_id"]))
-        self.assertTrue(0 < config["expires_in"] <= 12 * 3600)
+        # the page's POST issues its secret, for the page's client id
+        issued = self._config(client_id=config["client_id"])["result"]
+        self.assertEqual(self._secrets(self.iot_user), 1, "one session secret per page")
+        self.assertEqual(issued["client_id"], config["client_id"])
+        self.assertEqual(issued["credentials"]["username"], username)
+        self.assertTrue(0 < issued["expires_in"] <= 12 * 3600)
+        for key in ("acl", "default_subscriptions", "default_publish_topic"):
+            self.assertEqual(issued[key], config[key], key)
         self.assertEqual(
             config["default_subscriptions"],
             [
@@ -105,21 +117,109 @@ class TestIotAppPage(HttpCase):
         )
         # the secret works, and only until it expires
         credential, expires_at = self.env["iot.credentials"]._authenticate_secret(
-            username, config["credentials"]["password"]
+            username, issued["credentials"]["password"]
         )
         self.assertEqual(credential.user_id, self.iot_user)
-        self.assertEqual(expires_at.strftime("%Y-%m-%d %H:%M:%S"), config["expires_at"])
+        self.assertEqual(expires_at.strftime("%Y-%m-%d %H:%M:%S"), issued["expires_at"])
         self.assertIn("iot_base.assets_iot_app", response.text)
-        # a second page (tab) gets its own secret and client id
-        second = json.loads(
-            re.search(
-                r"odoo\.mqtt_config = (\{.*?\});\n", self.url_open("/iot/app").text
-            ).group(1)
-        )
+        # a second page (tab) gets its own client id, and its own secret
+        second = self._page_config()[1]
         self.assertNotEqual(second["client_id"], config["client_id"])
+        again = self._config(client_id=second["client_id"])["result"]
         self.assertNotEqual(
-            second["credentials"]["password"], config["credentials"]["password"]
+            again["credentials"]["password"], issued["credentials"]["password"]
         )
+
+    def test_page_get_writes_nothing(self):
+        """Issue 16 point 13: navigation-like GETs (a cross-site link is one,
+        with the user's cookie) issue no secret, make no credential and
+        schedule no store sync, so they cannot evict an open tab's secret."""
+        user = _user(
+            self.env,
+            "console.fresh@example.com",
+            "base.group_user,iot_base.iot_base_group_user",
+        )
+        scheduled = []
+        self.patch(
+            type(self.env["iot.store.sync"]),
+            "_schedule",
+            lambda model: scheduled.append(model),
+        )
+        self.authenticate(user.login, user.login)
+        # an open tab and its secret
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_session_secrets", 3
+        )
+        _response, config = self._page_config()
+        self.assertFalse(user.sudo().iot_credential_ids, "no credential made by GET")
+        self.assertEqual(
+            config["credentials"]["username"], "user_console_fresh_example_com"
+        )
+        self.assertTrue(config["default_subscriptions"])
+        tab = self._config(client_id=config["client_id"])["result"]
+        scheduled.clear()
+        Secret = self.env["iot.credentials.secret"].sudo()
+        rows = Secret.search([]).ids
+        self.env.cr.execute("SELECT count(*) FROM ir_cron_trigger")
+        triggers = self.env.cr.fetchone()[0]
+        for _i in range(25):
+            response = self.url_open(
+                "/iot/app",
+                headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},
+            )
+            self.assertEqual(response.status_code, 200)
+            self.assertNotIn(tab["credentials"]["password"], response.text)
+        self.assertEqual(Secret.search([]).ids, rows, "no secret issued or evicted")
+        self.assertEqual(scheduled, [], "no store sync scheduled")
+        self.env.cr.execute("SELECT count(*) FROM ir_cron_trigger")
+        self.assertEqual(self.env.cr.fetchone()[0], triggers)
+        # the open tab's secret still works
+        self.assertTrue(
+            self.env["iot.credentials"]._authenticate_secret(
+                tab["credentials"]["username"], tab["credentials"]["password"]
+            )[0]
+        )
+
+    def test_config_post_refused_from_another_site(self):
+        """The POST that issues a secret cannot be made by another site's page."""
+        self.authenticate(self.iot_user.login, self.iot_user.login)
+        body = json.dumps({"jsonrpc": "2.0", "method": "call", "params": {}})
+        for headers in (
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "same-origin", "Origin": "http://evil.example"},
+        ):
+            with self.subTest(headers=headers):
+                with mute_logger("odoo.http"):  # Odoo logs the AccessError
+                    reply = self.url_open(
+                        "/iot/app/config",
+                        data=body,
+                        headers={"Content-Type": "application/json", **headers},
+                    ).json()
+                self.assertEqual(
+                    reply["error"]["data"]["name"], "odoo.exceptions.AccessError"
+                )
+        # a form post (what a cross-site page can send without CORS) is no
+        # JSON-RPC call: Odoo refuses it before the route
+        with mute_logger("odoo.http"):
+            response = self.url_open(
+                "/iot/app/config",
+                data=body,
+                headers={"Content-Type": "text/plain"},
+            )
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(self._secrets(self.iot_user), 0)
+        # the page's own request passes
+        same = {
+            "Sec-Fetch-Site": "same-origin",
+            "Origin": self.base_url(),
+            "Content-Type": "application/json",
+        }
+        reply = self.url_open("/iot/app/config", data=body, headers=same).json()
+        self.assertTrue(reply["result"]["credentials"]["password"])
+        self.assertEqual(self._secrets(self.iot_user), 1)
 
     def test_no_access(self):
         for user in (self.plain_user, self.portal_user):

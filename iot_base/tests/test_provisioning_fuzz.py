@@ -65,6 +65,10 @@ class TestProvisioningFuzz(HttpCase):
         Keys = cls.env["res.users.apikeys"]
         cls.key = Keys.with_user(cls.manager).sudo()._generate("rpc", "fuzz", None)
         cls.user_key = Keys.with_user(user).sudo()._generate("rpc", "fuzz", None)
+        # thousands of requests with one key: not a test of the rate limit
+        cls.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_provisioning_per_minute", 10**6
+        )
 
     def setUp(self):
         super().setUp()
@@ -389,3 +393,58 @@ class TestProvisioningFuzz(HttpCase):
 
 class ChunkedBody(bytes):
     """Bytes to send under ``Transfer-Encoding: chunked``, as they are."""
+
+
+@tagged("post_install", "-at_install")
+class TestProvisioningRate(HttpCase):
+    """Issue 16 point 3: registrations per API key and minute are limited by
+    ``iot_base.max_provisioning_per_minute``."""
+
+    LIMIT = 5
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        Keys = cls.env["res.users.apikeys"]
+        cls.keys = []
+        for login in ("rate.manager.1", "rate.manager.2"):
+            manager = new_test_user(
+                cls.env,
+                login=login,
+                groups="base.group_user,iot_base.iot_base_group_manager",
+            )
+            cls.keys.append(Keys.with_user(manager).sudo()._generate("rpc", "r", None))
+        cls.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_provisioning_per_minute", cls.LIMIT
+        )
+
+    def _register(self, key, hardware_id):
+        return self.opener.post(
+            self.base_url() + PATH,
+            data=json.dumps({"hardware_id": hardware_id}),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {key}",
+            },
+            timeout=30,
+        )
+
+    def test_burst_over_the_limit_is_refused(self):
+        first, second = self.keys
+        for i in range(self.LIMIT):
+            response = self._register(first, f"rate-a-{i}")
+            self.assertEqual(response.status_code, 201, response.text)
+        refused = self._register(first, "rate-a-over")
+        self.assertEqual(refused.status_code, 429, refused.text)
+        self.assertTrue(refused.headers["Content-Type"].startswith("application/json"))
+        self.assertEqual(refused.json()["code"], "too_many_requests")
+        self.assertIn(int(refused.headers["Retry-After"]), range(1, 61))
+        self.assertNotIn(first, refused.text)
+        Device = self.env["iot.mqtt.device"].sudo()
+        self.assertFalse(Device.search([("hardware_id", "=", "rate-a-over")]))
+        # another key is counted apart
+        response = self._register(second, "rate-b-0")
+        self.assertEqual(response.status_code, 201, response.text)
+        # what the table keeps is a digest, never the key
+        self.env.cr.execute("SELECT key FROM iot_auth_throttle")
+        self.assertFalse([key for (key,) in self.env.cr.fetchall() if first in key])

@@ -414,8 +414,8 @@ class TestRabbitmqHttp(HttpCase):
             ),
             "deny",
         )
-        # an unknown question is not a route at all
-        self.assertEqual(self._ask("admin", username=DEVICE).status_code, 404)
+        # an unknown question is no route: RabbitMQ's deny (models/ir_http.py)
+        self.assertAnswer(self._ask("admin", username=DEVICE), "deny")
 
     def test_database_unavailable(self):
         def broken(*_args, **_kwargs):

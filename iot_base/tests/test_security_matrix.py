@@ -283,8 +283,54 @@ class TestSecurityMatrix(IotCommonCase):
                 values = Settings.default_get(names)
                 self.assertNotIn("iot_auth_token", values)
                 self.assertFalse(self._leaks(values))
-                # what is not secret stays readable
-                self.assertIn("iot_mqtt_broker_url", values)
+                if role.startswith("iot manager"):
+                    # what is not secret stays readable for managers
+                    self.assertIn("iot_mqtt_broker_url", values)
+
+    def test_settings_give_nothing_of_iot_base_without_the_right(self):
+        """Issue 16 point 12: users who are neither IoT managers nor system
+        administrators read no iot_base setting, secret or not (the MQTT
+        host and port, Mosquitto's file paths, the throttle), by any path."""
+        Settings = self.env["res.config.settings"]
+        ours = [
+            name
+            for name, field in Settings._fields.items()
+            if field._module == "iot_base"
+        ]
+        stored = {
+            "iot_base.mqtt_host": "mqtt-internal-7q.example.net",
+            "iot_base.mqtt_port": "28883",
+            "iot_base.mosquitto_acl_file": "/srv/mosq-7q/acl",
+            "iot_base.throttle_max_failures": "77",
+        }
+        params = self.env["ir.config_parameter"].sudo()
+        for key, value in stored.items():
+            params.set_param(key, value)
+        public_fields = [name for name in ours if not Settings._fields[name].groups]
+        for role in ("public", "portal", "internal", "iot user"):
+            with self.subTest(role=role):
+                user = self.roles[role]
+                as_user = Settings.with_user(user)
+                spec = {name: {} for name in public_fields}
+                got = {
+                    "default_get": as_user.default_get(ours),
+                    "get_values": self.settings.with_user(user).get_values(),
+                    "onchange": as_user.onchange({}, [], spec)["value"],
+                }
+                for what, values in got.items():
+                    text = repr(values)
+                    self.assertFalse(
+                        [v for v in stored.values() if v in text], f"{role} {what}"
+                    )
+                    if what != "onchange":  # a new record shows the defaults
+                        self.assertFalse(
+                            [name for name in values if name in ours], f"{role} {what}"
+                        )
+        for user in (self.iot_manager, self.admin):
+            with self.subTest(user=user.login):
+                values = Settings.with_user(user).default_get(ours)
+                self.assertEqual(values["iot_mqtt_port"], 28883)
+                self.assertEqual(values["iot_mqtt_host"], stored["iot_base.mqtt_host"])
 
     def test_every_secret_setting_is_admin_only(self):
         """A secret setting added later must say groups=base.group_system."""

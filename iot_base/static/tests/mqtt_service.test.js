@@ -484,6 +484,72 @@ describe("subscriptions", () => {
 });
 
 describe("session secret", () => {
+    // GET /iot/app writes nothing: the page's config has no password, the
+    // service fetches it (POST /iot/app/config) before its first attempt
+    test("the page's password is fetched before the first attempt", async () => {
+        onRpc("/iot/app/config", async (request) => {
+            const {params} = await request.json();
+            expect.step(`issue ${params.client_id}`);
+            return makeConfig({
+                credentials: {
+                    username: "user_demo",
+                    password: "s3cret-issued",
+                    is_superuser: false,
+                },
+            });
+        });
+        const page = makeConfig({
+            credentials: {username: "user_demo", password: null, is_superuser: false},
+            expires_at: null,
+            expires_in: null,
+        });
+        const {mqtt, clients} = await setup({config: page});
+        expect(() => validateConfig(page)).toThrow(/credentials\.password/);
+        expect(readOdooConfig().credentials.password).toBe(null);
+        mqtt.connectWithOdooConfig();
+        expect(clients).toHaveLength(0);
+        expect(mqtt.state.status).toBe(STATUS.CONNECTING);
+        await tick();
+        expect.verifySteps(["issue user_demo~0a1b2c3d"]);
+        expect(clients).toHaveLength(1);
+        expect(clients[0].options.password).toBe("s3cret-issued");
+        expect(clients[0].options.clientId).toBe("user_demo~0a1b2c3d");
+        clients[0].accept();
+        await tick();
+        expect(mqtt.state.status).toBe(STATUS.CONNECTED);
+        expect(mqtt.state.secretRenewals).toBe(0);
+        expect(mqtt.state.expiresAt).not.toBe(null);
+        // connecting again uses the fetched password, without a new POST
+        mqtt.disconnect();
+        mqtt.connectWithOdooConfig();
+        expect(clients).toHaveLength(2);
+        expect(clients[1].options.password).toBe("s3cret-issued");
+        expect.verifySteps([]);
+    });
+
+    test("the page's password refused by Odoo: an error, no attempt", async () => {
+        onRpc("/iot/app/config", () => {
+            expect.step("issue");
+            throw makeServerError({
+                type: "AccessError",
+                description: "Only the MQTT console's own page may ask for this.",
+            });
+        });
+        const page = makeConfig({
+            credentials: {username: "user_demo", password: null, is_superuser: false},
+        });
+        const {mqtt, clients} = await setup({config: page});
+        const outcome = mqtt.connectWithOdooConfig();
+        await tick();
+        expect.verifySteps(["issue"]);
+        expect(await outcome).toBe(false);
+        expect(mqtt.state.status).toBe(STATUS.ERROR);
+        expect(mqtt.state.lastError).toMatch(/own page may ask/);
+        await advanceTime(RECONNECT.maxDelay * 5);
+        expect(clients).toHaveLength(0);
+        expect.verifySteps([]);
+    });
+
     test("renewed before it expires, then handed over to a new connection", async () => {
         let calls = 0;
         onRpc("/iot/app/config", async (request) => {

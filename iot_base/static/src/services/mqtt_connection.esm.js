@@ -154,9 +154,13 @@ export class MqttConnection {
      * Connect with `params` (after closing any current client) and keep
      * connected until stop() or fail().
      *
+     * @param {Object} params
+     * @param {Object} [options]
+     * @param {boolean} [options.deferred] the first attempt waits for the
+     *   caller's reopen() (a password still to fetch)
      * @returns {Promise<boolean>} whether the first attempt connected
      */
-    start(params) {
+    start(params, {deferred = false} = {}) {
         this._clearTimer("retry");
         this._clearTimer("online");
         this._settleFirstOutcome(false);
@@ -172,7 +176,12 @@ export class MqttConnection {
             }
         }
         const outcome = new Promise((resolve) => (this.firstOutcome = resolve));
-        this.reopen();
+        if (deferred) {
+            this._dropClient();
+            this.state.status = STATUS.CONNECTING;
+        } else {
+            this.reopen();
+        }
         return outcome;
     }
 

@@ -64,9 +64,14 @@ const FINAL_RPC_ERRORS = new Set([
  * Validate a console config (`window.odoo.mqtt_config` or the answer of the
  * refresh route) and return a normalized copy.
  *
+ * @param {Object} config
+ * @param {Object} [options]
+ * @param {boolean} [options.withPassword] false for the page's own config,
+ *   which has none: the page's GET writes nothing, its password comes from
+ *   the refresh route (a POST)
  * @throws {MqttConfigError} naming what is missing
  */
-export function validateConfig(config) {
+export function validateConfig(config, {withPassword = true} = {}) {
     if (!config || typeof config !== "object") {
         throw new MqttConfigError(
             _t(
@@ -85,7 +90,11 @@ export function validateConfig(config) {
         if (typeof credentials.username !== "string" || !credentials.username) {
             missing.push("credentials.username");
         }
-        if (typeof credentials.password !== "string" || !credentials.password) {
+        const password = credentials.password;
+        if (
+            (withPassword || (password !== null && password !== undefined)) &&
+            (typeof password !== "string" || !password)
+        ) {
             missing.push("credentials.password");
         }
         if (typeof credentials.is_superuser !== "boolean") {
@@ -112,7 +121,7 @@ export function validateConfig(config) {
         client_id: typeof config.client_id === "string" ? config.client_id : "",
         credentials: {
             username: credentials.username,
-            password: credentials.password,
+            password: credentials.password || null,
             is_superuser: credentials.is_superuser,
         },
         expires_at: config.expires_at || null,
@@ -128,9 +137,9 @@ export function validateConfig(config) {
     };
 }
 
-/** Read and validate `window.odoo.mqtt_config`. */
+/** Read and validate `window.odoo.mqtt_config` (no password: see validateConfig). */
 export function readOdooConfig() {
-    return validateConfig(window.odoo?.mqtt_config);
+    return validateConfig(window.odoo?.mqtt_config, {withPassword: false});
 }
 
 /**
@@ -244,6 +253,8 @@ class MqttService {
      * @param {string} [options.authKind] "jwt" when the password is a
      *   signed token (renewed, and reconnected with, before its exp)
      * @param {number} [options.protocolVersion] 4 (3.1.1, default) or 5
+     * @param {boolean} [options.fetchPassword] fetch the password with
+     *   `refresh` before the first attempt (the page's config has none)
      * @returns {Promise<boolean>} whether the first attempt connected
      *   (attempts go on in the background when it did not)
      * @throws {MqttConfigError} when the URL or the username is missing
@@ -287,14 +298,20 @@ class MqttService {
             acl: options.acl || null,
             expiresAt: this._session.expiresAt,
         });
+        if (options.fetchPassword && options.refresh) {
+            const outcome = this.connection.start(params, {deferred: true});
+            this._fetchFirstPassword();
+            return outcome;
+        }
         this._scheduleRefresh();
         return this.connection.start(params);
     }
 
     /**
      * Connect with the page's Odoo config (`window.odoo.mqtt_config`, or
-     * the latest one fetched since): the session secret is renewed before
-     * it expires and when the broker refuses it.
+     * the latest one fetched since): the page's password is fetched first
+     * (a POST to the refresh route), then renewed before it expires and
+     * when the broker refuses it.
      *
      * @param {Object} [overrides] e.g. {url} from the connection panel
      * @throws {MqttConfigError} when the config is missing or incomplete
@@ -314,6 +331,7 @@ class MqttService {
             expiresIn: config.expires_in ?? undefined,
             authKind: config.auth,
             refresh,
+            fetchPassword: !config.credentials.password,
             ...overrides,
         });
     }
@@ -468,6 +486,17 @@ class MqttService {
         );
     }
 
+    async _fetchFirstPassword() {
+        const session = this._session;
+        if (
+            (await this._refreshCredentials({first: true})) &&
+            this._session === session &&
+            this.connection.wanted
+        ) {
+            this.connection.reopen();
+        }
+    }
+
     async _renewBeforeExpiry() {
         this._refreshTimer = null;
         if (!this.connection.wanted) {
@@ -483,9 +512,11 @@ class MqttService {
 
     /**
      * Fetch a new config (new session secret) and use it from now on.
+     * @param {Object} [options]
+     * @param {boolean} [options.first] the page's first password: not a renewal
      * @returns {Promise<boolean>} whether it worked
      */
-    async _refreshCredentials() {
+    async _refreshCredentials({first = false} = {}) {
         const session = this._session;
         let config = null;
         try {
@@ -522,7 +553,9 @@ class MqttService {
         this._refreshFailures = 0;
         this._secretIsFresh = true;
         this._applyOdooConfig(config);
-        this.state.secretRenewals++;
+        if (!first) {
+            this.state.secretRenewals++;
+        }
         return true;
     }
 

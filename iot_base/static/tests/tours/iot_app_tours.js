@@ -7,8 +7,14 @@ import {user} from "@web/core/user";
 
 const tours = registry.category("web_tour.tours");
 
+// The page's own config (GET /iot/app: no password)
 function config() {
     return odoo.mqtt_config;
+}
+
+// The config the "mqtt" service fetched (POST /iot/app/config): the password
+function liveConfig() {
+    return odoo.__WOWL_DEBUG__.root.env.services.mqtt.odooConfig;
 }
 
 const connected = {
@@ -49,18 +55,20 @@ tours.add("iot_app_console", {
             connected,
             {
                 content:
-                    "The password is only in the masked input: not in the DOM, not in the URL",
+                    "The password is fetched, never shown: not in the DOM, not in the URL",
                 trigger: "#o_mqtt_password",
                 run: function () {
-                    const password = config().credentials.password;
+                    const password = liveConfig().credentials.password;
+                    check(password, "the page fetched no password");
+                    check(
+                        config().credentials.password === null,
+                        "the page's GET carries a password"
+                    );
                     check(
                         this.anchor.type === "password",
                         "the password input is not masked"
                     );
-                    check(
-                        this.anchor.value === password,
-                        "the password is not pre-filled"
-                    );
+                    check(this.anchor.value === "", "the password is pre-filled");
                     check(
                         !document.documentElement.outerHTML.includes(password),
                         "the password is in the DOM"
@@ -374,8 +382,8 @@ tours.add("iot_app_mosquitto", {
                 trigger: ".o_mqtt_subscriber",
                 run: () =>
                     check(
-                        /~\d+$/.test(config().credentials.username),
-                        `not a per-secret login: ${config().credentials.username}`
+                        /~\d+$/.test(liveConfig().credentials.username),
+                        `not a per-secret login: ${liveConfig().credentials.username}`
                     ),
             },
             ...subscribe(telemetry),

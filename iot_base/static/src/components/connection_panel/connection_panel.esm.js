@@ -55,9 +55,10 @@ export class ConnectionPanel extends Component {
             if (
                 config &&
                 username === config.credentials.username &&
-                password === config.credentials.password
+                (!password || password === config.credentials.password)
             ) {
-                // The page's own identity: its session secret gets renewed
+                // The page's own identity (its password is fetched, never
+                // typed or shown): its session secret gets renewed
                 this.mqtt.connectWithOdooConfig({url});
             } else {
                 const sameUser = config && username === config.credentials.username;
