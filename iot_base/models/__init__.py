@@ -33,3 +33,4 @@ from . import iot_mqtt_device_presence
 from . import iot_listener
 from . import iot_credentials_listener
 from . import ir_websocket
+from . import iot_fleet_dashboard

@@ -32,3 +32,4 @@ from . import test_settings_tour
 from . import test_listener_dbloss
 from . import test_all_views
 from . import test_x509_tools
+from . import test_fleet_dashboard
