@@ -4,7 +4,7 @@
 from datetime import timedelta
 
 from odoo import fields
-from odoo.tests import tagged
+from odoo.tests import HttpCase, tagged
 
 from .common import IotCommonCase
 
@@ -216,3 +216,57 @@ class TestFleetDashboard(IotCommonCase):
         self.assertFalse(data["can_see_logins"])
         self.assertEqual(data["refused_logins"], [])
         self.assertEqual(data["presence"]["online"], 1)
+
+
+@tagged("post_install", "-at_install")
+class TestFleetPage(HttpCase):
+    """The Fleet page in the browser (static/tests/backend_tours/iot_fleet_tours.js)."""
+
+    def test_fleet_page(self):
+        company = self.env.ref("base.main_company")
+        Device = self.env["iot.mqtt.device"]
+        devices = {}
+        for name, hardware_id in (
+            ("Alpha Sensor", "fp:00:01"),
+            ("Beta Sensor", "fp:00:02"),
+            ("Gamma Sensor", "fp:00:03"),
+            ("Delta Sensor", "fp:00:04"),
+        ):
+            devices[name], _secret = Device._register_device(hardware_id, name=name)
+        two_minutes_ago = fields.Datetime.now() - timedelta(minutes=2)
+        for name, state in (
+            ("Alpha Sensor", "online"),
+            ("Beta Sensor", "online"),
+            ("Gamma Sensor", "offline"),
+            ("Delta Sensor", "stale"),
+        ):
+            self.env.cr.execute(
+                "UPDATE iot_mqtt_device SET presence_state = %s, last_message_at = %s"
+                " WHERE id = %s",
+                [state, two_minutes_ago, devices[name].id],
+            )
+        now = fields.Datetime.now().replace(second=0, microsecond=0)
+        self.env["iot.throughput"].sudo().create(
+            [
+                {"company_id": company.id, "minute": now, "messages": 7},
+                {
+                    "company_id": company.id,
+                    "minute": now - timedelta(minutes=1),
+                    "messages": 11,
+                },
+            ]
+        )
+        Log = self.env["iot.auth.log"].sudo()
+        Log._record(
+            "auth",
+            "deny",
+            "invalid_credentials",
+            username=devices["Alpha Sensor"].username,
+            credential_id=devices["Alpha Sensor"].credential_id.id,
+        )
+        Log._record("rabbitmq", "deny", "bad_request", username=None, clientid=None)
+        self.start_tour(
+            "/odoo/action-iot_base.iot_fleet_dashboard_action",
+            "iot_base_fleet_tour",
+            login="admin",
+        )
