@@ -86,7 +86,11 @@ class IotFleetDashboard(models.AbstractModel):
         company: the record rules show it to administrators only."""
         Log = self.env["iot.auth.log"]
         if not Log.has_access("read"):
-            return {"can_see_logins": False, "logins_per_hour": [], "refused_logins": []}
+            return {
+                "can_see_logins": False,
+                "logins_per_hour": [],
+                "refused_logins": [],
+            }
         current = now.replace(minute=0, second=0, microsecond=0)
         hours = [
             current - timedelta(hours=offset)

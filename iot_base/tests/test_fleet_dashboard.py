@@ -42,7 +42,11 @@ class TestFleetDashboard(IotCommonCase):
             Throughput.create(
                 [
                     # the minute being counted: a burst right now
-                    {"company_id": company.id, "minute": cls.current, "messages": current},
+                    {
+                        "company_id": company.id,
+                        "minute": cls.current,
+                        "messages": current,
+                    },
                     {
                         "company_id": company.id,
                         "minute": cls.current - timedelta(minutes=1),
@@ -107,14 +111,15 @@ class TestFleetDashboard(IotCommonCase):
         )
         self.assertEqual(sum(p["messages"] for p in data["series"]), 7 + 11)
         self.assertEqual(data["dropped_last_hour"], 2)
-        self.assertEqual(
-            [name for _id, name in data["filters"]["fleets"]], ["A fleet"]
-        )
+        self.assertEqual([name for _id, name in data["filters"]["fleets"]], ["A fleet"])
         self.assertEqual(
             data["filters"]["companies"], [[self.company.id, self.company.name]]
         )
         self.assertEqual(
-            [(login["username"], login["clientid"]) for login in data["refused_logins"]],
+            [
+                (login["username"], login["clientid"])
+                for login in data["refused_logins"]
+            ],
             [(self.a_online.username, "a-client")],
         )
         self.assertEqual(sum(h["count"] for h in data["logins_per_hour"]), 1)
@@ -189,9 +194,9 @@ class TestFleetDashboard(IotCommonCase):
         hour_now = fields.Datetime.now().replace(minute=0, second=0, microsecond=0)
         self.assertEqual(hours[-1]["hour"], fields.Datetime.to_string(hour_now))
         by_hour = {h["hour"]: h["count"] for h in hours}
-        three_ago = (
-            fields.Datetime.now() - timedelta(hours=3)
-        ).replace(minute=0, second=0, microsecond=0)
+        three_ago = (fields.Datetime.now() - timedelta(hours=3)).replace(
+            minute=0, second=0, microsecond=0
+        )
         self.assertEqual(by_hour[fields.Datetime.to_string(three_ago)], 1)
         self.assertEqual(sum(by_hour.values()), 2)
 
@@ -199,7 +204,9 @@ class TestFleetDashboard(IotCommonCase):
         """Not "false false": what the broker sent, or "unknown"."""
         admin = self.env.ref("base.user_admin")
         logins = self._data(admin)["refused_logins"]
-        anonymous = [login for login in logins if login["reason"] == "Malformed request"]
+        anonymous = [
+            login for login in logins if login["reason"] == "Malformed request"
+        ]
         self.assertEqual(len(anonymous), 1)
         self.assertEqual(anonymous[0]["username"], "unknown")
         self.assertEqual(anonymous[0]["clientid"], "unknown")

@@ -168,7 +168,9 @@ export class FleetDashboard extends Component {
         this.state.devices = records;
         this.state.deviceCount = length;
         const ids = new Set(records.map((device) => device.id));
-        this.state.selected = new Set([...this.state.selected].filter((id) => ids.has(id)));
+        this.state.selected = new Set(
+            [...this.state.selected].filter((id) => ids.has(id))
+        );
     }
 
     onFilter(key, ev) {
@@ -182,7 +184,9 @@ export class FleetDashboard extends Component {
     }
 
     lastSeenTitle(device) {
-        return device.last_seen ? formatDateTime(deserializeDateTime(device.last_seen)) : "";
+        return device.last_seen
+            ? formatDateTime(deserializeDateTime(device.last_seen))
+            : "";
     }
 
     toggle(device, ev) {
@@ -247,7 +251,7 @@ export class FleetDashboard extends Component {
                 this.state.selected = new Set();
                 await this.load();
             },
-            cancel: () => {},
+            cancel: () => undefined,
         });
     }
 

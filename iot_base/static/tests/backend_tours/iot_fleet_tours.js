@@ -23,14 +23,18 @@ function chartOf(selector) {
 registry.category("web_tour.tours").add("iot_base_fleet_tour", {
     steps: () => [
         {
-            content: "The messages chart: a time axis, 60 minutes, the last one partial",
+            content:
+                "The messages chart: a time axis, 60 minutes, the last one partial",
             trigger: ".o_iot_fleet_messages_chart",
             run() {
                 const chart = chartOf(".o_iot_fleet_messages_chart");
                 check(chart.options.scales.x.type === "time", "no time axis");
                 const [dataset] = chart.data.datasets;
                 check(dataset.data.length === 60, `${dataset.data.length} minutes`);
-                check(dataset.data.at(-1) === 7, `current minute ${dataset.data.at(-1)}`);
+                check(
+                    dataset.data.at(-1) === 7,
+                    `current minute ${dataset.data.at(-1)}`
+                );
                 check(
                     dataset.backgroundColor.at(-1) !== dataset.backgroundColor.at(-2),
                     "the partial minute is not marked"
@@ -65,7 +69,9 @@ registry.category("web_tour.tours").add("iot_base_fleet_tour", {
             content: "A refused login without a username says unknown, not false",
             trigger: ".o_iot_fleet_logins td:contains('unknown')",
             run() {
-                const cells = [...document.querySelectorAll(".o_iot_fleet_dashboard td")];
+                const cells = [
+                    ...document.querySelectorAll(".o_iot_fleet_dashboard td"),
+                ];
                 check(
                     !cells.some((cell) => cell.innerText.trim() === "false"),
                     "a cell says false"
@@ -108,7 +114,8 @@ registry.category("web_tour.tours").add("iot_base_fleet_tour", {
         },
         {
             content: "The device form opens",
-            trigger: ".o_form_view .o_field_widget[name=name]:has(input:value('Beta Sensor')), .o_form_view .o_field_widget[name=name]:contains('Beta Sensor')",
+            trigger:
+                ".o_form_view .o_field_widget[name=name]:has(input:value('Beta Sensor')), .o_form_view .o_field_widget[name=name]:contains('Beta Sensor')",
         },
     ],
 });
