@@ -153,3 +153,26 @@ class IotFleetDashboard(models.AbstractModel):
                 [company.id, company.display_name] for company in self.env.companies
             ],
         }
+
+    @api.model
+    def get_device_peers(self, device_ids):
+        """The address of each device's last accepted login, where the user
+        may read Broker Decisions: ``{device id: peer}``."""
+        Log = self.env["iot.auth.log"]
+        if not Log.has_access("read"):
+            return {}
+        # search, not browse: another company's device is not read
+        devices = self.env["iot.mqtt.device"].search([("id", "in", device_ids)])
+        by_credential = {d.credential_id.id: d.id for d in devices if d.credential_id}
+        last = Log._read_group(
+            [
+                ("credential_id", "in", list(by_credential)),
+                ("result", "=", "allow"),
+                ("action", "=", False),
+                ("peer", "!=", False),
+            ],
+            ["credential_id"],
+            ["id:max"],
+        )
+        entries = Log.browse([entry_id for _credential, entry_id in last])
+        return {by_credential[entry.credential_id.id]: entry.peer for entry in entries}

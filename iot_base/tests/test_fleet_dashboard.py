@@ -218,6 +218,39 @@ class TestFleetDashboard(IotCommonCase):
             [(login["username"], login["clientid"]) for login in logins],
         )
 
+    def test_device_peers_of_the_users_companies(self):
+        Log = self.env["iot.auth.log"].sudo()
+        for device, peer in ((self.a_online, "10.0.0.1"), (self.b_online, "10.9.9.9")):
+            Log._record(
+                "auth",
+                "allow",
+                "ok",
+                username=device.username,
+                peer="192.0.2.1",
+                credential_id=device.credential_id.id,
+            )
+            Log._record(
+                "auth",
+                "allow",
+                "ok",
+                username=device.username,
+                peer=peer,
+                credential_id=device.credential_id.id,
+            )
+        ids = (self.a_online | self.a_stale | self.b_online).ids
+        Dashboard = self.env["iot.fleet.dashboard"]
+        self.assertEqual(
+            Dashboard.with_user(self.iot_manager).get_device_peers(ids),
+            {self.a_online.id: "10.0.0.1"},
+        )
+        self.assertEqual(
+            Dashboard.with_user(self.other_manager)
+            .with_company(self.other_company)
+            .get_device_peers(ids),
+            {self.b_online.id: "10.9.9.9"},
+        )
+        self.assertEqual(Dashboard.with_user(self.iot_user).get_device_peers(ids), {})
+
     def test_iot_user_gets_no_logins(self):
         data = self._data(self.iot_user)
         self.assertFalse(data["can_see_logins"])
@@ -272,6 +305,14 @@ class TestFleetPage(HttpCase):
             credential_id=devices["Alpha Sensor"].credential_id.id,
         )
         Log._record("rabbitmq", "deny", "bad_request", username=None, clientid=None)
+        Log._record(
+            "auth",
+            "allow",
+            "ok",
+            username=devices["Alpha Sensor"].username,
+            peer="10.1.2.3",
+            credential_id=devices["Alpha Sensor"].credential_id.id,
+        )
         self.start_tour(
             "/odoo/action-iot_base.iot_fleet_dashboard_action",
             "iot_base_fleet_tour",

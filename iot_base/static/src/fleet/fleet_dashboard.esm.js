@@ -165,6 +165,14 @@ export class FleetDashboard extends Component {
             this.deviceDomain,
             {specification: DEVICE_FIELDS, limit: DEVICE_LIMIT, order: "name, id"}
         );
+        const peers = records.length
+            ? await this.orm.call("iot.fleet.dashboard", "get_device_peers", [
+                  records.map((device) => device.id),
+              ])
+            : {};
+        for (const device of records) {
+            device.peer = peers[device.id] || "";
+        }
         this.state.devices = records;
         this.state.deviceCount = length;
         const ids = new Set(records.map((device) => device.id));

@@ -66,6 +66,11 @@ registry.category("web_tour.tours").add("iot_base_fleet_tour", {
                 ".o_iot_fleet_device:contains('Alpha Sensor') .o_iot_fleet_last_seen:contains('2 minutes ago')",
         },
         {
+            content: "It shows the address of the device's last accepted login",
+            trigger:
+                ".o_iot_fleet_device:contains('Alpha Sensor') .o_iot_fleet_peer:contains('10.1.2.3')",
+        },
+        {
             content: "A refused login without a username says unknown, not false",
             trigger: ".o_iot_fleet_logins td:contains('unknown')",
             run() {
