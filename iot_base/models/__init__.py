@@ -34,3 +34,4 @@ from . import iot_listener
 from . import iot_credentials_listener
 from . import ir_websocket
 from . import bus_bus
+from . import iot_fleet_dashboard

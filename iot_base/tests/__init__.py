@@ -35,3 +35,4 @@ from . import test_x509_tools
 from . import test_broker_api
 from . import test_listener_process
 from . import test_bus_presence
+from . import test_fleet_dashboard
