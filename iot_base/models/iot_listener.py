@@ -20,10 +20,10 @@ from psycopg2.extras import execute_values
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..tools.client_ids import make_client_id
 from ..tools.mosquitto_files import login_for
 from ..tools.settings import bool_param, number_param
 from .iot_broker_session import database_is_neutralized
-from .iot_credentials import make_client_id
 from .iot_device_reading_history import DEFAULT_HISTORY_DAYS, HISTORY_DAYS_PARAM
 
 _logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class IotListener(models.AbstractModel):
             )
             return credentials.browse()
         if not credential:
-            credential = credentials.create(
+            credential = credentials._create_odoo_credentials(
                 {
                     "username": username,
                     "kind": "service",

@@ -8,8 +8,9 @@ from unittest.mock import patch
 
 from odoo.tests import BaseCase, HttpCase, tagged
 
-from odoo.addons.iot_base.models import iot_credentials as credentials_module
-from odoo.addons.iot_base.models.iot_credentials import (
+from odoo.addons.iot_base.models import iot_credentials as credentials_model
+from odoo.addons.iot_base.tools import client_ids
+from odoo.addons.iot_base.tools.client_ids import (
     client_id_owner,
     make_client_id,
     owns_client_id,
@@ -86,12 +87,14 @@ class TestClientIdPolicy(BaseCase):
         rng = random.Random(8)
         usernames = {"dev", "dev_1", "dev.1", "dev-1", "dev:1", "dev@1", "d"}
         while len(usernames) < 200:
-            usernames.add(
-                "".join(rng.choice(USERNAME_CHARS) for _i in range(rng.randint(1, 6)))
+            username = "".join(
+                rng.choice(USERNAME_CHARS) for _i in range(rng.randint(1, 6))
             )
+            if username.strip("."):  # dots only: no username (test_only_dots)
+                usernames.add(username)
         suffixes = ["1", "a", "dev", "0a1b2c3d", ".", "x" * 64]
         for username in usernames:
-            self.assertTrue(credentials_module.USERNAME_RE.fullmatch(username))
+            self.assertTrue(client_ids.USERNAME_RE.fullmatch(username))
             for client_id in [username] + [
                 make_client_id(username, suffix) for suffix in suffixes
             ]:
@@ -99,9 +102,38 @@ class TestClientIdPolicy(BaseCase):
                 self.assertEqual(owners, [username], client_id)
 
     def test_separator_never_in_a_username(self):
-        separator = credentials_module.CLIENT_ID_SEPARATOR
-        self.assertIsNone(credentials_module.USERNAME_RE.fullmatch(separator))
-        self.assertIsNone(credentials_module.USERNAME_RE.fullmatch(f"a{separator}b"))
+        separator = client_ids.CLIENT_ID_SEPARATOR
+        self.assertIsNone(client_ids.USERNAME_RE.fullmatch(separator))
+        self.assertIsNone(client_ids.USERNAME_RE.fullmatch(f"a{separator}b"))
+
+    def test_only_dots(self):
+        """A username made of dots is a REST path dot-segment on RabbitMQ's
+        and EMQX's APIs (``..`` addresses the parent collection): nobody's,
+        and no client id of it is anybody's."""
+        problem = client_ids.username_problem
+        for username in (".", "..", "...", "." * 128):
+            with self.subTest(username=username):
+                self.assertEqual(problem(username), client_ids.ONLY_DOTS)
+                self.assertEqual(problem(username, odoo_own=True), "dots")
+                self.assertIsNone(client_id_owner(username))
+                self.assertIsNone(client_id_owner(f"{username}~1"))
+                with self.assertRaises(ValueError):
+                    make_client_id(username, "1")
+        # dots beside other characters address the user itself: still valid
+        for username in (".a", "a.", "a..b", "dev.1", "a:b@c.d-e_f"):
+            with self.subTest(username=username):
+                self.assertIsNone(problem(username))
+                self.assertEqual(client_id_owner(f"{username}~1"), username)
+
+    def test_reserved(self):
+        problem = client_ids.username_problem
+        for username in ("odoo_publisher", "odoo_listener_99", "odoo_"):
+            self.assertEqual(problem(username), client_ids.RESERVED)
+            self.assertIsNone(problem(username, odoo_own=True))
+        for username in ("odoo", "odoo-x", "xodoo_", "ODOO_x"):
+            self.assertIsNone(problem(username))
+        for username in ("", "a b", "a~b", "a/b", "a+b", "a#b", "a%b", "é", None, 7):
+            self.assertEqual(problem(username), client_ids.BAD_CHARSET)
 
     def test_make_client_id(self):
         self.assertEqual(make_client_id("device_01", "ab12"), "device_01~ab12")
@@ -159,7 +191,7 @@ class TestClientIdEndpoints(HttpCase):
         for client_id in self.FOREIGN:
             with (
                 self.subTest(client_id=client_id),
-                patch.object(credentials_module, "verify_secret") as verify,
+                patch.object(credentials_model, "verify_secret") as verify,
             ):
                 self.assertEqual(
                     self._emqx(
