@@ -488,5 +488,9 @@ class IotCredentials(models.Model):
             "context": {
                 "default_username": self.username,
                 "default_secret": secret,
+                # a device's client id comes with its secret (shown once)
+                "default_client_id": client_ids.issued_client_id(self.username, secret)
+                if self.kind == "device"
+                else False,
             },
         }

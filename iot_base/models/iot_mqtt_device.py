@@ -8,6 +8,7 @@ from psycopg2.errors import UniqueViolation
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+from ..tools.client_ids import issued_client_id
 from ..tools.limits import company_over_limit
 from ..tools.names import NAME_MAX, name_problem
 from .iot_app import DEFAULT_BROKER_URL
@@ -436,9 +437,9 @@ class IotMqttDevice(models.Model):
             "hardware_id": self.hardware_id,
             "name": self.name,
             "username": self.username,
-            # the client id policy: a device connects as its username (or
-            # ``<username>~<suffix>``); any other client id is refused
-            "client_id": self.username,
+            # only with the secret (it is derived from it): the id nobody
+            # else can learn, required where the broker does not bind ids
+            "client_id": issued_client_id(self.username, secret) if secret else None,
             # only when issued by this call: it is never shown again
             "password": secret,
             "broker": {

@@ -6,9 +6,10 @@ import json
 import random
 from unittest.mock import patch
 
-from odoo.tests import BaseCase, HttpCase, tagged
+from odoo.tests import BaseCase, HttpCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_credentials as credentials_model
+from odoo.addons.iot_base.models.iot_broker import REQUIRE_ISSUED_CLIENT_ID_PARAM
 from odoo.addons.iot_base.tools import client_ids
 from odoo.addons.iot_base.tools.client_ids import (
     client_id_owner,
@@ -360,3 +361,142 @@ class TestClientIdEndpoints(HttpCase):
             ),
             "allow",
         )
+
+
+@tagged("post_install", "-at_install")
+class TestIssuedClientId(HttpCase):
+    """The client id issued with a device's secret, and its requirement on
+    the HTTP paths, where Odoo sees the client id (EMQX, RabbitMQ)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        params = cls.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.auth_token", TOKEN)
+        params.set_param(REQUIRE_ISSUED_CLIENT_ID_PARAM, "True")
+        cls.device, cls.secret = cls.env["iot.mqtt.device"]._register_device("issued-1")
+        cls.username = cls.device.username
+        cls.issued = client_ids.issued_client_id(cls.username, cls.secret)
+
+    _emqx = TestClientIdEndpoints._emqx
+    _rabbit = TestClientIdEndpoints._rabbit
+
+    def test_issued_id(self):
+        self.assertRegex(self.issued, rf"^{self.username}~[0-9a-f]{{32}}$")
+        self.assertNotIn(self.issued[len(self.username) + 1 :], self.secret)
+        self.assertTrue(
+            client_ids.is_issued_client_id(self.username, self.secret, self.issued)
+        )
+        other_secret = self.device._issue_device_secret()
+        self.assertNotEqual(
+            client_ids.issued_client_id(self.username, other_secret), self.issued
+        )
+        for wrong in (self.username, self.username + "~1", self.issued + "0", None):
+            self.assertFalse(
+                client_ids.is_issued_client_id(self.username, self.secret, wrong)
+            )
+        self.assertFalse(
+            client_ids.is_issued_client_id(self.username, None, self.issued)
+        )
+
+    def test_shown_with_the_secret(self):
+        action = self.device.action_rotate_secret()
+        context = action["context"]
+        self.assertEqual(
+            context["default_client_id"],
+            client_ids.issued_client_id(self.username, context["default_secret"]),
+        )
+        service = self.env["iot.credentials"].create(
+            {"username": "svc_issued01", "kind": "service"}
+        )
+        self.assertFalse(service.action_rotate_secret()["context"]["default_client_id"])
+
+    def test_required_on_http_paths(self):
+        """Required: the device's CONNECT with its username (or any other of
+        its ids) is refused on EMQX and RabbitMQ; the issued id gets in;
+        console users and services keep their own ids."""
+        for client_id in (self.username, self.username + "~tab-1"):
+            with self.subTest(client_id=client_id):
+                self.assertEqual(
+                    self._emqx(
+                        "auth",
+                        username=self.username,
+                        password=self.secret,
+                        clientid=client_id,
+                    ),
+                    "deny",
+                )
+                log = self.env["iot.auth.log"].search(
+                    [("username", "=", self.username)], limit=1
+                )
+                self.assertEqual(
+                    (log.result, log.reason, log.clientid),
+                    ("deny", "clientid_denied", client_id),
+                )
+                self.assertEqual(
+                    self._rabbit(
+                        "user",
+                        username=self.username,
+                        password=self.secret,
+                        vhost="/",
+                        client_id=client_id,
+                    ),
+                    "deny",
+                )
+        self.assertEqual(
+            self._emqx(
+                "auth",
+                username=self.username,
+                password=self.secret,
+                clientid=self.issued,
+            ),
+            "allow",
+        )
+        self.assertTrue(
+            self._rabbit(
+                "user",
+                username=self.username,
+                password=self.secret,
+                vhost="/",
+                client_id=self.issued,
+            ).startswith("allow")
+        )
+        # not required: the username id works again
+        self.env["ir.config_parameter"].sudo().set_param(
+            REQUIRE_ISSUED_CLIENT_ID_PARAM, "False"
+        )
+        self.assertEqual(
+            self._emqx(
+                "auth",
+                username=self.username,
+                password=self.secret,
+                clientid=self.username,
+            ),
+            "allow",
+        )
+
+    def test_console_and_services_unaffected(self):
+        user = new_test_user(
+            self.env,
+            login="issued.console",
+            groups="base.group_user,iot_base.iot_base_group_user",
+        )
+        creds = user.with_user(user).get_or_create_iot_credentials()
+        service = self.env["iot.credentials"].create(
+            {"username": "svc_issued02", "kind": "service"}
+        )
+        service_secret = service.action_rotate_secret()["context"]["default_secret"]
+        for username, password in (
+            (creds["username"], creds["password"]),
+            ("svc_issued02", service_secret),
+        ):
+            with self.subTest(username=username):
+                self.assertEqual(
+                    self._emqx(
+                        "auth",
+                        username=username,
+                        password=password,
+                        clientid=f"{username}~0a1b2c3d",
+                    ),
+                    "allow",
+                )

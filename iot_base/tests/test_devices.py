@@ -15,6 +15,7 @@ from odoo.addons.iot_base.models.iot_mqtt_device import (
     ProvisioningConflict,
     normalize_hardware_id,
 )
+from odoo.addons.iot_base.tools.client_ids import issued_client_id
 
 from .common import IotCommonCase
 
@@ -391,7 +392,11 @@ class TestProvisioningApi(HttpCase):
         reply = response.json()
         self.assertEqual(reply["hardware_id"], "aa:bb:cc:dd:ee:aa")
         self.assertTrue(reply["password"])
-        self.assertEqual(reply["client_id"], reply["username"])
+        # the client id comes with the secret, derived from it
+        self.assertEqual(
+            reply["client_id"], issued_client_id(reply["username"], reply["password"])
+        )
+        self.assertTrue(reply["client_id"].startswith(reply["username"] + "~"))
         self.assertEqual(set(reply["topics"]), {"telemetry", "status", "commands"})
         self.assertEqual(set(reply["broker"]), {"host", "port", "tls", "websocket_url"})
         self.assertEqual(response.headers["Cache-Control"], "no-store")

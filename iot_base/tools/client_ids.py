@@ -19,6 +19,8 @@ A username must be usable unchanged by every supported broker:
   (a bijection, so dots inside a name stay unambiguous).
 """
 
+import hashlib
+import hmac
 import re
 
 USERNAME_MAX = 128
@@ -35,6 +37,13 @@ RESERVED_PREFIX = "odoo_"
 # client id (use_username_as_clientid), is its credential's.
 CLIENT_ID_SEPARATOR = "~"
 CLIENT_ID_SUFFIX_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+# The client id issued with a device's secret: ``<username>~<32 hex>``, the
+# suffix an HMAC of the secret. Brokers that do not bind client ids to users
+# (RabbitMQ 3.10 registers them cluster-wide by the id alone) let anyone who
+# knows a device's client id knock it off; usernames are in topics, this id
+# is known only to whoever holds the secret, and Odoo stores nothing more.
+ISSUED_SUFFIX_HEX = 32  # 128 bits
+_ISSUED_LABEL = b"iot_base issued client id"
 
 # why a username is refused (username_problem)
 BAD_CHARSET = "charset"
@@ -86,3 +95,20 @@ def make_client_id(username, suffix):
     if not owns_client_id(username, client_id):
         raise ValueError(f"not a client id of {username!r}: {client_id!r}")
     return client_id
+
+
+def issued_client_id(username, secret):
+    """The client id issued to the credential ``username`` with ``secret``."""
+    digest = hmac.new(secret.encode(), _ISSUED_LABEL, hashlib.sha256).hexdigest()
+    return make_client_id(username, digest[:ISSUED_SUFFIX_HEX])
+
+
+def is_issued_client_id(username, secret, client_id):
+    """Whether ``client_id`` is the one issued to ``username`` with
+    ``secret`` (constant time)."""
+    if not (isinstance(secret, str) and isinstance(client_id, str)):
+        return False
+    if not owns_client_id(username, client_id):
+        return False
+    expected = issued_client_id(username, secret)
+    return hmac.compare_digest(expected.encode(), client_id.encode())
