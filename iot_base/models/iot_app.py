@@ -8,7 +8,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import AccessError
 
 from ..tools import rabbitmq_scopes, topic_acl
-from .iot_credentials import CLIENT_ID_SEPARATOR, make_client_id
+from ..tools.client_ids import CLIENT_ID_SEPARATOR, make_client_id
 
 # Server-made MQTT client ids of the console: one per page (tab), so that two
 # tabs of the same user never take over each other's session; of the user's

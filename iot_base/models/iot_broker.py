@@ -14,6 +14,8 @@ from odoo import api, models
 from odoo.tools import SQL
 
 from ..tools import topic_acl
+from ..tools.client_ids import is_issued_client_id
+from ..tools.settings import bool_param
 
 ALLOW = {"result": "allow"}
 DENY = {"result": "deny"}
@@ -24,6 +26,11 @@ ALLOW_EVERYTHING = [topic_acl.Rule("allow", "all", "#")]
 # request (it is never replayed).
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "3s"
+# Devices must connect with the client id issued with their secret
+# (tools/client_ids.issued_client_id): set it where a broker does not bind
+# client ids to users (RabbitMQ 3.10 with console tokens or its store, EMQX's
+# store), so that nobody can knock a device off by its id.
+REQUIRE_ISSUED_CLIENT_ID_PARAM = "iot_base.require_issued_client_id"
 
 
 class Login(NamedTuple):
@@ -103,6 +110,12 @@ class IotBroker(models.AbstractModel):
         if not credential:
             throttle._register_failure(username, throttle_peer)
             return Login(None, None, "invalid_credentials")
+        if (
+            credential.kind == "device"
+            and bool_param(self.env, REQUIRE_ISSUED_CLIENT_ID_PARAM)
+            and not is_issued_client_id(username, password, clientid)
+        ):
+            return Login(None, None, "clientid_denied")
         self._log(
             endpoint,
             "allow",

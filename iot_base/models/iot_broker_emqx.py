@@ -10,8 +10,8 @@ from datetime import timezone
 from odoo import api, models
 
 from ..tools import topic_acl
+from ..tools.client_ids import owns_client_id
 from .iot_broker import ALLOW
-from .iot_credentials import owns_client_id
 
 
 class IotBrokerEmqx(models.AbstractModel):

@@ -22,7 +22,7 @@ else, or a status other than 200/201, is an error RabbitMQ treats as a deny.
 from odoo import api, models
 
 from ..tools import topic_acl
-from .iot_credentials import owns_client_id
+from ..tools.client_ids import owns_client_id
 
 RABBITMQ_ALLOW = "allow"
 RABBITMQ_DENY = "deny"

@@ -9,21 +9,15 @@ from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools import SQL
 
+from ..tools import client_ids
+from ..tools.limits import company_over_limit
 from ..tools.secret_hash import INDEX_SIZE, MAX_SECRET_LENGTH, verify_secret
 
-# MQTT allows any UTF-8 username; ours must also be safe as a Mosquitto
-# password-file key, in ACL placeholders and in log lines.
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
-# usernames only Odoo itself (or a system administrator) gives out
-RESERVED_PREFIX = "odoo_"
-# A client id belongs to one credential: the id equal to its username, or the
-# username, CLIENT_ID_SEPARATOR and a short suffix (one per connection). No
-# username can hold the separator, so no username is a prefix of another's
-# ids. It is also the separator of the per-secret Mosquitto logins
-# (iot_mosquitto_sync.LOGIN_SEPARATOR): such a login, which Mosquitto uses as
-# client id (use_username_as_clientid), is its credential's.
-CLIENT_ID_SEPARATOR = "~"
-CLIENT_ID_SUFFIX_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+# the context key, and its only value, of Odoo's own code giving out one of
+# the reserved (``odoo_``) usernames: a Python object, which no RPC context
+# (JSON) can carry (see _create_odoo_credentials)
+ODOO_OWN_KEY = "iot_base_odoo_own_credential"
+ODOO_OWN = object()
 # Changes of these fields change what a broker must be told (Mosquitto files)
 BROKER_FIELDS = {
     "username",
@@ -45,32 +39,6 @@ class IssuedSecret(NamedTuple):
     secret: str
     expires_at: datetime | None
     secret_id: int
-
-
-def client_id_owner(client_id):
-    """The username owning the MQTT client id ``client_id``, or None when no
-    credential may use it. The one place of the client id policy: every
-    broker check asks it."""
-    if not isinstance(client_id, str):
-        return None
-    username, separator, suffix = client_id.partition(CLIENT_ID_SEPARATOR)
-    if separator and not CLIENT_ID_SUFFIX_RE.fullmatch(suffix):
-        return None
-    return username if USERNAME_RE.fullmatch(username) else None
-
-
-def owns_client_id(username, client_id):
-    """Whether the credential named ``username`` may connect as ``client_id``."""
-    return isinstance(username, str) and client_id_owner(client_id) == username
-
-
-def make_client_id(username, suffix):
-    """A client id of the credential ``username`` (``suffix`` as the policy
-    allows it, e.g. a few random hex digits)."""
-    client_id = f"{username}{CLIENT_ID_SEPARATOR}{suffix}"
-    if not owns_client_id(username, client_id):
-        raise ValueError(f"not a client id of {username!r}: {client_id!r}")
-    return client_id
 
 
 class IotCredentials(models.Model):
@@ -147,25 +115,11 @@ class IotCredentials(models.Model):
 
     @api.constrains("username")
     def _check_username(self):
-        system = self.env.su or self.env.user.has_group("base.group_system")
+        odoo_own = self.env.context.get(ODOO_OWN_KEY) is ODOO_OWN
         for credential in self:
-            if not USERNAME_RE.fullmatch(credential.username or ""):
-                raise ValidationError(
-                    _(
-                        "The MQTT username %(name)r may only contain letters, "
-                        "digits and . _ : @ - (128 at most).",
-                        name=credential.username,
-                    )
-                )
-            # Odoo's own logins: whoever takes one first would get (or block)
-            # what Odoo gives it (models/iot_listener.py)
-            if not system and credential.username.startswith(RESERVED_PREFIX):
-                raise ValidationError(
-                    _(
-                        "MQTT usernames starting with %(prefix)s are Odoo's own.",
-                        prefix=RESERVED_PREFIX,
-                    )
-                )
+            error = self._username_error(credential.username, odoo_own)
+            if error:
+                raise ValidationError(error)
 
     @api.constrains("kind", "user_id")
     def _check_owner(self):
@@ -180,6 +134,10 @@ class IotCredentials(models.Model):
                 vals["username"] = vals["username"].strip()
         if any(vals.get("is_superuser") for vals in vals_list):
             self._check_superuser_change()
+        if self.env.context.get(ODOO_OWN_KEY) is not ODOO_OWN:
+            self._check_company_limit(
+                [vals.get("company_id") or self.env.company.id for vals in vals_list]
+            )
         credentials = super().create(vals_list)
         self.env["iot.mosquitto.sync"].sudo()._schedule()
         return credentials
@@ -189,6 +147,9 @@ class IotCredentials(models.Model):
             credential.is_superuser != bool(vals["is_superuser"]) for credential in self
         ):
             self._check_superuser_change()
+        if vals.get("company_id"):
+            moved = self.filtered(lambda c: c.company_id.id != vals["company_id"])
+            self._check_company_limit([vals["company_id"]] * len(moved))
         self.env["iot.broker.session"]._cut(self, vals)
         res = super().write(vals)
         if "company_id" in vals:
@@ -218,6 +179,41 @@ class IotCredentials(models.Model):
                 _("Only administrators can make or unmake a broker superuser.")
             )
 
+    @api.model
+    def _check_company_limit(self, company_ids):
+        """Refuse adding credentials to the companies ``company_ids`` (one id
+        per new credential) past ``iot_base.max_credentials_per_company``."""
+        over = company_over_limit(
+            self, "iot_base.max_credentials_per_company", company_ids
+        )
+        if over:
+            raise UserError(
+                _(
+                    "%(company)s may have at most %(limit)s MQTT credentials "
+                    "(archived ones included; Settings > IoT): delete unused "
+                    "ones first.",
+                    company=self.env["res.company"].browse(over[0]).sudo().name,
+                    limit=over[1],
+                )
+            )
+
+    @api.model
+    def _create_odoo_credentials(self, vals_list):
+        """Create Odoo's own service credentials: the only way to give out a
+        reserved ``odoo_`` username (not open to RPC, and sudo alone does
+        not do it). Not counted against the company's limit."""
+        own = self.sudo().with_context(**{ODOO_OWN_KEY: ODOO_OWN})
+        return own.create(vals_list).with_env(self.env)
+
+    @api.model
+    def _load_records(self, data_list, update=False, ignore_duplicates=False):
+        # this module's data files create Odoo's own credentials (odoo_publisher)
+        if self.env.su and all(
+            (data.get("xml_id") or "").startswith("iot_base.") for data in data_list
+        ):
+            self = self.with_context(**{ODOO_OWN_KEY: ODOO_OWN})
+        return super()._load_records(data_list, update, ignore_duplicates)
+
     @api.ondelete(at_uninstall=False)
     def _unlink_except_odoo_publisher(self):
         # iot.mqtt.client connects as this credential, found by its xmlid
@@ -238,15 +234,44 @@ class IotCredentials(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
+    def _username_error(self, username, odoo_own=False):
+        """Why ``username`` cannot be given out (a sentence for whoever asked
+        for it), or None; ``odoo_own``: Odoo's own code is asking for one of
+        its service usernames (tools/client_ids.py has the policy)."""
+        problem = client_ids.username_problem(username, odoo_own)
+        if problem == client_ids.BAD_CHARSET:
+            return _(
+                "The MQTT username %(name)r may only contain letters, "
+                "digits and . _ : @ - (%(max)s at most).",
+                name=username,
+                max=client_ids.USERNAME_MAX,
+            )
+        if problem == client_ids.ONLY_DOTS:
+            return _(
+                "The MQTT username %(name)r is made of dots only, which broker "
+                "APIs cannot address: use a letter or digit too.",
+                name=username,
+            )
+        if problem == client_ids.RESERVED:
+            return _(
+                "The MQTT username %(name)r starts with %(prefix)s: such names "
+                "are Odoo's own (its publisher and listeners).",
+                name=username,
+                prefix=client_ids.RESERVED_PREFIX,
+            )
+        return None
+
+    @api.model
     def _sanitize_login(self, login):
         """``admin@example.com`` -> ``admin_example_com``."""
         cleaned = re.sub(r"[^a-z0-9]+", "_", (login or "").lower()).strip("_")
         return cleaned[:100] or "user"
 
     @api.model
-    def _free_username(self, base):
-        """``base``, or ``base_2``, ``base_3``... the first one not taken."""
-        taken = set(
+    def _free_username(self, base, planned=frozenset()):
+        """``base``, or ``base_2``, ``base_3``... the first one neither taken
+        nor ``planned`` (by the batch being created)."""
+        taken = set(planned) | set(
             self.with_context(active_test=False)
             .sudo()
             .search([("username", "=like", f"{base}%")])
@@ -463,5 +488,9 @@ class IotCredentials(models.Model):
             "context": {
                 "default_username": self.username,
                 "default_secret": secret,
+                # a device's client id comes with its secret (shown once)
+                "default_client_id": client_ids.issued_client_id(self.username, secret)
+                if self.kind == "device"
+                else False,
             },
         }

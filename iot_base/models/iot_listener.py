@@ -23,10 +23,10 @@ from psycopg2.extras import execute_values
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..tools.client_ids import make_client_id
 from ..tools.mosquitto_files import login_for
 from ..tools.settings import bool_param, number_param
 from .iot_broker_session import database_is_neutralized
-from .iot_credentials import make_client_id
 from .iot_device_reading_history import (
     DEFAULT_HISTORY_CAP,
     DEFAULT_HISTORY_DAYS,
@@ -207,7 +207,7 @@ class IotListener(models.AbstractModel):
                 company.id,
                 free[0],
             )
-        return credentials.create(
+        return credentials._create_odoo_credentials(
             {
                 "username": free[0],
                 "kind": "service",

@@ -21,8 +21,8 @@ from odoo import _, api, models
 from odoo.exceptions import UserError
 from odoo.tools import config
 
+from ..tools.client_ids import make_client_id
 from ..tools.settings import bool_param, number_param
-from .iot_credentials import make_client_id
 
 _logger = logging.getLogger(__name__)
 

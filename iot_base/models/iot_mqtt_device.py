@@ -8,9 +8,10 @@ from psycopg2.errors import UniqueViolation
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+from ..tools.client_ids import issued_client_id
+from ..tools.limits import company_over_limit
 from ..tools.names import NAME_MAX, name_problem
 from .iot_app import DEFAULT_BROKER_URL
-from .iot_credentials import USERNAME_RE
 
 MAC_SEPARATORS_RE = re.compile(r"[\s:.\-]")
 HEX12_RE = re.compile(r"^[0-9a-f]{12}$")
@@ -137,9 +138,11 @@ class IotMqttDevice(models.Model):
                 vals["hardware_id"] = (
                     normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
                 )
+        self._check_company_limit(
+            [vals.get("company_id") or self.env.company.id for vals in vals_list]
+        )
         devices = super().create(vals_list)
-        for device in devices.filtered(lambda d: not d.credential_id):
-            device.credential_id = device._create_credential()
+        devices.filtered(lambda d: not d.credential_id)._create_credentials()
         return devices
 
     def write(self, vals):
@@ -147,6 +150,9 @@ class IotMqttDevice(models.Model):
             vals["hardware_id"] = (
                 normalize_hardware_id(vals["hardware_id"]) or vals["hardware_id"]
             )
+        if vals.get("company_id"):
+            moved = self.filtered(lambda d: d.company_id.id != vals["company_id"])
+            self._check_company_limit([vals["company_id"]] * len(moved))
         if "active" in vals:
             # the credential changes with the device: the writer must be
             # allowed to change it (a superuser's is for administrators)
@@ -168,6 +174,21 @@ class IotMqttDevice(models.Model):
         credentials.unlink()
         return res
 
+    @api.model
+    def _check_company_limit(self, company_ids):
+        """Refuse adding devices to the companies ``company_ids`` (one id per
+        new device) past ``iot_base.max_devices_per_company``."""
+        over = company_over_limit(self, "iot_base.max_devices_per_company", company_ids)
+        if over:
+            raise UserError(
+                _(
+                    "%(company)s may have at most %(limit)s devices (archived "
+                    "ones included; Settings > IoT): delete unused ones first.",
+                    company=self.env["res.company"].browse(over[0]).sudo().name,
+                    limit=over[1],
+                )
+            )
+
     def _iot_name_fields(self):
         return dict(super()._iot_name_fields(), firmware_version=FIRMWARE_MAX)
 
@@ -175,9 +196,10 @@ class IotMqttDevice(models.Model):
     # Credentials
     # ------------------------------------------------------------------
 
-    def _username_from_pattern(self):
+    def _username_from_pattern(self, planned=frozenset()):
         """The company's pattern, e.g. ``device_{random8}`` or seed 003's
-        ``device:{tenant}:{hardware_id}``, made unique."""
+        ``device:{tenant}:{hardware_id}``, made unique (also against the
+        usernames ``planned`` for devices of the same batch)."""
         self.ensure_one()
         pattern = (
             self.company_id.iot_device_username_pattern or DEFAULT_USERNAME_PATTERN
@@ -196,38 +218,52 @@ class IotMqttDevice(models.Model):
                 raise ValidationError(
                     _("The device username pattern %(p)r is not valid.", p=pattern)
                 ) from exc
-            if not USERNAME_RE.fullmatch(username):
+            # whoever registers (the provisioning API runs this as sudo):
+            # a device never gets a reserved or unaddressable name
+            error = credentials._username_error(username)
+            if error:
                 raise ValidationError(
                     _(
-                        "The device username pattern %(p)r gives %(u)r, which is "
-                        "not a valid MQTT username.",
+                        "The device username pattern %(p)r gives %(u)r, which "
+                        "cannot be used: %(why)s",
                         p=pattern,
                         u=username,
+                        why=error,
                     )
                 )
-            if "{random8}" in pattern and credentials.with_context(
-                active_test=False
-            ).search_count([("username", "=", username)]):
+            if "{random8}" in pattern and (
+                username in planned
+                or credentials.with_context(active_test=False).search_count(
+                    [("username", "=", username)]
+                )
+            ):
                 continue
-            return credentials._free_username(username)
+            return credentials._free_username(username, planned)
         raise ValidationError(_("Could not find a free device username."))
 
-    def _create_credential(self):
-        self.ensure_one()
-        return (
-            self.env["iot.credentials"]
-            .sudo()
-            .create(
+    def _create_credentials(self):
+        """Give each device of ``self`` its credential, in one batch (one
+        limit check per batch, whatever its size)."""
+        planned = set()
+        vals_list = []
+        for device in self:
+            username = device._username_from_pattern(planned)
+            planned.add(username)
+            vals_list.append(
                 {
-                    "username": self._username_from_pattern(),
+                    "username": username,
                     "kind": "device",
-                    "company_id": self.company_id.id,
+                    "company_id": device.company_id.id,
                     "note": _(
-                        "Device %(name)s (%(hw)s)", name=self.name, hw=self.hardware_id
+                        "Device %(name)s (%(hw)s)",
+                        name=device.name,
+                        hw=device.hardware_id,
                     ),
                 }
             )
-        )
+        credentials = self.env["iot.credentials"].sudo().create(vals_list)
+        for device, credential in zip(self, credentials, strict=True):
+            device.credential_id = credential
 
     def _issue_device_secret(self):
         """A new long-lived secret for the device (the previous one stops
@@ -401,9 +437,9 @@ class IotMqttDevice(models.Model):
             "hardware_id": self.hardware_id,
             "name": self.name,
             "username": self.username,
-            # the client id policy: a device connects as its username (or
-            # ``<username>~<suffix>``); any other client id is refused
-            "client_id": self.username,
+            # only with the secret (it is derived from it): the id nobody
+            # else can learn, required where the broker does not bind ids
+            "client_id": issued_client_id(self.username, secret) if secret else None,
             # only when issued by this call: it is never shown again
             "password": secret,
             "broker": {

@@ -6,10 +6,12 @@ import json
 import random
 from unittest.mock import patch
 
-from odoo.tests import BaseCase, HttpCase, tagged
+from odoo.tests import BaseCase, HttpCase, new_test_user, tagged
 
-from odoo.addons.iot_base.models import iot_credentials as credentials_module
-from odoo.addons.iot_base.models.iot_credentials import (
+from odoo.addons.iot_base.models import iot_credentials as credentials_model
+from odoo.addons.iot_base.models.iot_broker import REQUIRE_ISSUED_CLIENT_ID_PARAM
+from odoo.addons.iot_base.tools import client_ids
+from odoo.addons.iot_base.tools.client_ids import (
     client_id_owner,
     make_client_id,
     owns_client_id,
@@ -86,12 +88,14 @@ class TestClientIdPolicy(BaseCase):
         rng = random.Random(8)
         usernames = {"dev", "dev_1", "dev.1", "dev-1", "dev:1", "dev@1", "d"}
         while len(usernames) < 200:
-            usernames.add(
-                "".join(rng.choice(USERNAME_CHARS) for _i in range(rng.randint(1, 6)))
+            username = "".join(
+                rng.choice(USERNAME_CHARS) for _i in range(rng.randint(1, 6))
             )
+            if username.strip("."):  # dots only: no username (test_only_dots)
+                usernames.add(username)
         suffixes = ["1", "a", "dev", "0a1b2c3d", ".", "x" * 64]
         for username in usernames:
-            self.assertTrue(credentials_module.USERNAME_RE.fullmatch(username))
+            self.assertTrue(client_ids.USERNAME_RE.fullmatch(username))
             for client_id in [username] + [
                 make_client_id(username, suffix) for suffix in suffixes
             ]:
@@ -99,9 +103,38 @@ class TestClientIdPolicy(BaseCase):
                 self.assertEqual(owners, [username], client_id)
 
     def test_separator_never_in_a_username(self):
-        separator = credentials_module.CLIENT_ID_SEPARATOR
-        self.assertIsNone(credentials_module.USERNAME_RE.fullmatch(separator))
-        self.assertIsNone(credentials_module.USERNAME_RE.fullmatch(f"a{separator}b"))
+        separator = client_ids.CLIENT_ID_SEPARATOR
+        self.assertIsNone(client_ids.USERNAME_RE.fullmatch(separator))
+        self.assertIsNone(client_ids.USERNAME_RE.fullmatch(f"a{separator}b"))
+
+    def test_only_dots(self):
+        """A username made of dots is a REST path dot-segment on RabbitMQ's
+        and EMQX's APIs (``..`` addresses the parent collection): nobody's,
+        and no client id of it is anybody's."""
+        problem = client_ids.username_problem
+        for username in (".", "..", "...", "." * 128):
+            with self.subTest(username=username):
+                self.assertEqual(problem(username), client_ids.ONLY_DOTS)
+                self.assertEqual(problem(username, odoo_own=True), "dots")
+                self.assertIsNone(client_id_owner(username))
+                self.assertIsNone(client_id_owner(f"{username}~1"))
+                with self.assertRaises(ValueError):
+                    make_client_id(username, "1")
+        # dots beside other characters address the user itself: still valid
+        for username in (".a", "a.", "a..b", "dev.1", "a:b@c.d-e_f"):
+            with self.subTest(username=username):
+                self.assertIsNone(problem(username))
+                self.assertEqual(client_id_owner(f"{username}~1"), username)
+
+    def test_reserved(self):
+        problem = client_ids.username_problem
+        for username in ("odoo_publisher", "odoo_listener_99", "odoo_"):
+            self.assertEqual(problem(username), client_ids.RESERVED)
+            self.assertIsNone(problem(username, odoo_own=True))
+        for username in ("odoo", "odoo-x", "xodoo_", "ODOO_x"):
+            self.assertIsNone(problem(username))
+        for username in ("", "a b", "a~b", "a/b", "a+b", "a#b", "a%b", "é", None, 7):
+            self.assertEqual(problem(username), client_ids.BAD_CHARSET)
 
     def test_make_client_id(self):
         self.assertEqual(make_client_id("device_01", "ab12"), "device_01~ab12")
@@ -159,7 +192,7 @@ class TestClientIdEndpoints(HttpCase):
         for client_id in self.FOREIGN:
             with (
                 self.subTest(client_id=client_id),
-                patch.object(credentials_module, "verify_secret") as verify,
+                patch.object(credentials_model, "verify_secret") as verify,
             ):
                 self.assertEqual(
                     self._emqx(
@@ -328,3 +361,142 @@ class TestClientIdEndpoints(HttpCase):
             ),
             "allow",
         )
+
+
+@tagged("post_install", "-at_install")
+class TestIssuedClientId(HttpCase):
+    """The client id issued with a device's secret, and its requirement on
+    the HTTP paths, where Odoo sees the client id (EMQX, RabbitMQ)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        params = cls.env["ir.config_parameter"].sudo()
+        params.set_param("iot_base.auth_token", TOKEN)
+        params.set_param(REQUIRE_ISSUED_CLIENT_ID_PARAM, "True")
+        cls.device, cls.secret = cls.env["iot.mqtt.device"]._register_device("issued-1")
+        cls.username = cls.device.username
+        cls.issued = client_ids.issued_client_id(cls.username, cls.secret)
+
+    _emqx = TestClientIdEndpoints._emqx
+    _rabbit = TestClientIdEndpoints._rabbit
+
+    def test_issued_id(self):
+        self.assertRegex(self.issued, rf"^{self.username}~[0-9a-f]{{32}}$")
+        self.assertNotIn(self.issued[len(self.username) + 1 :], self.secret)
+        self.assertTrue(
+            client_ids.is_issued_client_id(self.username, self.secret, self.issued)
+        )
+        other_secret = self.device._issue_device_secret()
+        self.assertNotEqual(
+            client_ids.issued_client_id(self.username, other_secret), self.issued
+        )
+        for wrong in (self.username, self.username + "~1", self.issued + "0", None):
+            self.assertFalse(
+                client_ids.is_issued_client_id(self.username, self.secret, wrong)
+            )
+        self.assertFalse(
+            client_ids.is_issued_client_id(self.username, None, self.issued)
+        )
+
+    def test_shown_with_the_secret(self):
+        action = self.device.action_rotate_secret()
+        context = action["context"]
+        self.assertEqual(
+            context["default_client_id"],
+            client_ids.issued_client_id(self.username, context["default_secret"]),
+        )
+        service = self.env["iot.credentials"].create(
+            {"username": "svc_issued01", "kind": "service"}
+        )
+        self.assertFalse(service.action_rotate_secret()["context"]["default_client_id"])
+
+    def test_required_on_http_paths(self):
+        """Required: the device's CONNECT with its username (or any other of
+        its ids) is refused on EMQX and RabbitMQ; the issued id gets in;
+        console users and services keep their own ids."""
+        for client_id in (self.username, self.username + "~tab-1"):
+            with self.subTest(client_id=client_id):
+                self.assertEqual(
+                    self._emqx(
+                        "auth",
+                        username=self.username,
+                        password=self.secret,
+                        clientid=client_id,
+                    ),
+                    "deny",
+                )
+                log = self.env["iot.auth.log"].search(
+                    [("username", "=", self.username)], limit=1
+                )
+                self.assertEqual(
+                    (log.result, log.reason, log.clientid),
+                    ("deny", "clientid_denied", client_id),
+                )
+                self.assertEqual(
+                    self._rabbit(
+                        "user",
+                        username=self.username,
+                        password=self.secret,
+                        vhost="/",
+                        client_id=client_id,
+                    ),
+                    "deny",
+                )
+        self.assertEqual(
+            self._emqx(
+                "auth",
+                username=self.username,
+                password=self.secret,
+                clientid=self.issued,
+            ),
+            "allow",
+        )
+        self.assertTrue(
+            self._rabbit(
+                "user",
+                username=self.username,
+                password=self.secret,
+                vhost="/",
+                client_id=self.issued,
+            ).startswith("allow")
+        )
+        # not required: the username id works again
+        self.env["ir.config_parameter"].sudo().set_param(
+            REQUIRE_ISSUED_CLIENT_ID_PARAM, "False"
+        )
+        self.assertEqual(
+            self._emqx(
+                "auth",
+                username=self.username,
+                password=self.secret,
+                clientid=self.username,
+            ),
+            "allow",
+        )
+
+    def test_console_and_services_unaffected(self):
+        user = new_test_user(
+            self.env,
+            login="issued.console",
+            groups="base.group_user,iot_base.iot_base_group_user",
+        )
+        creds = user.with_user(user).get_or_create_iot_credentials()
+        service = self.env["iot.credentials"].create(
+            {"username": "svc_issued02", "kind": "service"}
+        )
+        service_secret = service.action_rotate_secret()["context"]["default_secret"]
+        for username, password in (
+            (creds["username"], creds["password"]),
+            ("svc_issued02", service_secret),
+        ):
+            with self.subTest(username=username):
+                self.assertEqual(
+                    self._emqx(
+                        "auth",
+                        username=username,
+                        password=password,
+                        clientid=f"{username}~0a1b2c3d",
+                    ),
+                    "allow",
+                )

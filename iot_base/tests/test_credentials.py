@@ -4,7 +4,7 @@ from datetime import timedelta
 from freezegun import freeze_time
 
 from odoo import fields
-from odoo.exceptions import ValidationError
+from odoo.exceptions import UserError, ValidationError
 from odoo.tests import new_test_user, tagged
 
 from odoo.addons.iot_base.tools.secret_hash import mosquitto_hash
@@ -80,6 +80,116 @@ class TestCredentials(IotCommonCase):
         device = self._device("device_nl01")
         with self.assertRaises(ValidationError), self.env.cr.savepoint():
             device.write({"username": "device_nl01\n"})
+
+    def test_username_only_dots(self):
+        """``.``, ``..`` are REST path dot-segments on the brokers' APIs
+        (revoking ``..`` once deleted EMQX's authenticator): refused to
+        everyone, sudo included, at creation, rename and through the wizard."""
+        device = self._device("device_dots01")
+        manager = self.env["iot.credentials.new"].with_user(self.iot_manager)
+        for username in (".", "..", "..."):
+            with self.subTest(username=username):
+                with (
+                    self.assertRaisesRegex(ValidationError, "dots only"),
+                    self.env.cr.savepoint(),
+                ):
+                    self._device(username)
+                with (
+                    self.assertRaisesRegex(ValidationError, "dots only"),
+                    self.env.cr.savepoint(),
+                ):
+                    device.write({"username": username})
+                wizard = manager.create({"username": username, "kind": "device"})
+                with (
+                    self.assertRaisesRegex(ValidationError, "dots only"),
+                    self.env.cr.savepoint(),
+                ):
+                    wizard.action_create()
+        self.assertEqual(device.username, "device_dots01")
+        self.assertFalse(
+            self.Credentials.with_context(active_test=False).search(
+                [("username", "in", (".", "..", "..."))]
+            )
+        )
+
+    def test_reserved_usernames(self):
+        """``odoo_`` names are given out by Odoo's own code only: not by a
+        manager, an administrator or sudo, on create or rename."""
+        admin = new_test_user(
+            self.env,
+            login="iot.reserved.admin",
+            groups="base.group_system,iot_base.iot_base_group_manager",
+        )
+        device = self._device("device_rsv01")
+        for env in (
+            self.env(su=True),
+            self.env(user=admin),
+            self.env(user=self.iot_manager),
+        ):
+            for username in ("odoo_listener_99", "odoo_publisher_2", "odoo_"):
+                with self.subTest(uid=env.uid, su=env.su, username=username):
+                    with (
+                        self.assertRaisesRegex(ValidationError, "Odoo's own"),
+                        self.env.cr.savepoint(),
+                    ):
+                        env["iot.credentials"].create(
+                            {"username": username, "kind": "service"}
+                        )
+                    with (
+                        self.assertRaisesRegex(ValidationError, "Odoo's own"),
+                        self.env.cr.savepoint(),
+                    ):
+                        device.with_env(env).write({"username": username})
+        # a context key in an RPC call is JSON: it cannot carry the marker
+        with (
+            self.assertRaisesRegex(ValidationError, "Odoo's own"),
+            self.env.cr.savepoint(),
+        ):
+            self.Credentials.with_context(iot_base_odoo_own_credential=True).create(
+                {"username": "odoo_listener_98", "kind": "service"}
+            )
+        # Odoo's own code, through its one door
+        own = self.Credentials._create_odoo_credentials(
+            [{"username": "odoo_listener_97", "kind": "service"}]
+        )
+        self.assertEqual(own.username, "odoo_listener_97")
+        self.assertNotIn("iot_base_odoo_own_credential", own.env.context)
+        with self.assertRaisesRegex(ValidationError, "Odoo's own"):
+            own.write({"username": "odoo_listener_96"})
+
+    def test_credential_limit_per_company(self):
+        """``iot_base.max_credentials_per_company``: archived credentials
+        count, a batch past the limit creates nothing, other companies and
+        Odoo's own service credentials are not held back."""
+        Credentials = self.Credentials.with_context(active_test=False)
+        existing = Credentials.search_count([("company_id", "=", self.company.id)])
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_credentials_per_company", existing + 2
+        )
+        self._device("device_lim01").action_revoke()
+        with (
+            self.assertRaisesRegex(UserError, f"at most {existing + 2} MQTT"),
+            self.env.cr.savepoint(),
+        ):
+            self.Credentials.create(
+                [
+                    {"username": f"device_lim1{i}", "company_id": self.company.id}
+                    for i in range(2)
+                ]
+            )
+        self.assertFalse(Credentials.search([("username", "=like", "device_lim1%")]))
+        self._device("device_lim02")
+        manager = self.env["iot.credentials.new"].with_user(self.iot_manager)
+        wizard = manager.create({"username": "device_lim03", "kind": "device"})
+        with self.assertRaisesRegex(UserError, "at most"), self.env.cr.savepoint():
+            wizard.action_create()
+        other = self._device("device_lim04", company=self.other_company)
+        with self.assertRaisesRegex(UserError, "at most"), self.env.cr.savepoint():
+            other.write({"company_id": self.company.id})
+        own = self.Credentials._create_odoo_credentials(
+            {"username": "odoo_lim_service", "company_id": self.company.id}
+        )
+        self.assertTrue(own)
 
     # session secrets ---------------------------------------------------
 

@@ -1,6 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import json
 import logging
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from unittest.mock import patch
 
@@ -14,6 +15,7 @@ from odoo.addons.iot_base.models.iot_mqtt_device import (
     ProvisioningConflict,
     normalize_hardware_id,
 )
+from odoo.addons.iot_base.tools.client_ids import issued_client_id
 
 from .common import IotCommonCase
 
@@ -143,6 +145,115 @@ class TestDevices(IotCommonCase):
         self.company.iot_device_username_pattern = "dev_{nope}"
         with self.assertRaises(ValidationError):
             self.env["iot.mqtt.device"]._register_device("sensor-3")
+
+    def test_pattern_never_gives_a_reserved_name(self):
+        """``{hardware_id}`` and ``{name}`` must not let a registrar take
+        ``odoo_listener_<next company id>``: refused whoever registers (the
+        provisioning path runs as sudo), and nothing is created."""
+        Device = self.env["iot.mqtt.device"]
+        wizard = self.env["iot.mqtt.device.register"].with_user(self.iot_manager)
+        for pattern, values in (
+            ("{hardware_id}", {"hardware_id": "odoo_listener_99"}),
+            ("{name}", {"hardware_id": "sensor-r1", "name": "Odoo Listener 99"}),
+        ):
+            self.company.iot_device_username_pattern = pattern
+            with self.subTest(pattern=pattern):
+                with (
+                    self.assertRaisesRegex(ValidationError, "Odoo's own"),
+                    self.env.cr.savepoint(),
+                ):
+                    Device.sudo()._provision(values)
+                with (
+                    self.assertRaisesRegex(ValidationError, "Odoo's own"),
+                    self.env.cr.savepoint(),
+                ):
+                    Device.with_user(self.iot_manager)._register_device(**values)
+                registration = wizard.create(
+                    {
+                        "name": values.get("name", "R"),
+                        "hardware_id": values["hardware_id"],
+                    }
+                )
+                with (
+                    self.assertRaisesRegex(ValidationError, "Odoo's own"),
+                    self.env.cr.savepoint(),
+                ):
+                    registration.action_register()
+        self.assertFalse(
+            self.Credentials.with_context(active_test=False).search(
+                [("username", "=like", "odoo\\_listener\\_99%")]
+            )
+        )
+        self.assertFalse(Device.search([("hardware_id", "=", "odoo_listener_99")]))
+
+    def test_pattern_never_gives_only_dots(self):
+        self.company.iot_device_username_pattern = ".{name}"
+        for name in ("!", "..", "-"):
+            with (
+                self.subTest(name=name),
+                self.assertRaisesRegex(ValidationError, "dots only"),
+                self.env.cr.savepoint(),
+            ):
+                self.env["iot.mqtt.device"].sudo()._provision(
+                    {"hardware_id": "sensor-d1", "name": name}
+                )
+        self.company.iot_device_username_pattern = "..{name}"
+        with self.assertRaisesRegex(ValidationError, "dots only"):
+            self.env["iot.mqtt.device"]._register_device("sensor-d2", name="?")
+
+    def test_device_limit_per_company(self):
+        """``iot_base.max_devices_per_company`` counts a company's devices
+        (archived too) with one COUNT per batch; other companies are not
+        affected."""
+        Device = self.env["iot.mqtt.device"]
+        existing = Device.with_context(active_test=False).search_count(
+            [("company_id", "=", self.company.id)]
+        )
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_devices_per_company", existing + 3
+        )
+        Device._register_device("limit-1")
+        archived, _secret = Device._register_device("limit-2")
+        archived.action_revoke()
+        with self.assertRaisesRegex(UserError, "at most %s devices" % (existing + 3)):
+            Device.create(
+                [{"name": f"L{i}", "hardware_id": f"limit-b{i}"} for i in range(2)]
+            )
+        Device.create([{"name": "L3", "hardware_id": "limit-3"}])
+        with self.assertRaisesRegex(UserError, "at most"), self.env.cr.savepoint():
+            Device.with_user(self.iot_manager)._register_device("limit-4")
+        with self.assertRaisesRegex(UserError, "at most"), self.env.cr.savepoint():
+            Device.sudo()._provision({"hardware_id": "limit-5"})
+        # another company is not counted against this one
+        other = Device.create(
+            {
+                "name": "O1",
+                "hardware_id": "limit-o1",
+                "company_id": self.other_company.id,
+            }
+        )
+        # moving a device into the full company is refused too
+        with self.assertRaisesRegex(UserError, "at most"), self.env.cr.savepoint():
+            other.write({"company_id": self.company.id})
+
+    def test_limits_one_count_per_batch(self):
+        """A batch of 20 devices (and their 20 credentials) costs one COUNT
+        of devices and one of credentials, not one per record."""
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_devices_per_company", 100000
+        )
+        queries = []
+        with contextmanager(self._patchExecute)(queries):
+            self.env["iot.mqtt.device"].create(
+                [{"name": f"C{i}", "hardware_id": f"count-{i}"} for i in range(20)]
+            )
+        for table in ("iot_mqtt_device", "iot_credentials"):
+            counts = [
+                q
+                for q in queries
+                if "GROUP BY company_id" in q and f'FROM "{table}"' in q
+            ]
+            self.assertEqual(len(counts), 1, (table, counts))
 
     def test_device_access(self):
         device, _secret = self.env["iot.mqtt.device"]._register_device("sensor-9")
@@ -281,7 +392,11 @@ class TestProvisioningApi(HttpCase):
         reply = response.json()
         self.assertEqual(reply["hardware_id"], "aa:bb:cc:dd:ee:aa")
         self.assertTrue(reply["password"])
-        self.assertEqual(reply["client_id"], reply["username"])
+        # the client id comes with the secret, derived from it
+        self.assertEqual(
+            reply["client_id"], issued_client_id(reply["username"], reply["password"])
+        )
+        self.assertTrue(reply["client_id"].startswith(reply["username"] + "~"))
         self.assertEqual(set(reply["topics"]), {"telemetry", "status", "commands"})
         self.assertEqual(set(reply["broker"]), {"host", "port", "tls", "websocket_url"})
         self.assertEqual(response.headers["Cache-Control"], "no-store")
@@ -312,6 +427,77 @@ class TestProvisioningApi(HttpCase):
         self._assert_error(
             self._call("DELETE", "/iot/provision/devices/unknown-hw"), 404, "not_found"
         )
+
+    def test_reserved_username_is_refused(self):
+        """Provisioning ``odoo_listener_99`` under a ``{hardware_id}``
+        pattern would take the listener name of company 99: a JSON 400, and
+        nothing is made."""
+        self.manager.company_id.iot_device_username_pattern = "{hardware_id}"
+        for body in (
+            {"hardware_id": "odoo_listener_99"},
+            {"hardware_id": "ODOO_LISTENER_99", "name": "x"},
+        ):
+            reply = self._assert_error(
+                self._call("POST", "/iot/provision/devices", body), 400, "invalid"
+            )
+            self.assertIn("Odoo's own", reply["error"])
+        self.assertFalse(self._devices("odoo_listener_99"))
+        self.assertFalse(
+            self.env["iot.credentials"]
+            .with_context(active_test=False)
+            .search([("username", "=like", "odoo%listener%99%")])
+        )
+        self.manager.company_id.iot_device_username_pattern = ".{name}"
+        reply = self._assert_error(
+            self._call(
+                "POST", "/iot/provision/devices", {"hardware_id": "dots-1", "name": "!"}
+            ),
+            400,
+            "invalid",
+        )
+        self.assertIn("dots only", reply["error"])
+
+    def test_device_limit_is_json(self):
+        company = self.manager.company_id
+        count = (
+            self.env["iot.mqtt.device"]
+            .with_context(active_test=False)
+            .search_count([("company_id", "=", company.id)])
+        )
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_devices_per_company", count + 1
+        )
+        first = self._call("POST", "/iot/provision/devices", {"hardware_id": "lim-1"})
+        self.assertEqual(first.status_code, 201, first.text)
+        reply = self._assert_error(
+            self._call("POST", "/iot/provision/devices", {"hardware_id": "lim-2"}),
+            422,
+            "refused",
+        )
+        self.assertIn(f"at most {count + 1} devices", reply["error"])
+        self.assertFalse(self._devices("lim-2"))
+        # idempotent registration of an existing device still answers
+        again = self._call("POST", "/iot/provision/devices", {"hardware_id": "lim-1"})
+        self.assertEqual(again.status_code, 200, again.text)
+        # the credential limit too
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_devices_per_company", 0
+        )
+        credentials = (
+            self.env["iot.credentials"]
+            .with_context(active_test=False)
+            .search_count([("company_id", "=", company.id)])
+        )
+        self.env["ir.config_parameter"].sudo().set_param(
+            "iot_base.max_credentials_per_company", credentials
+        )
+        reply = self._assert_error(
+            self._call("POST", "/iot/provision/devices", {"hardware_id": "lim-3"}),
+            422,
+            "refused",
+        )
+        self.assertIn(f"at most {credentials} MQTT credentials", reply["error"])
+        self.assertFalse(self._devices("lim-3"))
 
     def test_revoked_device_is_not_brought_back(self):
         body = {"hardware_id": "rev-1", "name": "Gate"}

@@ -13,8 +13,8 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 from odoo.tools.misc import file_path
 
-from ..models.iot_credentials import owns_client_id
 from ..tools import topic_acl
+from ..tools.client_ids import owns_client_id
 from .brokers import RabbitMQBroker
 from .common import rabbitmq_client
 

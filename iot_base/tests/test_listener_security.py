@@ -94,7 +94,7 @@ class TestListenerSecurity(ListenerMixin, IotCommonCase):
         with self.assertRaises(ValidationError), self.env.cr.savepoint():
             device.write({"username": name})
         # taken anyway (as it could be before this check): not the listener's
-        squatted = self.Credentials.sudo().create(
+        squatted = self.Credentials._create_odoo_credentials(
             {"username": name, "kind": "device", "company_id": self.company.id}
         )
         self._assert_listener_beside(third, squatted)

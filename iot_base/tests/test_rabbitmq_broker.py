@@ -9,6 +9,7 @@ installed the class fails (it never skips).
 """
 
 import contextlib
+import json
 import os
 import queue
 import time
@@ -18,8 +19,10 @@ import paho.mqtt.client as mqtt
 
 from odoo.tests import BaseCase, HttpCase, new_test_user, tagged
 
+from ..models.iot_broker import REQUIRE_ISSUED_CLIENT_ID_PARAM
 from .brokers import BrokerError, RabbitMQBroker, rabbitmq_config
 from .common import rabbitmq_client
+from .test_rabbitmq_jwt import OAuth2BrokerCase
 
 TOKEN = "rabbit-broker-t0ken"
 WAIT = 15  # seconds, for anything the broker must do
@@ -362,3 +365,127 @@ class TestRabbitmqBrokerSupport(BaseCase):
             "listeners.tcp.1 = 127.0.0.1:5673",
         ]:
             self.assertIn(line + "\n", conf)
+
+
+@tagged("post_install", "-at_install")
+class TestRabbitmqIssuedClientId(OAuth2BrokerCase):
+    """RabbitMQ 3.10 registers MQTT client ids cluster-wide by the id alone
+    (``rabbit_mqtt_collector:register/2``) and its OAuth 2 backend binds no
+    id to a token: any console token holder can take over, and so knock
+    off, a connection whose client id it knows. A device's issued client id
+    (``<username>~<HMAC of its secret>``) is in no topic or field another
+    user can read, so nobody can knock that device off."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.env["ir.config_parameter"].sudo().set_param(
+            REQUIRE_ISSUED_CLIENT_ID_PARAM, "True"
+        )
+        groups = "base.group_user,iot_base.iot_base_group_user"
+        company_b = cls.env["res.company"].create({"name": "Knock B Co"})
+        cls.reader_a = new_test_user(
+            cls.env, login="knock.reader.a@example.com", groups=groups
+        )
+        cls.user_b = new_test_user(
+            cls.env,
+            login="knock.user.b@example.com",
+            groups=groups,
+            company_id=company_b.id,
+            company_ids=[company_b.id],
+        )
+        Device = cls.env["iot.mqtt.device"]
+        cls.device, secret = Device._register_device("knock-a1", name="Knock A1")
+        cls.reply = cls.device._provisioning_reply(secret)
+        control = cls.env["iot.credentials"].create(
+            {"username": "svc_knock_control", "kind": "service"}
+        )
+        cls.control_secret = control.action_rotate_secret()["context"]["default_secret"]
+
+    def _device_a(self):
+        return self._connected(
+            self.reply["username"],
+            self.reply["password"],
+            self.reply["client_id"],
+            transport="tcp",
+        )
+
+    def _assert_stays(self, client):
+        with self.assertRaises(queue.Empty):
+            client.disconnected.get(timeout=QUIET)
+
+    def test_token_holders_cannot_knock_off_a_device(self):
+        username, issued = self.reply["username"], self.reply["client_id"]
+        suffix = issued.split("~", 1)[1]
+        self.assertRegex(suffix, r"^[0-9a-f]{32}$")
+        device = self._device_a()
+        # an IoT user of company A reads all its telemetry: topics carry the
+        # username, never the client id
+        reader_config = self._console_config(self.reader_a)
+        reader = self._connected(
+            reader_config["credentials"]["username"],
+            reader_config["credentials"]["password"],
+            reader_config["client_id"],
+        )
+        self._subscribed(reader, f"{self.ns}/devices/+/telemetry/#")
+        self._subscribed(reader, f"{self.ns}/devices/+/status/#")
+        telemetry = self.reply["topics"]["telemetry"] + "/temp"
+        device.publish(telemetry, b'{"t": 21}', qos=1).wait_for_publish(WAIT)
+        device.publish(self.reply["topics"]["status"], b"online", qos=1)
+        seen = [reader.messages.get(timeout=WAIT) for _i in range(2)]
+        self.assertIn((telemetry, b'{"t": 21}'), seen)
+        self.assertEqual({topic.split("/")[2] for topic, _p in seen}, {username})
+        # ... nor any field either of them may read, nor their page config
+        config_b = self._console_config(self.user_b)
+        for user, config in ((self.reader_a, reader_config), (self.user_b, config_b)):
+            with self.subTest(user=user.login):
+                self.assertNotIn(suffix, json.dumps(config, default=str))
+                self.assertNotIn(suffix, self._readable(user))
+        # what they know (the username, and ids of its form) knocks nothing
+        for user, config in ((self.user_b, config_b), (self.reader_a, reader_config)):
+            for client_id in (username, f"{username}~1", f"{username}~{'0' * 32}"):
+                with self.subTest(user=user.login, client_id=client_id):
+                    self._mqtt(
+                        config["credentials"]["username"],
+                        config["credentials"]["password"],
+                        client_id,
+                    ).connacks.get(timeout=WAIT)
+        self._assert_stays(device)
+        device.publish(telemetry, b'{"t": 22}', qos=1).wait_for_publish(WAIT)
+        self.assertEqual(reader.messages.get(timeout=WAIT), (telemetry, b'{"t": 22}'))
+
+    def test_username_id_is_knocked_off_and_refused(self):
+        """The control: a client on its username id (a service, which the
+        requirement does not cover) is knocked off by a company-B token at
+        once; a device's CONNECT on its username id is refused by Odoo."""
+        victim = self._connected(
+            "svc_knock_control", self.control_secret, "svc_knock_control", "tcp"
+        )
+        config_b = self._console_config(self.user_b)
+        self._connected(
+            config_b["credentials"]["username"],
+            config_b["credentials"]["password"],
+            "svc_knock_control",
+        )
+        victim.disconnected.get(timeout=WAIT)
+        username = self.reply["username"]
+        self._refused(username, self.reply["password"], username, transport="tcp")
+        with self.registry.test_lock:
+            log = self.env["iot.auth.log"].search(
+                [("endpoint", "=", "rabbitmq"), ("username", "=", username)], limit=1
+            )
+            self.assertEqual((log.reason, log.clientid), ("clientid_denied", username))
+
+    def _readable(self, user):
+        """Everything ``user`` may read of iot_base's models, as text."""
+        texts = []
+        with self.registry.test_lock:
+            for model in self.env.registry:
+                if not model.startswith("iot.") or self.env[model]._abstract:
+                    continue
+                records = self.env[model].with_user(user)
+                if not records.has_access("read"):
+                    continue
+                texts.append(json.dumps(records.search_read([]), default=str))
+        self.assertTrue(texts)
+        return "\n".join(texts)

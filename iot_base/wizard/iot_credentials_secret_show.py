@@ -16,3 +16,4 @@ class IotCredentialsSecretShow(models.AbstractModel):
     id = fields.Id()
     username = fields.Char(readonly=True)
     secret = fields.Char(readonly=True)
+    client_id = fields.Char("Client ID", readonly=True)
