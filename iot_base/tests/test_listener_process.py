@@ -22,7 +22,7 @@ from odoo.tests import BaseCase, get_db_name, tagged
 from odoo.tools import config
 
 from odoo.addons.iot_base.models import iot_listener
-from odoo.addons.iot_base.models.iot_credentials import make_client_id
+from odoo.addons.iot_base.tools.client_ids import make_client_id
 
 from .listener_common import SLOW_WAIT, CommittedListenerMixin
 
