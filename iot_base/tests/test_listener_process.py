@@ -183,7 +183,7 @@ class TestListenerProcess(CommittedListenerMixin, BaseCase):
             env = api.Environment(cr, SUPERUSER_ID, {})
             cr.execute("SELECT last_value FROM res_company_id_seq")
             next_id = cr.fetchone()[0] + 1
-            squatter = env["iot.credentials"].create(
+            squatter = env["iot.credentials"]._create_odoo_credentials(
                 {
                     "username": f"odoo_listener_{next_id}",
                     "kind": "service",

@@ -107,7 +107,9 @@ class TestListenerSecurity(ListenerMixin, IotCommonCase):
         self.env.cr.execute("SELECT last_value, is_called FROM res_company_id_seq")
         last, called = self.env.cr.fetchone()
         next_id = last + 1 if called else last
-        squatters = self.Credentials.sudo().create(
+        # (made as the hole let anyone before the reservation was checked
+        # where usernames are made)
+        squatters = self.Credentials.sudo()._create_odoo_credentials(
             [
                 {
                     "username": f"odoo_listener_{next_id}",
@@ -127,7 +129,7 @@ class TestListenerSecurity(ListenerMixin, IotCommonCase):
         credential = self._assert_listener_beside(company, squatters)
         self.assertEqual(credential.username, f"odoo_listener_{next_id}_3")
         # linked: found again without any name, even renamed by an admin
-        credential.username = "odoo_listener_renamed"
+        credential.username = "svc_listener_renamed"
         self.assertEqual(self.Listener._listener_credential(company), credential)
         self.assertTrue(self.Listener._listener_login(company))
 
