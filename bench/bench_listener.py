@@ -9,7 +9,7 @@ One command, everything throwaway:
 
 1. installs a snapshot of ``iot_base`` into a throwaway database
    (harness.Workspace) and starts a Mosquitto 2.0 on free loopback ports
-   (iot_base/tests/mosquitto_broker.py) whose files Odoo writes;
+   (iot_base/tests/brokers/mosquitto.py) whose files Odoo writes;
 2. inside Odoo (this script, ``--setup``): N devices registered through the
    addon's own code (``_register_device``: device, credential, secret);
 3. starts ``odoo-bin iot-listen`` as its own process (harness.OdooProcess);
@@ -206,7 +206,7 @@ class ListenerBench(harness.Workspace):
 
     def measure(self):
         a = self.args
-        self.broker = harness.test_helper("mosquitto_broker").MosquittoBroker(
+        self.broker = harness.test_helper("brokers.mosquitto").MosquittoBroker(
             extra_config=BROKER_CONFIG
         )
         self.broker.start()

@@ -9,7 +9,7 @@ One command, everything throwaway:
 
 1. snapshots ``iot_base`` and installs it into a throwaway database;
 2. inside Odoo (this script again, ``--inner``): starts a Mosquitto 2.0 on
-   free loopback ports (iot_base/tests/mosquitto_broker.py), enables the
+   free loopback ports (iot_base/tests/brokers/mosquitto.py), enables the
    Mosquitto files, inserts N device credentials with real PBKDF2 secrets by
    SQL (plus one IoT user with S session secrets: S per-secret logins with
    ACL sections), and keeps C devices connected;
@@ -59,7 +59,7 @@ def inner(spec, odoo_args):
     dbname = registry.db_name
     sync_module = sys.modules["odoo.addons.iot_base.models.iot_mosquitto_sync"]
     run_sync = sync_module.run_sync
-    broker = test_helper("mosquitto_broker").MosquittoBroker()
+    broker = test_helper("brokers.mosquitto").MosquittoBroker()
     out = {"runs": [], "created": []}
     broker.start()
     held = []

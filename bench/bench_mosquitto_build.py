@@ -7,7 +7,7 @@ must stay linear. See bench/MOSQUITTO.md.
     python3 bench/bench_mosquitto_build.py            # ~1 minute on 2 cores
     python3 bench/bench_mosquitto_build.py --ref main~5 --logins 1000
 
-No database and no broker: ``build_acl`` (iot_base/tools/mosquitto_files.py,
+No database and no broker: ``build_acl`` (iot_base/tools/mosquitto/files.py,
 what ``iot.mosquitto.sync._build`` calls after its one SQL query) runs on
 synthetic input. 10 companies; the 3 default device rules for every company;
 company 0 has ``--rules`` extra allow rules of its own (publish

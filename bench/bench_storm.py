@@ -116,9 +116,9 @@ def inner(command, spec, odoo_args):
 
 
 def anonymous_mosquitto():
-    """Mosquitto of tests/mosquitto_broker.py with anonymous access."""
+    """Mosquitto of tests/brokers/mosquitto.py with anonymous access."""
 
-    class Broker(harness.test_helper("mosquitto_broker").MosquittoBroker):
+    class Broker(harness.test_helper("brokers.mosquitto").MosquittoBroker):
         def config(self):
             return (
                 super()
@@ -133,8 +133,8 @@ def anonymous_mosquitto():
 class Storm(harness.Workspace):
     def __init__(self, args):
         super().__init__(args, "iot_bench_storm")
-        self.mosquitto = harness.test_helper("mosquitto_broker")
-        self.brokers = harness.test_helper("brokers")
+        self.mosquitto = harness.test_helper("brokers.mosquitto")
+        self.brokers = harness.test_helper("brokers.rabbitmq")
         self.odoo = harness.OdooServer(self.odoo_opts(), self.tmp / "odoo.log")
 
     def run_inner(self, command, spec):

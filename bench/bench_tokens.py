@@ -3,7 +3,7 @@
 
 In one run, N console-like MQTT clients (one user's pages: ``<user>~<hex>``
 client ids, the console's own rules) connect at once to a fresh RabbitMQ
-node (tests/brokers.py, OAuth 2 + HTTP backends) with tokens from
+node (tests/brokers/rabbitmq.py, OAuth 2 + HTTP backends) with tokens from
 ``/iot/app/config``'s code; then the same N connect to another fresh node
 with session secrets, which its HTTP backend checks with Odoo. Reported per
 mode: wall time until all are connected, connects/s, Odoo requests per
@@ -14,7 +14,7 @@ utime+stime).
         [--workers 2] [--db-host ... --db-user ...] [--keep-db]
 
 Reuses bench_auth.py's Bench (a prefork Odoo on a throwaway database with
-iot_base and the floor addon, on bench/harness.py) and tests/brokers.py's
+iot_base and the floor addon, on bench/harness.py) and tests/brokers/rabbitmq.py's
 node (harness.test_helper).
 Run with a JSON spec as first argument (by Bench.run_in_odoo), it works
 inside Odoo and makes the clients' passwords through the addon's own code.
@@ -196,7 +196,7 @@ def main():
 
     import bench_auth  # noqa: PLC0415 - its Bench, not needed inside Odoo
 
-    brokers = harness.test_helper("brokers")
+    brokers = harness.test_helper("brokers.rabbitmq")
     bench = bench_auth.Bench(args)
     bench.servers = [bench.main]
 

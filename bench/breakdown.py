@@ -125,7 +125,8 @@ def main():
                 c.company_id.id,
             )
 
-        from odoo.addons.iot_base.tools import secret_hash, topic_acl  # noqa: PLC0415
+        from odoo.addons.iot_base.tools import secret_hash  # noqa: PLC0415
+        from odoo.addons.iot_base.tools.emqx.acl import compile_acl  # noqa: PLC0415
 
         cr.execute(
             "SELECT hash FROM iot_credentials_secret WHERE credential_id = %s",
@@ -151,7 +152,7 @@ def main():
             lambda: broker._rules(creds.browse(credential.id), user + "-c"),
             before=reply_reads,
         )
-        step("reply: topic_acl.to_emqx_acl", lambda: topic_acl.to_emqx_acl(rules))
+        step("reply: emqx.acl.compile_acl", lambda: compile_acl(rules))
 
         def log_allow():
             broker._log(

@@ -63,8 +63,9 @@ def run_benchmark(work, cleanup):
 
 
 def test_helper(name):
-    """The addon's plain-Python test helper ``iot_base/tests/<name>.py``
-    (``brokers``: RabbitMQ; ``mosquitto_broker``), without importing Odoo or
+    """The addon's plain-Python test helper ``iot_base/tests/<name>``
+    (``brokers``: ports; ``brokers.rabbitmq``; ``brokers.mosquitto``), without
+    importing Odoo or
     the test suite: benchmarks start brokers the way the tests do."""
     if _HELPERS not in sys.modules:
         package = types.ModuleType(_HELPERS)

@@ -13,7 +13,7 @@
 # http://127.0.0.1:15673 for Odoo's internal user iot_base/odoo (password in
 # $IOT_BROKER_DIR/management.secret), through which Odoo closes the
 # connections of revoked credentials. It never touches a system
-# RabbitMQ node. The config is written by iot_base/tests/brokers.py, the same
+# RabbitMQ node. The config is written by iot_base/tests/brokers/rabbitmq.py, the same
 # code the tests use.
 # Knobs: IOT_BROKER_DIR (node data and logs; default
 # ${TMPDIR:-/tmp}/iot_base_rabbitmq_$UID), IOT_ODOO_URL (default
@@ -28,7 +28,8 @@ set -u -o pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
-BROKERS="$REPO_ROOT/iot_base/tests/brokers.py"
+# run as a module of iot_base/tests (brokers/ is a package of plain Python)
+export PYTHONPATH="$REPO_ROOT/iot_base/tests${PYTHONPATH:+:$PYTHONPATH}"
 DIR=${IOT_BROKER_DIR:-${TMPDIR:-/tmp}/iot_base_rabbitmq_$(id -u)}
 ARGS=(--dir "$DIR" --odoo-url "${IOT_ODOO_URL:-http://127.0.0.1:8069}"
       --mqtt-port "${IOT_MQTT_PORT:-1884}" --ws-port "${IOT_WS_PORT:-8083}"
@@ -47,10 +48,10 @@ case "${1:-}" in
         [ -n "${2:-}" ] || usage
         mkdir -p "$DIR" && chmod 700 "$DIR"
         # through the environment: a command line is visible to every user
-        IOT_BROKER_TOKEN="$2" exec "$PYTHON" "$BROKERS" rabbitmq-start "${ARGS[@]}"
+        IOT_BROKER_TOKEN="$2" exec "$PYTHON" -m brokers.rabbitmq rabbitmq-start "${ARGS[@]}"
         ;;
     stop | status)
-        exec "$PYTHON" "$BROKERS" "rabbitmq-$1" "${ARGS[@]}"
+        exec "$PYTHON" -m brokers.rabbitmq "rabbitmq-$1" "${ARGS[@]}"
         ;;
     *)
         usage

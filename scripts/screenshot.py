@@ -69,10 +69,11 @@ def find_chromium():
 
 def free_port():
     """A free loopback port, from the tests' broker helper (plain Python)."""
-    path = os.path.join(REPO_ROOT, "iot_base", "tests", "brokers.py")
-    spec = importlib.util.spec_from_file_location("iot_test_brokers", path)
-    brokers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(brokers)
+    sys.path.insert(0, os.path.join(REPO_ROOT, "iot_base", "tests"))
+    try:
+        brokers = importlib.import_module("brokers")
+    finally:
+        sys.path.pop(0)
     return brokers.free_ports(1)[0]
 
 

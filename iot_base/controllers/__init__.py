@@ -1,5 +1,5 @@
-from . import auth
 from . import provisioning
-from . import rabbitmq
 from . import app
 from . import jwks
+from . import emqx
+from . import rabbitmq

@@ -4,25 +4,19 @@ from . import iot_store_sync
 from . import iot_store_sync_run
 from . import iot_store_hash
 from . import iot_store_adapter
-from . import iot_rabbitmq_store
-from . import iot_emqx_store
 from . import iot_jwt_key
 from . import res_users
-from . import res_config_settings
 from . import res_company
 from . import iot_acl_rule
 from . import iot_auth_log
 from . import iot_auth_throttle
 from . import iot_broker
-from . import iot_broker_emqx
-from . import iot_broker_rabbitmq
 from . import iot_name_mixin
 from . import iot_mqtt_device_tag
 from . import iot_mqtt_fleet
 from . import iot_mqtt_device
 from . import iot_mqtt_client
 from . import iot_app
-from . import iot_mosquitto_sync
 from . import iot_broker_session
 from . import res_groups
 from . import ir_http
@@ -35,3 +29,9 @@ from . import iot_credentials_listener
 from . import ir_websocket
 from . import bus_bus
 from . import iot_fleet_dashboard
+
+# one folder per broker (after the core models they extend)
+from . import rabbitmq
+from . import emqx
+from . import mosquitto
+from . import res_config_settings

@@ -7,8 +7,10 @@ import time
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError
 
-from ..tools import rabbitmq_scopes, topic_acl
+from ..tools import topic_acl
 from ..tools.client_ids import CLIENT_ID_SEPARATOR, make_client_id
+from ..tools.emqx.acl import compile_acl
+from ..tools.rabbitmq import scopes as rabbitmq_scopes
 
 # Server-made MQTT client ids of the console: one per page (tab), so that two
 # tabs of the same user never take over each other's session; of the user's
@@ -229,7 +231,7 @@ class IotApp(models.AbstractModel):
             "exp": exp,
             "username": credential.username,
             "clientid": client_id,
-            "acl": topic_acl.to_emqx_acl(rules),
+            "acl": compile_acl(rules),
             "client_attrs": {
                 "kind": credential.kind,
                 "namespace": credential.company_id.iot_mqtt_namespace or "",

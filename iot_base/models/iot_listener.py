@@ -24,7 +24,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
 from ..tools.client_ids import make_client_id
-from ..tools.mosquitto_files import login_for
+from ..tools.mosquitto.files import login_for
 from ..tools.settings import bool_param, number_param
 from .iot_broker_session import database_is_neutralized
 from .iot_device_reading_history import (

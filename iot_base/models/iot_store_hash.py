@@ -2,8 +2,8 @@
 from odoo import api, models
 from odoo.tools import SQL
 
-from ..tools.emqx_store import emqx_hash
-from ..tools.rabbitmq_store import rabbitmq_hash
+from ..tools.emqx.store import emqx_hash
+from ..tools.rabbitmq.store import rabbitmq_hash
 
 
 class IotStoreHash(models.AbstractModel):

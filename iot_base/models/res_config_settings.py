@@ -6,6 +6,7 @@ from odoo.exceptions import UserError
 
 from ..tools.limits import LIMIT_DEFAULTS
 from ..tools.settings import bool_param
+from .emqx.iot_emqx_store import ENABLED_PARAM as EMQX_STORE_PARAM
 from .iot_app import (
     CONSOLE_AUTH_PARAM,
     DEFAULT_BROKER_URL,
@@ -21,7 +22,6 @@ from .iot_broker_session import (
     RABBITMQ_USER_PARAM,
 )
 from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
-from .iot_emqx_store import ENABLED_PARAM as EMQX_STORE_PARAM
 from .iot_jwt_key import (
     ALGORITHM_PARAM,
     DEFAULT_JWKS_REFRESH,
@@ -29,14 +29,14 @@ from .iot_jwt_key import (
     JWKS_REFRESH_PARAM,
     JWT_LIFETIME_PARAM,
 )
-from .iot_mosquitto_sync import (
+from .mosquitto.iot_mosquitto_sync import (
     ACL_FILE_PARAM,
     ENABLED_PARAM,
     PASSWORD_FILE_PARAM,
     PID_FILE_PARAM,
 )
-from .iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
-from .iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_STORE_VHOST_PARAM
+from .rabbitmq.iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
+from .rabbitmq.iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_STORE_VHOST_PARAM
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
 
 

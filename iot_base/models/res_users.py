@@ -7,7 +7,7 @@ from odoo import _, fields, models
 from odoo.exceptions import AccessError
 from odoo.tools import SQL
 
-from ..tools.mosquitto_files import login_for
+from ..tools.mosquitto.files import login_for
 from ..tools.settings import number_param
 
 DEFAULT_SESSION_LIFETIME_HOURS = 12.0

@@ -3,31 +3,20 @@ from . import test_topic_acl
 from . import test_access
 from . import test_concurrency
 from . import test_acl_rules
-from . import test_broker_http
 from . import test_devices
 from . import test_provisioning_fuzz
-from . import test_rabbitmq_http
-from . import test_rabbitmq_broker
-from . import test_mosquitto_sync
 from . import test_iot_app
 from . import test_mqtt_client
-from . import test_iot_app_mosquitto
 from . import test_security_matrix
 from . import test_broker_fuzz
 from . import test_broker_log
 from . import test_client_id
 from . import test_broker_session
 from . import test_neutralize
-from . import test_jwt
-from . import test_local_broker
-from . import test_rabbitmq_jwt
 from . import test_listener
 from . import test_listener_security
-from . import test_listener_rabbitmq
 from . import test_listener_tour
-from . import test_rabbitmq_store
 from . import test_store_acl
-from . import test_emqx_store
 from . import test_settings_tour
 from . import test_listener_dbloss
 from . import test_all_views
@@ -36,3 +25,6 @@ from . import test_broker_api
 from . import test_listener_process
 from . import test_bus_presence
 from . import test_fleet_dashboard
+from .emqx import *  # noqa: F403
+from .mosquitto import *  # noqa: F403
+from .rabbitmq import *  # noqa: F403

@@ -11,9 +11,9 @@ import paho.mqtt.client as mqtt
 
 from odoo.tests import TransactionCase, new_test_user
 
-from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
 
-from .mosquitto_broker import MosquittoBroker
+from .brokers.mosquitto import MosquittoBroker
 
 
 def start_synced_mosquitto(cls):
@@ -52,7 +52,7 @@ def rabbitmq_client(
     client_id=None,
     clean_session=True,
 ):
-    """A paho client connecting to ``broker`` (tests/brokers.py
+    """A paho client connecting to ``broker`` (tests/brokers/rabbitmq.py
     RabbitMQBroker) over TCP or WebSocket, stopped at ``case``'s cleanup,
     with queues of what it gets: ``connacks``, ``subacks`` (mid, reason
     codes), ``messages`` (topic, payload), ``disconnected`` (reason codes)

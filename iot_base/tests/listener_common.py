@@ -20,10 +20,10 @@ from odoo.tools import json_default
 
 from odoo.addons.iot_base.cli.listener import Listener
 from odoo.addons.iot_base.models import iot_listener
-from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.models import iot_store_sync as engine
+from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
 
-from .mosquitto_broker import MosquittoBroker
+from .brokers.mosquitto import MosquittoBroker
 
 WAIT = 2.0  # the bound for presence and readings to show
 SLOW_WAIT = 15.0  # reconnections, reloads

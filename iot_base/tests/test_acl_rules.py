@@ -7,11 +7,12 @@ from odoo.exceptions import ValidationError
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from odoo.addons.iot_base.tools import mosquitto_files, topic_acl
+from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.limits import LIMIT_DEFAULTS, company_limit
+from odoo.addons.iot_base.tools.mosquitto import files as mosquitto_files
 
 from .common import IotCommonCase
-from .test_broker_http import EMQX_HEADERS, TOKEN
+from .emqx.test_emqx_http import EMQX_HEADERS, TOKEN
 from .test_topic_acl import emqx_decision
 
 

@@ -22,8 +22,8 @@ REQUESTS_PER_ENDPOINT = 2000
 TOKEN = "fuzz-t0ken-for-tests"
 DEVICE = "device_fz12cd34"
 LOGGERS = (
-    "odoo.addons.iot_base.controllers.auth",
-    "odoo.addons.iot_base.controllers.rabbitmq",
+    "odoo.addons.iot_base.controllers.emqx.auth",
+    "odoo.addons.iot_base.controllers.rabbitmq.auth",
     "odoo.addons.iot_base.models.ir_http",
 )
 RABBITMQ_CHECKS = ("user", "vhost", "resource", "topic")

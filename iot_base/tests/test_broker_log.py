@@ -19,8 +19,8 @@ from .common import raw_http_exchange
 # request line werkzeug reports at ERROR): captured here, not passed on
 NOISY = (
     "werkzeug",
-    "odoo.addons.iot_base.controllers.auth",
-    "odoo.addons.iot_base.controllers.rabbitmq",
+    "odoo.addons.iot_base.controllers.emqx.auth",
+    "odoo.addons.iot_base.controllers.rabbitmq.auth",
     "odoo.addons.iot_base.models.ir_http",
     "odoo.http",
     # Odoo 18's request handler fails on a garbage request line (its

@@ -1,7 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """Revoking cuts live sessions (iot.broker.session).
 
-* RabbitMQ 3.10: a real node (tests/brokers.py) whose MQTT users are this
+* RabbitMQ 3.10: a real node (tests/brokers/rabbitmq.py) whose MQTT users are this
   test's Odoo, and whose management API Odoo calls after the commit.
 * EMQX 5.8 cannot run here: a CONTRACT TEST against a small HTTP server that
   implements, strictly, the two calls of EMQX v5.8.9's REST API Odoo makes
@@ -32,11 +32,11 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_broker_session as session
-from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.models import iot_store_sync as engine
+from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.tools import broker_api
 
-from .brokers import MANAGEMENT_USER, RabbitMQBroker
+from .brokers.rabbitmq import MANAGEMENT_USER, RabbitMQBroker
 from .common import (
     IotCommonCase,
     LoopbackHttpServer,

@@ -15,7 +15,7 @@ from odoo.tools.misc import file_path
 
 from ..tools import topic_acl
 from ..tools.client_ids import owns_client_id
-from .brokers import RabbitMQBroker
+from .brokers.rabbitmq import RabbitMQBroker
 from .common import rabbitmq_client
 
 TOKEN = "iot-app-broker-t0ken"

@@ -11,7 +11,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 
 from odoo.addons.iot_base.models import iot_mqtt_client
 
-from .brokers import free_ports
+from .brokers.rabbitmq import free_ports
 from .common import IotCommonCase, start_publisher_mosquitto, start_synced_mosquitto
 
 

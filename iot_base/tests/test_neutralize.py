@@ -9,7 +9,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_broker_session as session
-from odoo.addons.iot_base.models import iot_mosquitto_sync as mosq
+from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
 
 from .common import IotCommonCase
 from .test_broker_session import EmqxContractServer

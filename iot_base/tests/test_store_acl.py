@@ -8,7 +8,9 @@ import re
 
 from odoo.tests import BaseCase, tagged
 
-from odoo.addons.iot_base.tools import emqx_store, rabbitmq_store, topic_acl
+from odoo.addons.iot_base.tools import topic_acl
+from odoo.addons.iot_base.tools.emqx import store as emqx_store
+from odoo.addons.iot_base.tools.rabbitmq import store as rabbitmq_store
 
 WORDS = ["a", "b", "$s", "c.d", "e*f", ""]
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from odoo.tests.common import BaseCase
 
 from odoo.addons.iot_base.tools import topic_acl
+from odoo.addons.iot_base.tools.emqx.acl import compile_acl
 from odoo.addons.iot_base.tools.topic_acl import (
     Rule,
     authorize,
@@ -25,7 +26,6 @@ from odoo.addons.iot_base.tools.topic_acl import (
     filters_intersect,
     is_valid_topic_filter,
     is_valid_topic_name,
-    to_emqx_acl,
     topic_matches,
 )
 
@@ -800,7 +800,7 @@ class TestEmqxExport(BaseCase):
             Rule("allow", "subscribe", "b/+"),
             Rule("allow", "publish", "z", qos=(0, 1), retain=False),
         ]
-        acl = to_emqx_acl(rules)
+        acl = compile_acl(rules)
         self.assertEqual(
             acl,
             [
@@ -850,13 +850,13 @@ class TestEmqxExport(BaseCase):
         ]
         for rules in configs:
             self.assertExportSafe(
-                rules, to_emqx_acl(rules), exact_where=lambda f, q: True
+                rules, compile_acl(rules), exact_where=lambda f, q: True
             )
 
     def test_documented_stricter_cases(self):
         # allow +/+: x/# must be denied and cannot be told apart from x/y
         rules = [Rule("allow", "subscribe", "+/+")]
-        acl = to_emqx_acl(rules)
+        acl = compile_acl(rules)
         self.assertEqual(authorize(rules, "subscribe", "z/z"), "allow")
         self.assertEqual(emqx_decision(acl, "subscribe", "z/z", 0), "deny")
         self.assertEqual(emqx_decision(acl, "subscribe", "+/+", 0), "allow")  # via eq
@@ -864,7 +864,7 @@ class TestEmqxExport(BaseCase):
         self.assertExportSafe(rules, acl)
         # deny a/#, allow #: +/b reaches a/b and cannot be told apart from z/b
         rules = [Rule("deny", "subscribe", "a/#"), Rule("allow", "subscribe", "#")]
-        acl = to_emqx_acl(rules)
+        acl = compile_acl(rules)
         self.assertEqual(authorize(rules, "subscribe", "z/b"), "allow")
         self.assertEqual(emqx_decision(acl, "subscribe", "z/b", 0), "deny")
         self.assertEqual(emqx_decision(acl, "subscribe", "z", 0), "allow")
@@ -884,7 +884,7 @@ class TestEmqxExport(BaseCase):
             Rule("allow", "all", "a/#"),
             Rule("allow", "all", "b/#"),
         ]
-        acl = to_emqx_acl(rules)
+        acl = compile_acl(rules)
         for item in acl:
             emqx_compile(item)  # asserts no topic is rendered as a template
         topics = [(i["action"], i["permission"], i["topic"]) for i in acl]
@@ -909,7 +909,7 @@ class TestEmqxExport(BaseCase):
     @MEDIUM
     @given(rules_strategy)
     def test_export_property(self, rules):
-        acl = to_emqx_acl(rules)
+        acl = compile_acl(rules)
 
         def simple(flt, q):
             # at most one level is a wildcard or a word that no overlapping
@@ -928,13 +928,13 @@ class TestEmqxExport(BaseCase):
     @SLOW
     @given(rules_strategy)
     def test_export_fallback_is_safe(self, rules):
-        self.assertExportSafe(rules, to_emqx_acl(rules, max_nodes=0))
+        self.assertExportSafe(rules, compile_acl(rules, max_nodes=0))
 
     @SLOW
     @given(rules_strategy)
     def test_export_is_deterministic_and_well_formed(self, rules):
-        acl = to_emqx_acl(rules)
-        self.assertEqual(acl, to_emqx_acl(list(rules)))
+        acl = compile_acl(rules)
+        self.assertEqual(acl, compile_acl(list(rules)))
         for item in acl:
             self.assertLessEqual(
                 set(item), {"permission", "action", "topic", "qos", "retain"}

@@ -1,7 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """MQTT topic rules: validation, matching (MQTT 3.1.1 section 4.7) and
 first-match evaluation, default deny. Plain Python, no Odoo import: the
-console's topic_acl.esm.js mirrors it, the EMQX export (topic_acl_emqx.py)
+console's topic_acl.esm.js mirrors it, the EMQX export (tools/emqx/acl.py)
 and the Mosquitto files are checked against it.
 
 A SUBSCRIBE filter is allowed only if every topic name it can match is
@@ -27,7 +27,6 @@ __all__ = [
     "is_valid_topic_filter",
     "is_valid_topic_name",
     "retain_blind",
-    "to_emqx_acl",
     "topic_matches",
 ]
 
@@ -460,15 +459,6 @@ def retain_blind(rules: Iterable[Rule]) -> list[Rule]:
                 rule = dataclasses.replace(rule, action=SUBSCRIBE, retain=None)
         out.append(rule)
     return out
-
-
-def to_emqx_acl(rules: Iterable[Rule], *, max_nodes: int = 20000) -> list[dict]:
-    """The rules as the ``acl`` list of an EMQX 5.8 authentication reply,
-    never more permissive than :func:`authorize` (tools/topic_acl_emqx.py)."""
-    # imported here: the compiler is built on this module's matching
-    from . import topic_acl_emqx  # noqa: PLC0415
-
-    return topic_acl_emqx.compile_acl(rules, max_nodes=max_nodes)
 
 
 def rule_applies(row, kind, group_ids, credential_id, company_id):

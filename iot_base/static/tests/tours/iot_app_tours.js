@@ -364,7 +364,7 @@ tours.add("iot_app_broker_refusal", {
     },
 });
 
-// The console against Mosquitto (tests/test_iot_app_mosquitto.py). There the
+// The console against Mosquitto (tests/mosquitto/test_iot_app_mosquitto.py). There the
 // login is per secret (`<username>~<secret id>`), so the user's own topics
 // come from the config's suggested publish topic, not from the login as in
 // "iot_app_console".

@@ -1,0 +1,103 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""Endpoints a broker calls: EMQX 5 HTTP authentication and authorization
+(decisions in models/emqx/iot_broker_emqx.py)."""
+
+import logging
+
+from odoo import http
+from odoo.http import request
+
+from ...models.ir_http import EMQX_NOT_FOUND
+from ...tools import log_redaction
+from ..iot_request import answer_broker
+
+_logger = logging.getLogger(__name__)
+
+# EMQX's bodies are a few hundred bytes; anything much bigger is not EMQX.
+MAX_BODY = 16 * 1024
+DENY = {"result": "deny"}
+
+log_redaction.install()
+
+
+def _emqx_reply(kind):
+    """EMQX's answers when the route cannot decide (see models/ir_http.py):
+    a deny, or "no opinion" (any status but 200) when the database is down."""
+    if kind == "unavailable":
+        return _json({"result": "ignore"}, status=503)
+    return _json(DENY)
+
+
+class IotBrokerController(http.Controller):
+    @http.route(
+        ["/iot/auth", "/iot/auth/<string:token>"],
+        type="http",
+        auth="none",
+        methods=None,  # a wrong one is refused in protocol (iot_request.py)
+        csrf=False,
+        save_session=False,
+        readonly=False,
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_emqx_reply,
+    )
+    def iot_auth(self, token=None):
+        return self._answer("auth", token)
+
+    @http.route(
+        ["/iot/acl", "/iot/acl/<string:token>"],
+        type="http",
+        auth="none",
+        methods=None,  # a wrong one is refused in protocol (iot_request.py)
+        csrf=False,
+        save_session=False,
+        readonly=False,
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_emqx_reply,
+    )
+    def iot_acl(self, token=None):
+        return self._answer("acl", token)
+
+    @http.route(
+        EMQX_NOT_FOUND,
+        type="http",
+        auth="none",
+        methods=None,
+        csrf=False,
+        save_session=False,
+        readonly=True,
+        max_content_length=MAX_BODY,
+        iot_broker_reply=_emqx_reply,
+    )
+    def iot_emqx_not_found(self, **_ignored):
+        """What a path under /iot/auth or /iot/acl that no route matches
+        (another case, an extra segment) gets (models/ir_http.py): EMQX's
+        deny, never Odoo's HTML 404, which EMQX reads as "no opinion"."""
+        return _emqx_reply("deny")
+
+    def _answer(self, endpoint, token):
+        def decide(broker, values, _remote):
+            # the client's address, only as EMQX reports it (``${peerhost}``):
+            # the connection's own address is the broker's, shared by every
+            # client, and must never be throttled
+            peerhost = values.get("peerhost")
+            peer = peerhost if isinstance(peerhost, str) else ""
+            if endpoint == "auth":
+                return _json(broker._emqx_authenticate(values, peer))
+            return _json(broker._emqx_authorize(values, peer))
+
+        return answer_broker(
+            "iot.broker.emqx",
+            f"MQTT {endpoint}",
+            _logger,
+            endpoint,
+            token,
+            MAX_BODY,
+            decide,
+            _emqx_reply,
+        )
+
+
+def _json(data, status=200):
+    return request.make_json_response(
+        data, status=status, headers=[("Cache-Control", "no-store")]
+    )

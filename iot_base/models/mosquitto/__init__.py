@@ -1,0 +1,1 @@
+from . import iot_mosquitto_sync

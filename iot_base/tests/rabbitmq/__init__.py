@@ -1,0 +1,6 @@
+from . import test_rabbitmq_http
+from . import test_rabbitmq_broker
+from . import test_local_broker
+from . import test_rabbitmq_jwt
+from . import test_listener_rabbitmq
+from . import test_rabbitmq_store
