@@ -10,7 +10,7 @@ from odoo import sql_db
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
-from odoo.addons.iot_base.models import iot_credentials as credentials_module
+from ...models import iot_credentials as credentials_module
 
 TOKEN = "broker-t0ken-for-tests"
 # What EMQX 5.8's HTTP authenticator sends (emqx_authn_http defaults)

@@ -16,9 +16,8 @@ from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import SQL, mute_logger
 
-from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
-from odoo.addons.iot_base.tools import jwt_es256
-
+from ...models.mosquitto import iot_mosquitto_sync as mosq
+from ...tools import jwt_es256
 from ..fakes import emqx_jwt_reader as emqx
 
 TOKEN = "jwt-broker-t0ken"

@@ -18,16 +18,15 @@ from odoo.modules.registry import Registry
 from odoo.tests import BaseCase, get_db_name, tagged
 from odoo.tools import mute_logger
 
-from odoo.addons.iot_base.models import iot_store_adapter as adapter_module
-from odoo.addons.iot_base.models import iot_store_sync as engine
-from odoo.addons.iot_base.models.emqx import iot_emqx_store as estore
-from odoo.addons.iot_base.models.iot_broker_session import (
+from ...models import iot_store_adapter as adapter_module
+from ...models import iot_store_sync as engine
+from ...models.emqx import iot_emqx_store as estore
+from ...models.iot_broker_session import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
     EMQX_URL_PARAM,
 )
-from odoo.addons.iot_base.tools import broker_api
-
+from ...tools import broker_api
 from ..common import IotCommonCase
 from ..fakes.emqx_store_contract import AUTHN, RULES, EmqxStoreContractServer
 

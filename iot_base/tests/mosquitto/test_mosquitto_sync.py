@@ -29,16 +29,15 @@ from odoo import fields
 from odoo.exceptions import AccessError
 from odoo.tests import BaseCase, new_test_user, tagged
 
-from odoo.addons.iot_base.models import iot_store_sync as engine
-from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
-from odoo.addons.iot_base.tools import topic_acl
-from odoo.addons.iot_base.tools.mosquitto import files
-from odoo.addons.iot_base.tools.secret_hash import (
+from ...models import iot_store_sync as engine
+from ...models.mosquitto import iot_mosquitto_sync as mosq
+from ...tools import topic_acl
+from ...tools.mosquitto import files
+from ...tools.secret_hash import (
     mosquitto_hash,
     new_secret,
     verify_secret,
 )
-
 from ..brokers.mosquitto import BrokerError
 from ..brokers.rabbitmq import free_ports
 from ..common import IotCommonCase, MosquittoClientMixin, start_synced_mosquitto

@@ -8,8 +8,7 @@ import time
 
 from odoo.tests import HttpCase, tagged
 
-from odoo.addons.iot_base.models import iot_listener
-
+from ...models import iot_listener
 from ..brokers.rabbitmq import RabbitMQBroker
 from ..listener_common import SLOW_WAIT, WAIT, ListenerMixin
 

@@ -11,8 +11,8 @@ from psycopg2 import OperationalError
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
-from odoo.addons.iot_base.models import iot_credentials as credentials_module
-from odoo.addons.iot_base.models.rabbitmq.iot_broker_rabbitmq import routing_key_to_mqtt
+from ...models import iot_credentials as credentials_module
+from ...models.rabbitmq.iot_broker_rabbitmq import routing_key_to_mqtt
 
 TOKEN = "rabbit-t0ken-for-tests"
 CONTROLLER_LOGGER = "odoo.addons.iot_base.controllers.rabbitmq.auth"

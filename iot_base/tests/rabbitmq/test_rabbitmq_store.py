@@ -21,17 +21,16 @@ import requests
 
 from odoo.tests import HttpCase, new_test_user, tagged
 
-from odoo.addons.iot_base.models import iot_store_sync as engine
-from odoo.addons.iot_base.models.iot_broker_session import (
+from ...models import iot_store_sync as engine
+from ...models.iot_broker_session import (
     RABBITMQ_PASSWORD_PARAM,
     RABBITMQ_URL_PARAM,
     RABBITMQ_USER_PARAM,
 )
-from odoo.addons.iot_base.models.rabbitmq import iot_rabbitmq_store as rstore
-from odoo.addons.iot_base.tools import broker_api
-from odoo.addons.iot_base.tools.rabbitmq import store as rabbitmq_store
-from odoo.addons.iot_base.tools.secret_hash import new_secret
-
+from ...models.rabbitmq import iot_rabbitmq_store as rstore
+from ...tools import broker_api
+from ...tools.rabbitmq import store as rabbitmq_store
+from ...tools.secret_hash import new_secret
 from ..brokers.rabbitmq import MANAGEMENT_USER, RabbitMQBroker
 
 _logger = logging.getLogger(__name__)
