@@ -3,7 +3,7 @@
     "name": "IoT Base",
     "summary": "Odoo as the identity and access authority for MQTT brokers, "
     "with a live MQTT console",
-    "version": "18.0.1.0.0",
+    "version": "18.0.2.0.0",
     "category": "Internet of Things (IoT)",
     "website": "https://github.com/iot-base/iot_base",
     "author": "iot_base developers",

@@ -19,10 +19,10 @@ CLIENT_ID_RE = r"%s" + re.escape(CLIENT_ID_SEPARATOR) + r"[0-9a-f]{8}"
 MAX_SUGGESTIONS = 6
 DEFAULT_BROKER_URL = "ws://localhost:8083/mqtt"
 # "secret": the console logs in with a session secret Odoo checks at each
-# CONNECT; "jwt": with a token EMQX verifies itself (iot.jwt.key);
+# CONNECT; "emqx_jwt": with a token EMQX verifies itself (iot.jwt.key);
 # "rabbitmq_jwt": with a token RabbitMQ's OAuth 2 backend verifies itself.
 CONSOLE_AUTH_PARAM = "iot_base.console_auth"
-AUTH_SECRET, AUTH_EMQX_JWT, AUTH_RABBITMQ_JWT = "secret", "jwt", "rabbitmq_jwt"
+AUTH_SECRET, AUTH_EMQX_JWT, AUTH_RABBITMQ_JWT = "secret", "emqx_jwt", "rabbitmq_jwt"
 # rabbitmq.conf's auth_oauth2.resource_server_id: the token's audience and
 # the prefix of its scopes
 RABBITMQ_RESOURCE_SERVER_PARAM = "iot_base.rabbitmq_resource_server_id"

@@ -36,7 +36,7 @@ from .mosquitto.iot_mosquitto_sync import (
     PID_FILE_PARAM,
 )
 from .rabbitmq.iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
-from .rabbitmq.iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_STORE_VHOST_PARAM
+from .rabbitmq.iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_VHOST_PARAM
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
 
 
@@ -301,7 +301,7 @@ class ResConfigSettings(models.TransientModel):
     iot_console_auth = fields.Selection(
         [
             ("secret", "Session Secrets"),
-            ("jwt", "Signed Tokens for EMQX (JWT)"),
+            ("emqx_jwt", "Signed Tokens for EMQX (JWT)"),
             ("rabbitmq_jwt", "Signed Tokens for RabbitMQ (OAuth 2)"),
         ],
         "Console Login",
@@ -430,11 +430,13 @@ class ResConfigSettings(models.TransientModel):
         "users (management API): the node checks their CONNECTs without Odoo. "
         "Secrets issued before need a rotation.",
     )
-    iot_rabbitmq_store_vhost = fields.Char(
+    iot_rabbitmq_vhost = fields.Char(
         "RabbitMQ MQTT Virtual Host",
-        config_parameter=RABBITMQ_STORE_VHOST_PARAM,
+        config_parameter=RABBITMQ_VHOST_PARAM,
         groups="base.group_system",
-        help="Empty: /. The virtual host of rabbitmq_mqtt (mqtt.vhost).",
+        help="Empty: /. The virtual host of rabbitmq_mqtt (mqtt.vhost): the one "
+        "Odoo answers for in the HTTP backend, scopes the console tokens to and "
+        "writes the internal users' permissions in.",
     )
     iot_emqx_store_enabled = fields.Boolean(
         "EMQX Built-in Database",
@@ -465,7 +467,7 @@ class ResConfigSettings(models.TransientModel):
         return self.env["iot.store.sync"].action_sync_now()
 
     def _iot_store_keys(self):
-        return (RABBITMQ_STORE_PARAM, RABBITMQ_STORE_VHOST_PARAM, EMQX_STORE_PARAM)
+        return (RABBITMQ_STORE_PARAM, RABBITMQ_VHOST_PARAM, EMQX_STORE_PARAM)
 
     # Per-company limits (tools/limits.py reads them; 0: the default)
     iot_max_rules_per_company = fields.Integer(

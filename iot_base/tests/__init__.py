@@ -28,3 +28,4 @@ from . import test_fleet_dashboard
 from .emqx import *  # noqa: F403
 from .mosquitto import *  # noqa: F403
 from .rabbitmq import *  # noqa: F403
+from . import test_migration_settings

@@ -27,7 +27,8 @@ from ...tools.rabbitmq import store as rabbitmq_store
 from ..iot_store_adapter import ABSENT, FOREIGN, OURS
 
 ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
-VHOST_PARAM = "iot_base.rabbitmq_store_vhost"
+# the one vhost setting (HTTP backend, console tokens, store)
+VHOST_PARAM = "iot_base.rabbitmq_vhost"
 # above this many logins to cut, list the connections first
 BULK_CLOSE = 20
 # up to this many logins, read (and delete) each user on its own; above,

@@ -31,7 +31,7 @@ class TestJwt(HttpCase):
         super().setUpClass()
         params = cls.env["ir.config_parameter"].sudo()
         params.set_param("iot_base.auth_token", TOKEN)
-        params.set_param("iot_base.console_auth", "jwt")
+        params.set_param("iot_base.console_auth", "emqx_jwt")
         cls.ns = cls.env.ref("base.main_company").iot_mqtt_namespace
         cls.other_company = cls.env["res.company"].create(
             {"name": "JWT Other Co", "iot_mqtt_namespace": "jwt_other"}
@@ -282,7 +282,7 @@ class TestJwt(HttpCase):
         config = self._config(self.user)["result"]
         self.assertEqual(config["auth"], "secret")
         self.assertRegex(config["credentials"]["password"], r"^[0-9a-f]{40}$")
-        params.set_param("iot_base.console_auth", "jwt")
+        params.set_param("iot_base.console_auth", "emqx_jwt")
         params.set_param(mosq.ENABLED_PARAM, "True")
         config = self.env["iot.app"].with_user(self.user)._page_config()
         self.assertEqual(config["auth"], "secret")
