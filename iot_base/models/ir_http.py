@@ -26,7 +26,8 @@ _logger = logging.getLogger(__name__)
 # (and ``token``, which a broker may also put in the query string)
 BROKER_PARAMS = ("token", "check")
 PROVISIONING_PREFIX = "/iot/provision"
-# the routes of paths no route matches (controllers/emqx/auth.py, rabbitmq.py)
+# the routes of paths no route matches (controllers/emqx/auth.py and
+# controllers/rabbitmq/auth.py)
 EMQX_NOT_FOUND = "/iot/emqx/not_found"
 RABBITMQ_NOT_FOUND = "/iot/rabbitmq/not_found"
 # /iot/<segment>/... (any case) that no route matches -> the path whose route

@@ -27,6 +27,8 @@ from ...tools.client_ids import owns_client_id
 RABBITMQ_ALLOW = "allow"
 RABBITMQ_DENY = "deny"
 DEFAULT_VHOST = "/"
+# the one vhost setting: the HTTP backend, the console tokens and the store
+VHOST_PARAM = "iot_base.rabbitmq_vhost"
 # rabbitmq_mqtt's ``mqtt.exchange`` (default): every MQTT publish and
 # subscription goes through this topic exchange.
 EXCHANGE = "amq.topic"
@@ -83,7 +85,7 @@ class IotBrokerRabbitmq(models.AbstractModel):
     @api.model
     def _rabbitmq_vhost_name(self):
         return (
-            self.env["ir.config_parameter"].sudo().get_param("iot_base.rabbitmq_vhost")
+            self.env["ir.config_parameter"].sudo().get_param(VHOST_PARAM)
             or DEFAULT_VHOST
         )
 

@@ -25,10 +25,9 @@ from odoo import _, api, models
 from ...tools.broker_api import BrokerApiError
 from ...tools.rabbitmq import store as rabbitmq_store
 from ..iot_store_adapter import ABSENT, FOREIGN, OURS
+from .iot_broker_rabbitmq import VHOST_PARAM  # noqa: F401 (the settings field)
 
 ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
-# the one vhost setting (HTTP backend, console tokens, store)
-VHOST_PARAM = "iot_base.rabbitmq_vhost"
 # above this many logins to cut, list the connections first
 BULK_CLOSE = 20
 # up to this many logins, read (and delete) each user on its own; above,
@@ -50,8 +49,7 @@ class IotRabbitmqStore(models.AbstractModel):
     @api.model
     def _get_config(self):
         config = dict(self.env["iot.broker.session"]._get_config()["rabbitmq"])
-        params = self.env["ir.config_parameter"].sudo()
-        config["vhost"] = params.get_param(VHOST_PARAM) or "/"
+        config["vhost"] = self.env["iot.broker.rabbitmq"]._rabbitmq_vhost_name()
         return config
 
     @api.model
@@ -63,7 +61,7 @@ class IotRabbitmqStore(models.AbstractModel):
             rabbitmq_store.resource_permissions(username),
             topic_perms,
             # a new vhost changes every login: all are pushed there again
-            self.env["ir.config_parameter"].sudo().get_param(VHOST_PARAM) or "/",
+            self.env["iot.broker.rabbitmq"]._rabbitmq_vhost_name(),
         )
         return state, notes
 
