@@ -193,7 +193,7 @@ class TestBrokerLogRedaction(HttpCase):
             ("/iot/jwks.json/T", "/iot/jwks.json***"),
             # a quote or bracket inside the token does not end the redaction
             (
-                "\"POST /iot/auth/ab'cdSECRET HTTP/1.1\" 200 -",
+                '"POST /iot/auth/ab\'cdSECRET HTTP/1.1" 200 -',
                 '"POST /iot/auth/*** HTTP/1.1" 200 -',
             ),
             ('"POST /iot/auth/ab"SECRET HTTP/1.1"', '"POST /iot/auth/*** HTTP/1.1"'),
