@@ -708,7 +708,8 @@ class Listener:
         }
         _logger.info(
             "%s: %d messages, %d dropped%s, %d devices known, "
-            "%d/%d connections up and subscribed, %d transactions, %d rows, lag max %.2f s",
+            "%d/%d connections up and subscribed, %d transactions, %d rows,"
+            " lag max %.2f s",
             period,
             stats["messages"],
             sum(dropped.values()),
