@@ -24,7 +24,7 @@ DEVICE = "device_fz12cd34"
 LOGGERS = (
     "odoo.addons.iot_base.controllers.emqx.auth",
     "odoo.addons.iot_base.controllers.rabbitmq.auth",
-    "odoo.addons.iot_base.models.ir_http",
+    "odoo.addons.iot_base.controllers.iot_request",
 )
 RABBITMQ_CHECKS = ("user", "vhost", "resource", "topic")
 

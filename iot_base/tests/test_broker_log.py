@@ -21,7 +21,7 @@ NOISY = (
     "werkzeug",
     "odoo.addons.iot_base.controllers.emqx.auth",
     "odoo.addons.iot_base.controllers.rabbitmq.auth",
-    "odoo.addons.iot_base.models.ir_http",
+    "odoo.addons.iot_base.controllers.iot_request",
     "odoo.http",
     # Odoo 18's request handler fails on a garbage request line (its
     # send_header reads headers not parsed yet): a traceback, no content
