@@ -120,7 +120,7 @@ class BrokerDispatching:
         raise NotImplementedError
 
     def pre_dispatch(self, rule, args):
-        super().pre_dispatch(rule, args)
+        result = super().pre_dispatch(rule, args)
         self.request.session.can_save = False
         if self.request.db:
             try:
@@ -136,6 +136,7 @@ class BrokerDispatching:
                 )
                 abort(self.reply("unavailable"))
         _shield_body()
+        return result
 
     def dispatch(self, endpoint, args):
         params = dict(self.request.get_http_params(), **args)
