@@ -29,3 +29,4 @@ from .emqx import *  # noqa: F403
 from .mosquitto import *  # noqa: F403
 from .rabbitmq import *  # noqa: F403
 from . import test_migration_settings
+from . import test_provisioning_claim
