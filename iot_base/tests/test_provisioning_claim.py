@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from datetime import timedelta
+from unittest.mock import patch
 
 from odoo import SUPERUSER_ID, api, fields
 from odoo.api import Transaction
@@ -14,6 +15,7 @@ from odoo.modules.registry import Registry
 from odoo.tests import BaseCase, HttpCase, get_db_name, new_test_user, tagged
 
 from ..models.iot_provisioning_claim import ClaimRefused, glob_matches
+from ..tools.secret_hash import SECRET_CRYPT_CONTEXT
 from .common import MosquittoClientMixin, start_synced_mosquitto
 
 PATH = "/iot/provision/claim"
@@ -376,6 +378,46 @@ class TestProvisioningClaim(ClaimHttpMixin, HttpCase):
             with self.assertRaises(ValueError):
                 self.claim.sudo().read([name])
         self.assertNotIn(self.secret, json.dumps(self.claim.sudo().read(), default=str))
+
+    def test_one_hash_per_request_whatever_the_secret(self):
+        """A wrong secret costs what a right one does: one hash check, whether
+        its index matches a claim or not, or it is not even well-formed."""
+        Claim = self.env["iot.provisioning.claim"].sudo()
+        for secret, found in (
+            (self.secret, True),
+            (self.secret[:8] + "0" * 32, False),
+            ("1" * 40 if self.secret[:8] != "1" * 8 else "2" * 40, False),
+            ("not a secret", False),
+        ):
+            with patch.object(
+                SECRET_CRYPT_CONTEXT, "verify", wraps=SECRET_CRYPT_CONTEXT.verify
+            ) as verify:
+                self.assertEqual(bool(Claim._find_by_secret(secret)), found)
+            self.assertEqual(verify.call_count, 1, secret)
+
+    def test_hash_reaches_no_orm_path(self):
+        self.env.cr.execute(
+            "SELECT secret_hash FROM iot_provisioning_claim WHERE id = %s",
+            [self.claim.id],
+        )
+        secret_hash = self.env.cr.fetchone()[0]
+        self.assertTrue(secret_hash)
+        salt = secret_hash.split("$")[3]
+        names = list(self.claim._fields)
+        for user in (self.manager, self.env.ref("base.user_admin")):
+            claim = self.claim.with_user(user)
+            results = [
+                claim.read(names),
+                claim.search_read([], names),
+                claim.web_read({name: {} for name in names}),
+                claim.fields_get(),
+                claim.copy_data(),
+            ]
+            if user.has_group("base.group_allow_export"):
+                results.append(claim.export_data(names))
+            text = json.dumps(results, default=str)
+            for value in (self.secret, secret_hash, salt):
+                self.assertNotIn(value, text, user.login)
 
     def test_glob_is_linear(self):
         self.assertTrue(glob_matches("aa:*:?c", "aa:bb:cc"))
