@@ -26,6 +26,7 @@ from ..tools.secret_hash import (
     new_secret,
     verify_secret,
 )
+from ..tools.x509 import X509Error, load_csr
 from .iot_mqtt_device import FIRMWARE_MAX, normalize_hardware_id
 
 _logger = logging.getLogger(__name__)
@@ -410,6 +411,16 @@ class IotProvisioningClaim(models.Model):
                 "invalid",
             )
         if payload.get("csr"):
+            # checked (tools/x509.py) so that a device learns whether its CSR
+            # is usable; issuing waits for the company's CA (issue 19)
+            try:
+                load_csr(payload["csr"])
+            except X509Error as exc:
+                raise ClaimRefused(
+                    _("The CSR is refused: %(why)s.", why=exc.args[0]),
+                    400,
+                    "invalid_csr",
+                ) from exc
             raise ClaimRefused(
                 _("This Odoo does not issue certificates yet: claim without a CSR."),
                 422,

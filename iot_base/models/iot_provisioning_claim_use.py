@@ -21,6 +21,7 @@ RESULTS = [
     ("revoked", "Device revoked"),
     ("concurrent", "Concurrent claim"),
     ("limit", "Company limit reached"),
+    ("invalid_csr", "Certificate request refused"),
     ("csr_unsupported", "Certificate request not supported"),
 ]
 

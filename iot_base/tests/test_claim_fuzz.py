@@ -15,7 +15,7 @@ from odoo import fields
 from odoo.tests import HttpCase, tagged
 
 from . import test_provisioning_fuzz as provisioning_fuzz
-from .test_provisioning_claim import new_claim
+from .test_provisioning_claim import make_csr, new_claim
 
 _logger = logging.getLogger(__name__)
 
@@ -74,6 +74,17 @@ class TestClaimFuzz(HttpCase):
             cls.claims[key] = new_claim(env, name=f"Fuzz {key}", **vals)
         cls.claims["expired"][0].expires_at = now - timedelta(minutes=1)
         cls.claims["revoked"][0].action_revoke()
+        # CSRs good and bad (bad signature, huge subject, NUL and controls in
+        # names); the route checks them, issues no certificate yet
+        cls.csrs = [
+            make_csr(),
+            make_csr(mangle=True),
+            make_csr("x" * 20000),
+            make_csr("a\x00b"),
+            make_csr("\u202e\n\r"),
+            make_csr()[:-40],
+            make_csr().replace("REQUEST", "REQUEST\x00"),
+        ]
         # hardware ids already taken in the main company, by another path
         cls.env["iot.mqtt.device"]._register_device("fz-00", company=main)
 
@@ -129,7 +140,7 @@ class TestClaimFuzz(HttpCase):
                 [5, [], {}, True, 1.5, [body["claim_secret"]], {"$ne": ""}]
             )
         elif field == "csr":
-            body["csr"] = rng.choice(["x", "-----BEGIN CERTIFICATE REQUEST-----", 5])
+            body["csr"] = rng.choice(self.csrs + ["x", 5, "\x00", ""])
         elif field == "claim_secret":
             body.pop("claim_secret")
         else:

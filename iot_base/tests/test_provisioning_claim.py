@@ -2,11 +2,17 @@
 """Zero-touch claim provisioning (issue 19): POST /iot/provision/claim, the
 claim model's limits, its audit trail and who may see what."""
 
+import base64
 import json
 import threading
 import time
 from datetime import timedelta
 from unittest.mock import patch
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 from odoo import SUPERUSER_ID, api, fields
 from odoo.api import Transaction
@@ -19,6 +25,25 @@ from ..tools.secret_hash import SECRET_CRYPT_CONTEXT
 from .common import MosquittoClientMixin, start_synced_mosquitto
 
 PATH = "/iot/provision/claim"
+
+
+def make_csr(common_name="device", key=None, mangle=False):
+    """A PEM CSR (EC P-256 unless ``key``); ``mangle`` breaks its signature."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, algorithm)
+    )
+    der = bytearray(csr.public_bytes(serialization.Encoding.DER))
+    if mangle:
+        der[-3] ^= 0x01
+    body = base64.encodebytes(bytes(der)).decode()
+    label = "CERTIFICATE REQUEST"
+    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n"
+
+
 TOKEN = "claim-test-broker-token-0123456789abcdef"
 
 
@@ -260,7 +285,31 @@ class TestProvisioningClaim(ClaimHttpMixin, HttpCase):
             (self._body("w-2", name=["x"]), None, 400, "invalid"),
             (self._body("w-2", extra=1), None, 400, "invalid"),
             (self._body("a b"), None, 400, "invalid"),
-            (self._body("w-2", csr="-----BEGIN"), None, 422, "csr_unsupported"),
+            (self._body("w-2", csr="-----BEGIN"), None, 400, "invalid_csr"),
+            (self._body("w-2", csr=make_csr()), None, 422, "csr_unsupported"),
+            (self._body("w-2", csr=make_csr(mangle=True)), None, 400, "invalid_csr"),
+            (
+                self._body(
+                    "w-2", csr=make_csr(key=ed25519.Ed25519PrivateKey.generate())
+                ),
+                None,
+                400,
+                "invalid_csr",
+            ),
+            (
+                self._body(
+                    "w-2",
+                    csr=make_csr(
+                        key=rsa.generate_private_key(
+                            public_exponent=65537, key_size=1024
+                        )
+                    ),
+                ),
+                None,
+                400,
+                "invalid_csr",
+            ),
+            (self._body("w-2", csr=make_csr("x" * 20000)), None, 400, "invalid_csr"),
             (None, b"{", 400, "bad_request"),
             (None, b"[]", 400, "bad_request"),
             (None, b'{"a":' * 5000 + b"1" + b"}" * 5000, 400, "bad_request"),
