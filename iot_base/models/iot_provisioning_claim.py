@@ -99,6 +99,8 @@ class IotProvisioningClaim(models.Model):
         "iot.mqtt.fleet",
         check_company=True,
         index=True,
+        # not "set null": deleting the fleet would silently widen the claim
+        ondelete="restrict",
         help="Devices claimed with this secret join this fleet.",
     )
     expires_at = fields.Datetime(
@@ -237,6 +239,18 @@ class IotProvisioningClaim(models.Model):
             # into a company the writer does not manage must fail too
             self.check_access("write")
         return res
+
+    @api.ondelete(at_uninstall=False)
+    def _unlink_except_used(self):
+        # its uses are the audit trail of the devices it registered
+        used = self.filtered("use_ids")
+        if used:
+            raise UserError(
+                _(
+                    "Claim %(name)s has been used: revoke it instead of deleting it.",
+                    name=used[0].name,
+                )
+            )
 
     # ------------------------------------------------------------------
     # Actions

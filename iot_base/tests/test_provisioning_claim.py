@@ -13,12 +13,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from psycopg2 import IntegrityError
 
 from odoo import SUPERUSER_ID, api, fields
 from odoo.api import Transaction
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.modules.registry import Registry
 from odoo.tests import BaseCase, HttpCase, get_db_name, new_test_user, tagged
+from odoo.tools import mute_logger
 
 from ..models.iot_provisioning_claim import ClaimRefused, glob_matches
 from ..tools.secret_hash import SECRET_CRYPT_CONTEXT
@@ -232,6 +234,14 @@ class TestProvisioningClaim(ClaimHttpMixin, HttpCase):
             claim.action_new_secret()
         with self.assertRaises(UserError):
             claim.write({"revoked_at": False})
+        # its uses are an audit trail: a used claim is revoked, not deleted
+        with self.assertRaises(UserError):
+            claim.unlink()
+        unused, _secret = new_claim(self.env)
+        unused.unlink()
+        # a claim of a deleted fleet would become company-wide
+        with self.assertRaises(IntegrityError), mute_logger("odoo.sql_db"):
+            self.fleet.unlink()
         self.assertEqual(
             claim.use_ids.mapped("result"),
             ["claim_revoked", "claim_expired", "claim_exhausted", "claimed"],
@@ -527,7 +537,10 @@ class TestClaimLastSlotRace(BaseCase):
             env["iot.mqtt.device"].with_context(active_test=False).search(
                 [("hardware_id", "in", ["race-a", "race-b"])]
             ).unlink()
-            env["iot.provisioning.claim"].browse(self.claim_id).unlink()
+            # a used claim cannot be deleted through the ORM (its audit trail)
+            cr.execute(
+                "DELETE FROM iot_provisioning_claim WHERE id = %s", [self.claim_id]
+            )
 
     def _env(self, cr):
         cr.transaction = Transaction(self.registry)
