@@ -298,6 +298,8 @@ class IotProvisioningClaim(models.Model):
         """Revoke the claims for good: no device claims with them any more
         (the devices they registered keep their own identity)."""
         self.check_access("write")
+        if not self:
+            return
         self.env.cr.execute(
             SQL(
                 # the hash stays: a device still trying is told it is revoked

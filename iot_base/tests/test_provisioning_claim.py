@@ -428,6 +428,8 @@ class TestProvisioningClaim(ClaimHttpMixin, HttpCase):
             Use.with_user(self.iot_user).search([])
         with self.assertRaises(AccessError):
             self.claim.use_ids.with_user(self.manager).write({"result": "claimed"})
+        # no claim, nothing revoked (and no broken SQL)
+        as_manager.browse().action_revoke()
         # the counters are the claim's own
         with self.assertRaises(UserError):
             self.claim.with_user(self.manager).write({"claimed_count": 0})
