@@ -30,3 +30,5 @@ from .mosquitto import *  # noqa: F403
 from .rabbitmq import *  # noqa: F403
 from . import test_migration_settings
 from . import test_throttle
+from . import test_provisioning_claim
+from . import test_claim_fuzz
