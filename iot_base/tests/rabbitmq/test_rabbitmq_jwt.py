@@ -36,6 +36,7 @@ from ...models.iot_app import AUTH_RABBITMQ_JWT
 from ...models.iot_jwt_key import ALGORITHM_PARAM
 from ...models.mosquitto import iot_mosquitto_sync as mosq
 from ...tools import jwt_es256, jwt_hs256, topic_acl
+from ...tools.rabbitmq import EXCHANGE, to_routing_key
 from ...tools.rabbitmq import scopes as rabbitmq_scopes
 from ...tools.rabbitmq.scopes import scope_allows, wildcard_match
 from ..brokers.rabbitmq import (
@@ -54,7 +55,6 @@ TOKEN = "rabbit-jwt-broker-t0ken"
 SERVER = "iot_base"
 WAIT = 15
 QUIET = 2
-EXCHANGE = "amq.topic"
 
 
 def _rule(permission, action, topic, qos=None, retain=None):
@@ -229,7 +229,7 @@ class TestRabbitmqScopes(BaseCase):
             for topic in candidates + literal_rules:
                 if action == "publish" and not topic_acl.is_valid_topic_name(topic):
                     continue
-                key = rabbitmq_scopes.to_routing_key(topic)
+                key = to_routing_key(topic)
                 granted = scope_allows(scopes, permission, "/", EXCHANGE, key)
                 allowed = rabbitmq_scopes.evaluator_allows(rules, action, key)
                 if granted:
