@@ -19,12 +19,6 @@ import time
 from odoo.tests import BaseCase, HttpCase, new_test_user, tagged
 
 from ...models import iot_store_sync as engine
-from ...models.iot_broker_session import (
-    RABBITMQ_PASSWORD_PARAM,
-    RABBITMQ_URL_PARAM,
-    RABBITMQ_USER_PARAM,
-)
-from ...models.rabbitmq import iot_rabbitmq_store as rstore
 from ...tools import topic_acl
 from ...tools.rabbitmq import (
     DOTTED_USERNAME,
@@ -38,6 +32,7 @@ from ...tools.rabbitmq import store as rabbitmq_store
 from ..brokers.rabbitmq import RabbitMQBroker
 from ..common import rabbitmq_client
 from .test_rabbitmq_jwt import OAuth2BrokerCase
+from .test_rabbitmq_store import enable_store
 
 TOKEN = "rabbit-dots-t0ken"
 WAIT = 15
@@ -115,6 +110,12 @@ class TestRabbitmqTopicReading(BaseCase):
 
 class DotsCase(HttpCase):
     """A real node per class and the credentials of the dot tests."""
+
+    @classmethod
+    def _start_node(cls):
+        cls.broker = RabbitMQBroker(cls.base_url(), TOKEN)
+        cls.addClassCleanup(cls.broker.stop)
+        cls.broker.start()
 
     @classmethod
     def _setup_credentials(cls):
@@ -208,6 +209,11 @@ class DotsCase(HttpCase):
                 domain.append(("topic", "=", topic))
             self.assertTrue(self.env["iot.auth.log"].search(domain, limit=1))
 
+    def _others_dotted_telemetry_refused(self):
+        device = self._connected(DEV)
+        device.publish(f"{self.ns}/devices/dev_dots_other/telemetry/a.b", b"x", qos=1)
+        self._closed(device)
+
     def _own_dotted_topics(self, device, subscriber):
         """``device`` publishes telemetry under a dotted level, and gets its
         own commands under one; RabbitMQ hands them on in the one reading."""
@@ -229,17 +235,13 @@ class TestRabbitmqDotsHttp(DotsCase):
         super().setUpClass()
         cls.env["ir.config_parameter"].sudo().set_param("iot_base.auth_token", TOKEN)
         cls._setup_credentials()
-        cls.broker = RabbitMQBroker(cls.base_url(), TOKEN)
-        cls.addClassCleanup(cls.broker.stop)
-        cls.broker.start()
+        cls._start_node()
 
     def test_own_dotted_topics(self):
         self._own_dotted_topics(self._connected(DEV), self._connected("svc_dots"))
 
     def test_another_devices_dotted_topic_refused(self):
-        device = self._connected(DEV)
-        device.publish(f"{self.ns}/devices/dev_dots_other/telemetry/a.b", b"x", qos=1)
-        self._closed(device)
+        self._others_dotted_telemetry_refused()
         # Odoo judged the one reading of the key
         self._logged(
             DEV, "topic_denied", f"{self.ns}/devices/dev_dots_other/telemetry/a/b"
@@ -346,18 +348,8 @@ class TestRabbitmqDotsStore(DotsCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.broker = RabbitMQBroker(cls.base_url(), TOKEN)
-        cls.addClassCleanup(cls.broker.stop)
-        cls.broker.start()
-        params = cls.env["ir.config_parameter"].sudo()
-        for key, value in {
-            "iot_base.auth_token": TOKEN,
-            RABBITMQ_URL_PARAM: cls.broker.management_url,
-            RABBITMQ_USER_PARAM: cls.broker.management_user,
-            RABBITMQ_PASSWORD_PARAM: cls.broker.management_password,
-            rstore.ENABLED_PARAM: "True",
-        }.items():
-            params.set_param(key, value)
+        cls._start_node()
+        enable_store(cls.env, cls.broker, TOKEN)
         cls._setup_credentials()
 
     def setUp(self):
@@ -374,9 +366,7 @@ class TestRabbitmqDotsStore(DotsCase):
         self._own_dotted_topics(self._connected(DEV), self._connected("svc_dots"))
 
     def test_another_devices_dotted_topic_refused(self):
-        device = self._connected(DEV)
-        device.publish(f"{self.ns}/devices/dev_dots_other/telemetry/a.b", b"x", qos=1)
-        self._closed(device)
+        self._others_dotted_telemetry_refused()
         self._node_refused(
             f"access to topic '{self.ns}.devices.dev_dots_other.telemetry.a.b' "
             f"in exchange 'amq.topic' in vhost '/' refused for user '{DEV}'"
