@@ -45,6 +45,19 @@ def _rule(permission, action, topic):
     return topic_acl.Rule(permission, action, topic)
 
 
+def node_refused(case, broker, text):
+    """The node's log says it refused ``text`` (its own check)."""
+    log_dir = os.path.join(broker.base_dir, "log")
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        for name in os.listdir(log_dir):
+            with open(os.path.join(log_dir, name), errors="replace") as handle:
+                if text in handle.read():
+                    return
+        time.sleep(0.1)
+    case.fail(f"the node never logged {text!r}:\n{broker.log_tail()}")
+
+
 @tagged("post_install", "-at_install", "iot_rabbitmq")
 class TestRabbitmqTopicReading(BaseCase):
     """The one topic <-> routing key reading, without a node."""
@@ -186,16 +199,7 @@ class DotsCase(HttpCase):
         self.assertTrue(client.subacks.empty(), "nothing may be granted")
 
     def _node_refused(self, text):
-        """The node's log says it refused ``text`` (its own topic check)."""
-        log_dir = os.path.join(self.broker.base_dir, "log")
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            for name in os.listdir(log_dir):
-                with open(os.path.join(log_dir, name), errors="replace") as handle:
-                    if text in handle.read():
-                        return
-            time.sleep(0.1)
-        self.fail(f"the node never logged {text!r}:\n{self.broker.log_tail()}")
+        node_refused(self, self.broker, text)
 
     def _logged(self, username, reason, topic=None):
         # the broker's calls share the test cursor: take the test lock
@@ -326,6 +330,13 @@ class TestRabbitmqDotsTokens(OAuth2BrokerCase):
         self.assertFalse(client.connacks.get(timeout=WAIT).is_failure)
         client.publish(f"{self.ns}/users/{self.other}/a.b", b"x", qos=1)
         self._dropped(client)
+        # the node's own scope check, on the key of the one reading
+        node_refused(
+            self,
+            self.broker,
+            f"access to topic '{self.ns}.users.{self.other}.a.b' in exchange "
+            f"'amq.topic' in vhost '/' refused for user '{self.me}'",
+        )
         _config, client = self._token_login(self.alice)
         self.assertFalse(client.connacks.get(timeout=WAIT).is_failure)
         client.subscribe(f"{self.ns}/users/{self.other}/a.b/#", qos=1)
