@@ -90,6 +90,20 @@ class RecordingPassThrough:
         return [path for _method, path in self.requests if "/iot/rabbitmq/" in path]
 
 
+def enable_store(env, broker, token):
+    """Odoo keeps ``broker``'s internal users (its management API), and
+    answers its HTTP backend with ``token``."""
+    params = env["ir.config_parameter"].sudo()
+    for key, value in {
+        "iot_base.auth_token": token,
+        RABBITMQ_URL_PARAM: broker.management_url,
+        RABBITMQ_USER_PARAM: broker.management_user,
+        RABBITMQ_PASSWORD_PARAM: broker.management_password,
+        rstore.ENABLED_PARAM: "True",
+    }.items():
+        params.set_param(key, value)
+
+
 @tagged("post_install", "-at_install", "iot_rabbitmq")
 class TestRabbitmqStore(HttpCase):
     @classmethod
@@ -100,15 +114,7 @@ class TestRabbitmqStore(HttpCase):
         cls.broker = RabbitMQBroker(cls.proxy.url, TOKEN)
         cls.addClassCleanup(cls.broker.stop)
         cls.broker.start()
-        params = cls.env["ir.config_parameter"].sudo()
-        for key, value in {
-            "iot_base.auth_token": TOKEN,
-            RABBITMQ_URL_PARAM: cls.broker.management_url,
-            RABBITMQ_USER_PARAM: cls.broker.management_user,
-            RABBITMQ_PASSWORD_PARAM: cls.broker.management_password,
-            rstore.ENABLED_PARAM: "True",
-        }.items():
-            params.set_param(key, value)
+        enable_store(cls.env, cls.broker, TOKEN)
         cls.manager = new_test_user(
             cls.env,
             login="store.manager@example.com",
