@@ -4,6 +4,7 @@ from . import iot_store_sync
 from . import iot_store_sync_run
 from . import iot_store_hash
 from . import iot_store_adapter
+from . import iot_store_api
 from . import iot_jwt_key
 from . import res_users
 from . import res_company

@@ -3,8 +3,9 @@
 CONNECTs against its own store, which this engine keeps in sync.
 
 One adapter per broker (``iot.mosquitto.sync``, ``iot.rabbitmq.store``,
-``iot.emqx.store``) renders what its broker must hold; the engine decides
-when and how a run happens:
+``iot.emqx.store``), each on the store port ``iot.store.adapter`` (the only
+methods the engine calls), renders what its broker must hold; the engine
+decides when and how a run happens:
 
 * after the commit of any change of credentials, secrets, rules, owners,
   groups or namespaces (once per transaction, through the engine's cron:

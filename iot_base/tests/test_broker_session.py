@@ -33,7 +33,6 @@ from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.models import iot_broker_session as session
 from odoo.addons.iot_base.models import iot_store_sync as engine
-from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.tools import broker_api
 
 from .brokers.rabbitmq import MANAGEMENT_USER, RabbitMQBroker
@@ -499,7 +498,7 @@ class TestBrokerSessionMosquitto(MosquittoClientMixin, IotCommonCase):
     def _sync_after_commit(self):
         """The commit: its hook wakes the engine's cron, which syncs."""
         committed, results = commit_hooks(
-            self.env, engine.trigger_sync, mosq.POSTCOMMIT_KEY
+            self.env, engine.trigger_sync, engine.POSTCOMMIT_KEY
         )
         self.assertEqual(results, [{"ok": True, "triggered": True}])
         self.env.ref(engine.CRON_XMLID).method_direct_trigger()

@@ -100,7 +100,7 @@ class TestNeutralize(IotCommonCase):
             self.emqx.clients["c1"] = "device_neutral01"
             device.action_revoke()
             self.assertFalse(postcommit._funcs, "no sync, no cut-off queued")
-            with mute_logger(mosq.__name__):
+            with mute_logger("odoo.addons.iot_base.models.iot_store_adapter"):
                 result = mosq.run_sync(self.env.cr.dbname, force=True)
             self.assertFalse(result["ok"])
             self.assertIn("neutralized", result["error"])

@@ -22,7 +22,7 @@ from odoo import _, api, models
 
 from ...tools.emqx import store as emqx_store
 from ...tools.store_sync import SyncError
-from ..iot_store_adapter import ABSENT, FOREIGN, LEFTOVER, OURS
+from ..iot_store_api import ABSENT, FOREIGN, LEFTOVER, OURS
 
 ENABLED_PARAM = "iot_base.emqx_store_enabled"
 # up to this many logins, read each user and its rules on their own; above,
@@ -32,7 +32,7 @@ PER_LOGIN_READS = 50
 
 class IotEmqxStore(models.AbstractModel):
     _name = "iot.emqx.store"
-    _inherit = "iot.store.adapter"
+    _inherit = "iot.store.api"
     _description = "EMQX Built-in Database"
     _store_key = "emqx"
     _enabled_param = ENABLED_PARAM

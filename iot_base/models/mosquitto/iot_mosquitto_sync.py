@@ -52,7 +52,6 @@ started before the pid file was written, and to be able to read the files).
 """
 
 import grp
-import logging
 import os
 import time
 from collections import defaultdict
@@ -70,12 +69,8 @@ from ...tools.mosquitto.files import (
     reload_broker,
     write_atomically,
 )
-from ...tools.settings import bool_param
 from ...tools.store_sync import SyncError
-from ..iot_broker_session import database_is_neutralized
-from ..iot_store_sync import CRON_XMLID, POSTCOMMIT_KEY, run_sync  # noqa: F401
-
-_logger = logging.getLogger(__name__)
+from ..iot_store_sync import run_sync
 
 ENABLED_PARAM = "iot_base.mosquitto_sync_enabled"
 PASSWORD_FILE_PARAM = "iot_base.mosquitto_password_file"
@@ -87,23 +82,21 @@ BINARY_PARAM = "iot_base.mosquitto_binary"
 
 
 class IotMosquittoSync(models.AbstractModel):
-    """The Mosquitto files adapter of the store sync engine
-    (``iot.store.sync``): renders both files, writes them when they changed
-    and signals the broker."""
+    """The Mosquitto files adapter on the store port (``iot.store.adapter``):
+    renders both files, writes them when they changed and signals the
+    broker."""
 
     _name = "iot.mosquitto.sync"
+    _inherit = "iot.store.adapter"
     _description = "Mosquitto Password and ACL Files"
     _store_key = "mosquitto"
-
-    # ------------------------------------------------------------------
-    # Configuration and triggers
-    # ------------------------------------------------------------------
+    _enabled_param = ENABLED_PARAM
 
     @api.model
     def _get_config(self):
         params = self.env["ir.config_parameter"].sudo()
         return {
-            "enabled": bool_param(self.env, ENABLED_PARAM),
+            "enabled": self._store_enabled(),
             "password_file": (params.get_param(PASSWORD_FILE_PARAM) or "").strip(),
             "acl_file": (params.get_param(ACL_FILE_PARAM) or "").strip(),
             "pid_file": (params.get_param(PID_FILE_PARAM) or "").strip(),
@@ -112,48 +105,14 @@ class IotMosquittoSync(models.AbstractModel):
         }
 
     @api.model
-    def _store_enabled(self):
-        """Switched on in the settings (neutralized or not)."""
-        return bool_param(self.env, ENABLED_PARAM)
-
-    @api.model
-    def _is_enabled(self):
-        """On, and not a neutralized copy (which must not drive the broker)."""
-        return self._store_enabled() and not database_is_neutralized(self.env)
-
-    @api.model
     def _schedule(self):
         """Every change of credentials, secrets, rules, owners, groups or
         namespaces calls this: the engine syncs every enabled store after the
         current transaction commits."""
         self.env["iot.store.sync"]._schedule()
 
-    @api.model
-    def _cron_sync(self):
-        self.env["iot.store.sync"]._cron_sync()
-
     # ------------------------------------------------------------------
-    # State (the engine's run records)
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _read_state(self):
-        return self.env["iot.store.sync.run"]._state(self._store_key)
-
-    @api.model
-    def _last_result(self):
-        return self.env["iot.store.sync.run"]._last_result(self._store_key)
-
-    @api.model
-    def _sync(self, force=False, not_before=None):
-        """One run of this adapter in the current transaction (see
-        ``iot.store.sync._run``)."""
-        return self.env["iot.store.sync"]._run(
-            self._name, force=force, not_before=not_before
-        )
-
-    # ------------------------------------------------------------------
-    # Adapter
+    # The store port (iot.store.adapter)
     # ------------------------------------------------------------------
 
     @api.model
@@ -191,15 +150,7 @@ class IotMosquittoSync(models.AbstractModel):
         return next_expiry
 
     @api.model
-    def _log_result(self, result):
-        if result["ok"]:
-            _logger.info("Mosquitto sync: %s", self._summary(result))
-        else:
-            _logger.warning("Mosquitto sync failed: %s", result["error"])
-
-    def _summary(self, result):
-        if not result.get("ok"):
-            return _("Error: %(error)s", error=result.get("error"))
+    def _summary_parts(self, result):
         parts = [
             _(
                 "%(logins)s logins (%(extra)s per-secret logins) for %(creds)s "
@@ -230,7 +181,7 @@ class IotMosquittoSync(models.AbstractModel):
             )
         if result.get("warnings"):
             parts.extend(result["warnings"])
-        return ". ".join(p for p in parts if p)
+        return parts
 
     # ------------------------------------------------------------------
     # Building the files

@@ -24,7 +24,7 @@ from odoo import _, api, models
 
 from ...tools.broker_api import BrokerApiError
 from ...tools.rabbitmq import store as rabbitmq_store
-from ..iot_store_adapter import ABSENT, FOREIGN, OURS
+from ..iot_store_api import ABSENT, FOREIGN, OURS
 from .iot_broker_rabbitmq import VHOST_PARAM  # noqa: F401 (the settings field)
 
 ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
@@ -41,7 +41,7 @@ DELETE_BATCH = 500
 
 class IotRabbitmqStore(models.AbstractModel):
     _name = "iot.rabbitmq.store"
-    _inherit = "iot.store.adapter"
+    _inherit = "iot.store.api"
     _description = "RabbitMQ Internal Users"
     _store_key = "rabbitmq"
     _enabled_param = ENABLED_PARAM

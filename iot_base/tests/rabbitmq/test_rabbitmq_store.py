@@ -36,7 +36,9 @@ from ..brokers.rabbitmq import MANAGEMENT_USER, RabbitMQBroker
 _logger = logging.getLogger(__name__)
 
 TOKEN = "rabbit-store-t0ken"
+# the store port logs each run; the API stores' base, the refused logins
 ADAPTER_LOGGER = "odoo.addons.iot_base.models.iot_store_adapter"
+API_LOGGER = "odoo.addons.iot_base.models.iot_store_api"
 WAIT = 15
 BULK = 10_000
 
@@ -348,7 +350,7 @@ class TestRabbitmqStore(HttpCase):
     # ownership ------------------------------------------------------------
 
     def refused_sync(self, logins, force=False):
-        with self.assertLogs(ADAPTER_LOGGER, "WARNING") as logs:
+        with self.assertLogs(API_LOGGER, "WARNING") as logs:
             result = self.sync(force=force)
         self.assertIn(f"{len(logins)} logins refused", "\n".join(logs.output))
         self.assertEqual(result["conflicts"], sorted(logins))
