@@ -197,7 +197,7 @@ class IotAclRule(models.Model):
 
     def _rules_changed(self):
         self.env.registry.clear_cache()
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
 
     @api.model
     def _owner_groups(self, owners, rule_groups):

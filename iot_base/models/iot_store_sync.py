@@ -38,7 +38,7 @@ from .iot_broker_session import BrokerApiError, database_is_neutralized
 
 _logger = logging.getLogger(__name__)
 
-CRON_XMLID = "iot_base.ir_cron_mosquitto_sync"
+CRON_XMLID = "iot_base.ir_cron_store_sync"
 POSTCOMMIT_KEY = "iot_base.store_sync"
 # the adapters, by store key; each has its own advisory lock
 # (b"iot_mosq", then the following numbers)

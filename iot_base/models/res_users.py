@@ -41,14 +41,14 @@ class ResUsers(models.Model):
             or any(key.startswith(("in_group_", "sel_groups_")) for key in vals)
         ):
             # who may use the broker changed (Mosquitto files, live sessions)
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
             self.env["iot.broker.session"]._cut_users(self)
         return res
 
     def unlink(self):
         self.env["iot.broker.session"]._cut_users(self)
         res = super().unlink()
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
         return res
 
     def _iot_broker_username(self, credentials):

@@ -30,3 +30,4 @@ from .emqx import *  # noqa: F403
 from .mosquitto import *  # noqa: F403
 from .rabbitmq import *  # noqa: F403
 from . import test_migration_settings
+from . import test_migration_store_cron

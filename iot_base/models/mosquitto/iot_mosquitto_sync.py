@@ -104,13 +104,6 @@ class IotMosquittoSync(models.AbstractModel):
             "binary": (params.get_param(BINARY_PARAM) or "").strip(),
         }
 
-    @api.model
-    def _schedule(self):
-        """Every change of credentials, secrets, rules, owners, groups or
-        namespaces calls this: the engine syncs every enabled store after the
-        current transaction commits."""
-        self.env["iot.store.sync"]._schedule()
-
     # ------------------------------------------------------------------
     # The store port (iot.store.adapter)
     # ------------------------------------------------------------------
