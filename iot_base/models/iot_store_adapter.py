@@ -14,6 +14,7 @@ calls nothing else. Adapters: ``iot.mosquitto.sync`` (files), and on
 import logging
 
 from odoo import _, api, models
+from odoo.tools import SQL
 
 from ..tools.settings import bool_param, database_is_neutralized
 
@@ -81,6 +82,41 @@ class IotStoreAdapter(models.AbstractModel):
     def _is_enabled(self):
         """On, and not a neutralized copy (which must not drive a broker)."""
         return self._store_enabled() and not database_is_neutralized(self.env)
+
+    @api.model
+    def _live_secrets(self, now, newest_only=False):
+        """The one query of what a store may let in: every live secret of
+        every live credential (``iot.credentials._live_condition``), as
+        credential_id, username, kind, company_id, user_id, superuser,
+        secret_id, newest, expires_at (the credential's or the secret's,
+        whichever comes first), hash. ``newest`` marks the credential's newest
+        live long-lived secret, the one its username logs in with
+        (``newest_only``: only those rows)."""
+        return SQL(
+            """
+            SELECT c.id AS credential_id, c.username, c.kind, c.company_id,
+                   c.user_id, COALESCE(c.is_superuser, false) AS superuser,
+                   s.id AS secret_id, COALESCE(s.id = ll.id, false) AS newest,
+                   LEAST(c.expires_at, s.expires_at) AS expires_at, s.hash
+              FROM iot_credentials c
+              LEFT JOIN (
+                    SELECT credential_id, max(id) AS id
+                      FROM iot_credentials_secret
+                     WHERE secret_type = 'long_lived'
+                       AND (expires_at IS NULL OR expires_at > %(now)s)
+                     GROUP BY credential_id
+              ) ll ON ll.credential_id = c.id
+              JOIN iot_credentials_secret s
+                ON s.credential_id = c.id
+               AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
+               AND (s.id = ll.id OR NOT %(newest_only)s)
+              LEFT JOIN res_users u ON u.id = c.user_id
+             WHERE %(live)s
+            """,
+            now=now,
+            newest_only=bool(newest_only),
+            live=self.env["iot.credentials"]._live_condition(now),
+        )
 
     @api.model
     def _sync(self, force=False, not_before=None):

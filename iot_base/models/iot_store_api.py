@@ -5,9 +5,8 @@ import time
 from odoo import _, api, fields, models
 from odoo.tools import SQL
 
-from ..tools import topic_acl
 from ..tools.broker_api import addressable
-from ..tools.store_sync import SyncError, digest, plan
+from ..tools.store_sync import LiveLogin, SyncError, digest, plan
 
 _logger = logging.getLogger(__name__)
 
@@ -27,9 +26,9 @@ class IotStoreApi(models.AbstractModel):
     through its REST API (RabbitMQ, EMQX): the logins Odoo must push, their
     rules, the record of what was pushed, and one run.
 
-    A login is a live credential (the conditions of
-    ``iot.credentials._live_query``) with its newest live long-lived secret,
-    under the credential's username. Console users' short-lived session
+    A login is a live credential with its newest live long-lived secret,
+    under the credential's username (:meth:`_live_logins`, on the port's one
+    query). Console users' short-lived session
     secrets are not pushed: the broker's other backend (RabbitMQ's HTTP
     backend, EMQX's JWT authenticator) keeps deciding them.
 
@@ -60,83 +59,42 @@ class IotStoreApi(models.AbstractModel):
     # ------------------------------------------------------------------
 
     @api.model
-    def _live_rows(self):
-        """(credential id, username, kind, company id, owner id, superuser,
-        secret expiry, hash, salt) of every login; hash is None when the
-        secret has no hash form of this store (issued before it was on)."""
-        now = fields.Datetime.now()
+    def _live_logins(self):
+        """The :class:`LiveLogin` of every live credential, in credential
+        order, with this store's form of its secret."""
         self.env.cr.execute(
             SQL(
                 """
-            SELECT c.id, c.username, c.kind, c.company_id, c.user_id,
-                   COALESCE(c.is_superuser, false),
-                   LEAST(c.expires_at, s.expires_at), h.hash, h.salt
-              FROM iot_credentials c
-              JOIN LATERAL (
-                    SELECT id, expires_at FROM iot_credentials_secret
-                     WHERE credential_id = c.id AND secret_type = 'long_lived'
-                       AND (expires_at IS NULL OR expires_at > %(now)s)
-                     ORDER BY id DESC LIMIT 1
-              ) s ON true
+            SELECT q.credential_id, q.username, q.kind, q.company_id, q.user_id,
+                   q.superuser, q.expires_at, h.hash, h.salt
+              FROM (%(live)s) q
               LEFT JOIN iot_store_hash h
-                     ON h.secret_id = s.id AND h.store = %(store)s
-              LEFT JOIN res_users u ON u.id = c.user_id
-             WHERE %(live)s
-             ORDER BY c.id
+                     ON h.secret_id = q.secret_id AND h.store = %(store)s
+             ORDER BY q.credential_id
             """,
-                now=now,
+                live=self._live_secrets(fields.Datetime.now(), newest_only=True),
                 store=self._store_key,
-                live=self.env["iot.credentials"]._live_condition(now),
             )
         )
-        return self.env.cr.fetchall()
-
-    @api.model
-    def _rules_of(self, rows):
-        """{credential id: expanded rules} of ``rows``: the table and filters
-        of ``iot.acl.rule._rules_for``, computed once per group of
-        credentials that share them."""
-        scopes = self.env["iot.acl.rule"].sudo()._rule_table()
-        rule_groups = frozenset().union(*(scope[2] for scope in scopes))
-        owners = {row[4] for row in rows if row[4]}
-        owner_groups = (
-            self.env["iot.acl.rule"].sudo()._owner_groups(owners, rule_groups)
-        )
-        self.env.cr.execute("SELECT id, iot_mqtt_namespace FROM res_company")
-        namespaces = dict(self.env.cr.fetchall())
-        applicable_cache = {}
-        out = {}
-        for cid, username, kind, company_id, user_id, *_rest in rows:
-            groups = owner_groups[user_id] if user_id else frozenset()
-            special = cid if any(cid in scope[3] for scope in scopes) else None
-            key = (kind, company_id, groups, special)
-            if key not in applicable_cache:
-                applicable_cache[key] = [
-                    scope[5]
-                    for scope in scopes
-                    if topic_acl.rule_applies(scope, kind, groups, cid, company_id)
-                ]
-            out[cid] = topic_acl.expand_rules(
-                applicable_cache[key],
-                username=username,
-                clientid=None,
-                namespace=namespaces.get(company_id),
-            )
-        return out
+        return [LiveLogin._make(row) for row in self.env.cr.fetchall()]
 
     @api.model
     def _desired(self):
         """({login: state}, needs-rotation usernames, notes, next expiry)."""
-        rows = self._live_rows()
-        ready = [row for row in rows if row[7] is not None]
-        needs_rotation = sorted(row[1] for row in rows if row[7] is None)
-        rules = self._rules_of(ready)
+        logins = self._live_logins()
+        ready = [login for login in logins if login.hash is not None]
+        needs_rotation = sorted(
+            login.username for login in logins if login.hash is None
+        )
+        rules = self.env["iot.acl.rule"].sudo()._rules_for_logins(ready)
         states, notes = {}, []
-        for row in ready:
-            state, row_notes = self._render(row, rules[row[0]])
-            states[row[1]] = state
-            notes.extend(f"{row[1]}: {note}" for note in row_notes)
-        next_expiry = min((row[6] for row in ready if row[6]), default=None)
+        for login in ready:
+            state, login_notes = self._render(login, rules[login.credential_id])
+            states[login.username] = state
+            notes.extend(f"{login.username}: {note}" for note in login_notes)
+        next_expiry = min(
+            (login.expires_at for login in ready if login.expires_at), default=None
+        )
         return states, needs_rotation, notes, next_expiry
 
     # ------------------------------------------------------------------
@@ -273,10 +231,10 @@ class IotStoreApi(models.AbstractModel):
         raise NotImplementedError
 
     @api.model
-    def _render(self, row, rules):
-        """(state, notes): what the broker must hold for the login of
-        ``row`` with ``rules`` (JSON-able, compared by digest), and where the
-        broker ends up stricter than Odoo."""
+    def _render(self, login, rules):
+        """(state, notes): what the broker must hold for ``login`` (a
+        :class:`LiveLogin`) with ``rules`` (JSON-able, compared by digest),
+        and where the broker ends up stricter than Odoo."""
         raise NotImplementedError
 
     @api.model

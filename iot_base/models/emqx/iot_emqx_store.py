@@ -42,11 +42,12 @@ class IotEmqxStore(models.AbstractModel):
         return dict(self.env["iot.broker.session"]._get_config()["emqx"])
 
     @api.model
-    def _render(self, row, rules):
-        _cid, username, _kind, _co, _user, superuser, _exp, hash_, salt = row
-        entries, notes = emqx_store.user_rules(rules, superuser)
+    def _render(self, login, rules):
+        entries, notes = emqx_store.user_rules(rules, login.superuser)
         return {
-            "user": emqx_store.user_entry(username, hash_, salt, superuser),
+            "user": emqx_store.user_entry(
+                login.username, login.hash, login.salt, login.superuser
+            ),
             "rules": entries,
         }, notes
 

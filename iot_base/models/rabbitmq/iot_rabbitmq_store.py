@@ -53,12 +53,11 @@ class IotRabbitmqStore(models.AbstractModel):
         return config
 
     @api.model
-    def _render(self, row, rules):
-        _cid, username, _kind, _co, _user, superuser, _exp, hash_, _salt = row
-        topic_perms, notes = rabbitmq_store.topic_permissions(rules, superuser)
+    def _render(self, login, rules):
+        topic_perms, notes = rabbitmq_store.topic_permissions(rules, login.superuser)
         state = rabbitmq_store.login_state(
-            hash_,
-            rabbitmq_store.resource_permissions(username),
+            login.hash,
+            rabbitmq_store.resource_permissions(login.username),
             topic_perms,
             # a new vhost changes every login: all are pushed there again
             self.env["iot.broker.rabbitmq"]._rabbitmq_vhost_name(),
