@@ -18,6 +18,7 @@ from . import iot_mqtt_fleet
 from . import iot_mqtt_device
 from . import iot_mqtt_client
 from . import iot_app
+from . import iot_broker_api
 from . import iot_broker_session
 from . import res_groups
 from . import ir_http

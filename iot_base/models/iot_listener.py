@@ -24,8 +24,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
 from ..tools.client_ids import make_client_id
-from ..tools.settings import bool_param, number_param
-from .iot_broker_session import database_is_neutralized
+from ..tools.settings import bool_param, database_is_neutralized, number_param
 from .iot_device_reading_history import (
     DEFAULT_HISTORY_CAP,
     DEFAULT_HISTORY_DAYS,

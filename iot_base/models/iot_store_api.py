@@ -244,8 +244,8 @@ class IotStoreApi(models.AbstractModel):
             raise SyncError(
                 _("Set the %(store)s API URL in the settings.", store=self._store_key)
             )
-        return self.env["iot.broker.session"]._client(
-            self._store_key, config, timeout=TIMEOUT
+        return self.env["iot.broker.api"]._client(
+            self._store_key, TIMEOUT, config=config
         )
 
     @api.model
@@ -279,8 +279,10 @@ class IotStoreApi(models.AbstractModel):
 
     @api.model
     def _close(self, client, logins):
-        """Close the live sessions of ``logins``."""
-        raise NotImplementedError
+        """Close the live sessions of ``logins`` (the broker checks a login
+        at CONNECT only): the call the session cut-off makes too."""
+        if logins:
+            client.disconnect_users(sorted(logins))
 
     # ------------------------------------------------------------------
     # Result

@@ -33,8 +33,9 @@ from odoo import SUPERUSER_ID, _, api, fields, models
 from odoo.api import Transaction
 from odoo.exceptions import AccessError
 
+from ..tools.broker_api import BrokerApiError
+from ..tools.settings import database_is_neutralized
 from ..tools.store_sync import SyncError
-from .iot_broker_session import BrokerApiError, database_is_neutralized
 
 _logger = logging.getLogger(__name__)
 

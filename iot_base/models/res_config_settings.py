@@ -13,7 +13,7 @@ from .iot_app import (
     DEFAULT_RABBITMQ_RESOURCE_SERVER,
     RABBITMQ_RESOURCE_SERVER_PARAM,
 )
-from .iot_broker_session import (
+from .iot_broker_api import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
     EMQX_URL_PARAM,

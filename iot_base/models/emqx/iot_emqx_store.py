@@ -39,7 +39,7 @@ class IotEmqxStore(models.AbstractModel):
 
     @api.model
     def _get_config(self):
-        return dict(self.env["iot.broker.session"]._get_config()["emqx"])
+        return dict(self.env["iot.broker.api"]._get_config()["emqx"])
 
     @api.model
     def _render(self, login, rules):
@@ -119,8 +119,3 @@ class IotEmqxStore(models.AbstractModel):
             # rules may be missing (a push that failed before them)
             client.delete_rules(login)
         self._close(client, sorted(claims))
-
-    @api.model
-    def _close(self, client, logins):
-        if logins:
-            self.env["iot.broker.session"]._cut_emqx(client, sorted(logins))

@@ -28,8 +28,6 @@ from ..iot_store_api import ABSENT, FOREIGN, OURS
 from .iot_broker_rabbitmq import VHOST_PARAM  # noqa: F401 (the settings field)
 
 ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
-# above this many logins to cut, list the connections first
-BULK_CLOSE = 20
 # up to this many logins, read (and delete) each user on its own; above,
 # list them all in one call
 PER_LOGIN_READS = 20
@@ -48,7 +46,7 @@ class IotRabbitmqStore(models.AbstractModel):
 
     @api.model
     def _get_config(self):
-        config = dict(self.env["iot.broker.session"]._get_config()["rabbitmq"])
+        config = dict(self.env["iot.broker.api"]._get_config()["rabbitmq"])
         config["vhost"] = self.env["iot.broker.rabbitmq"]._rabbitmq_vhost_name()
         return config
 
@@ -159,15 +157,6 @@ class IotRabbitmqStore(models.AbstractModel):
                     )
                 )
         self._close(client, logins)
-
-    @api.model
-    def _close(self, client, logins):
-        """Close the connections of ``logins``; for many, only of those the
-        node lists as connected (one call instead of one per login)."""
-        if len(logins) > BULK_CLOSE:
-            connected = client.connected_users()
-            logins = [login for login in logins if login in connected]
-        self.env["iot.broker.session"]._cut_rabbitmq(client, logins)
 
 
 def _tags(value):

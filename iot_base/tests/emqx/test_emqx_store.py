@@ -21,7 +21,7 @@ from odoo.tools import mute_logger
 from ...models import iot_store_adapter as adapter_module
 from ...models import iot_store_sync as engine
 from ...models.emqx import iot_emqx_store as estore
-from ...models.iot_broker_session import (
+from ...models.iot_broker_api import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
     EMQX_URL_PARAM,

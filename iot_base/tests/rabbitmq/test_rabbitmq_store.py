@@ -22,7 +22,7 @@ import requests
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from ...models import iot_store_sync as engine
-from ...models.iot_broker_session import (
+from ...models.iot_broker_api import (
     RABBITMQ_PASSWORD_PARAM,
     RABBITMQ_URL_PARAM,
     RABBITMQ_USER_PARAM,
