@@ -50,8 +50,12 @@ def load_tools(ref=None):
     module = importlib.util.module_from_spec(spec)
     sys.modules[package] = module
     spec.loader.exec_module(module)
+    try:
+        files = importlib.import_module(f"{package}.mosquitto.files")
+    except ModuleNotFoundError:  # a tree before tools/mosquitto/
+        files = importlib.import_module(f"{package}.mosquitto_files")
     return (
-        importlib.import_module(f"{package}.mosquitto.files"),
+        files,
         importlib.import_module(f"{package}.topic_acl"),
         importlib.import_module(f"{package}.store_sync"),
     )
