@@ -28,9 +28,9 @@ class IotStoreApi(models.AbstractModel):
 
     A login is a live credential with its newest live long-lived secret,
     under the credential's username (:meth:`_live_logins`, on the port's one
-    query). Console users' short-lived session
-    secrets are not pushed: the broker's other backend (RabbitMQ's HTTP
-    backend, EMQX's JWT authenticator) keeps deciding them.
+    query). Console users' short-lived session secrets are not pushed: the
+    broker's other backend (RabbitMQ's HTTP backend, EMQX's JWT
+    authenticator) keeps deciding them.
 
     ``iot_store_pushed`` holds, per store and login, a digest of the state
     last pushed: an incremental run pushes the logins whose digest changed

@@ -113,11 +113,11 @@ class IotMosquittoSync(models.AbstractModel):
     @api.model
     def _broker_login(self, username, secret_id=None):
         """The login a client sends with the secret ``secret_id`` of the
-        credential ``username``: with the Mosquitto files on, a secret other
-        than the credential's newest long-lived one (``secret_id`` None) has
-        a login of its own, ``<username>~<secret id>`` (Mosquitto holds one
-        secret per name: module docstring); otherwise, and on every other
-        broker, the username. :meth:`_login_sql` is the same in SQL."""
+        credential ``username`` (None: its newest long-lived secret). With
+        the Mosquitto files on, every other secret has a login of its own,
+        ``<username>~<secret id>`` (Mosquitto holds one secret per name:
+        module docstring); otherwise, and on every other broker, the
+        username. :meth:`_login_sql` is the same in SQL."""
         if secret_id is None or not self._is_enabled():
             return username
         return login_for(username, secret_id)
