@@ -39,6 +39,7 @@
         "views/res_config_settings_views.xml",
         "views/iot_menus.xml",
         "data/iot_listener_data.xml",
+        "views/iot_provisioning_claim_views.xml",
     ],
     "assets": {
         # the MQTT console page (/iot/app): Odoo's core, MQTT.js and the console

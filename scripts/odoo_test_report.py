@@ -7,7 +7,10 @@ non-zero when a test failed, errored or was skipped, when no test ran (or, with
 of an uncaught exception (Python prints "Exception in thread ..." on stderr,
 which make test writes into the log, outside any record), or when the logs
 contain an ERROR/CRITICAL line or a WARNING line while the module was
-installed/tested.
+installed/tested, or when any line of either log (records, tracebacks, stderr)
+holds a broker URL that was not redacted (``/iot/auth/<token>``: the broker
+token or a secret reached the log; tools/log_redaction.py cuts every such URL
+to ``/iot/auth/***``, so one clear one means a path around the redaction).
 
 What Odoo 18.0 logs (odoo/tests/result.py, case.py, suite.py, service/server.py),
 each record being "<date> <time> <pid> <LEVEL> <db> <logger>: <message>":
@@ -62,6 +65,27 @@ ALLOWED_WARNINGS: list[re.Pattern] = []
 EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
 # threading.excepthook's default output (stderr, no log record)
 THREAD_DIED = re.compile(r"^Exception in thread (?P<thread>.+?):?$")
+
+
+# A broker route followed by anything but the redaction mark, raw or
+# percent-encoded (the spellings tools/log_redaction.py decodes).
+UNREDACTED = re.compile(
+    r"(?i)/+iot(?:/+|%2f)(?:auth|acl|rabbitmq|provision)(?:/+|%2f)(?!\*\*\*)[^\s\"'<>]"
+)
+
+
+def unredacted(path):
+    """The lines of ``path`` holding a broker URL in clear, clipped."""
+    found = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as log:
+            for number, line in enumerate(log, 1):
+                if match := UNREDACTED.search(line):
+                    # show where, never the rest of what may be a secret
+                    found.append(f"line {number}: ...{line[: match.end() - 1][-60:]}")
+    except FileNotFoundError:
+        pass
+    return found
 
 
 def records(path):
@@ -205,6 +229,12 @@ def main():
         print(f"WARNING log lines while installing {args.module} (none allowed):")
         for line, times in list(run["warnings"].items())[:20]:
             print(f"  {line}" + (f" (x{times})" if times > 1 else ""))
+    leaked = unredacted(args.setup_log) + unredacted(args.log)
+    if leaked:
+        problems.append(f"{len(leaked)} log line(s) with a broker URL in clear")
+        print("Broker URLs not redacted (the token or a secret reached the log):")
+        for line in leaked[:10]:
+            print(f"  {line}")
     if args.setup_rc == 0 and not final:
         problems.append("Odoo never reported its test results")
     elif tests_run == 0 and args.setup_rc == 0:

@@ -123,6 +123,30 @@ class TestOdooTestReport(unittest.TestCase):
         rc, last, _out = self.report(final(run=0, level="WARNING"))
         self.assertEqual((rc, last), (1, "0 passed, 1 failed"))
 
+    def test_unredacted_broker_url_fails(self):
+        for leak in (
+            '"POST /iot/auth/S3CRET HTTP/1.1" 200 -',
+            "GET //IOT/rabbitmq/S3CRET/user",
+            "url http://h/iot%2Facl%2FS3CRET",
+        ):
+            with self.subTest(leak=leak):
+                log = (
+                    start("TestX.test_a")
+                    + line("INFO", "werkzeug", leak)
+                    + final(run=1)
+                )
+                rc, last, out = self.report(log)
+                self.assertEqual((rc, last), (1, "1 passed, 1 failed"))
+                self.assertIn("broker URL in clear", out)
+                self.assertNotIn("S3CRET", out)
+        redacted = (
+            start("TestX.test_a")
+            + line("INFO", "werkzeug", '"POST /iot/auth/*** HTTP/1.1" 200 -')
+            + line("INFO", "werkzeug", '"GET /iot/jwks.json HTTP/1.1" 200 -')
+            + final(run=1)
+        )
+        self.assertEqual(self.report(redacted)[:2], (0, "1 passed, 0 failed"))
+
     def test_setup_failure(self):
         setup = line("ERROR", "odoo.modules.loading", "boom")
         rc, last, out = self.report("", 1, setup, 1)

@@ -212,6 +212,8 @@ class Connection:
         self.login = login
         self.client = None
         self.connected = False
+        # the broker acknowledged every filter of the last connection
+        self.subscribed = False
         self.refused = None
         self.connects = 0
         self._stop = threading.Event()
@@ -266,6 +268,7 @@ class Connection:
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect
             client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
             client.connect_timeout = settings["timeout"]
             if settings["tls"]:
                 client.tls_set()
@@ -312,14 +315,30 @@ class Connection:
             client.disconnect()
             return
         self.connected = True
+        self.subscribed = False
         self.connects += 1
         client.subscribe(self.filters())
-        _logger.info("company %s: connected, subscribed", self.company_id)
+        _logger.info("company %s: connected, subscribing", self.company_id)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties):
         if self.connected:
             _logger.info("company %s: disconnected (%s)", self.company_id, reason_code)
         self.connected = False
+        self.subscribed = False
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties):
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        self.subscribed = not refused
+        if self.subscribed:
+            _logger.info("company %s: connected, subscribed", self.company_id)
+        else:
+            # connected but deaf: presence and readings would silently stop
+            _logger.warning(
+                "company %s: the broker refused the listener's subscriptions (%s):"
+                " check that the rules of its login allow reading the devices' topics",
+                self.company_id,
+                ", ".join(refused),
+            )
 
     def _on_message(self, _client, _userdata, message):
         try:
@@ -689,7 +708,8 @@ class Listener:
         }
         _logger.info(
             "%s: %d messages, %d dropped%s, %d devices known, "
-            "%d/%d connections up, %d transactions, %d rows, lag max %.2f s",
+            "%d/%d connections up and subscribed, %d transactions, %d rows,"
+            " lag max %.2f s",
             period,
             stats["messages"],
             sum(dropped.values()),
@@ -697,7 +717,7 @@ class Listener:
             if dropped
             else "",
             len(self.devices),
-            sum(c.connected for c in self.connections.values()),
+            sum(c.connected and c.subscribed for c in self.connections.values()),
             len(self.connections),
             stats["transactions"],
             stats["rows"],

@@ -1,16 +1,22 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """How every iot_base route reads a request: the bearer token, a bounded
-body, and the skeleton all broker routes share (token, body, decision,
-"no opinion" when the database cannot answer)."""
+body, the dispatching every broker route type shares (:class:`BrokerDispatching`)
+and the skeleton of every broker route (token, body, decision, "no opinion"
+when the database cannot answer)."""
 
 import contextlib
 import json
+import logging
 import re
 
 from psycopg2 import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import HTTPException, abort
 
+from odoo import http
 from odoo.http import request
+
+_logger = logging.getLogger(__name__)
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # JSON nested deeper than this is not a broker's (EMQX sends flat objects)
@@ -36,8 +42,8 @@ def read_body(max_body, *, forms=False):
 
     A declared length is required, so that an oversized or chunked body is
     refused before anything reads it (werkzeug would read a chunked body to
-    its end, unbounded; models/ir_http.py keeps Odoo's form parser off it
-    too). With ``forms``, a url-encoded form is read too (Odoo has parsed
+    its end, unbounded; :func:`_shield_body` keeps Odoo's form parser off
+    it too). With ``forms``, a url-encoded form is read too (Odoo has parsed
     it already) and any other content type is tried as JSON.
     """
     httprequest = request.httprequest
@@ -84,7 +90,111 @@ def read_broker_values(max_body):
 BROKER_METHODS = ("GET", "POST")
 
 
-def answer_broker(model, label, logger, endpoint, token, max_body, decide, reply):
+# what a broker route receives from Odoo's parameters: its route arguments
+# (and ``token``, which a broker may also put in the query string)
+BROKER_PARAMS = ("token", "check")
+
+
+class BrokerDispatching:
+    """What every broker route type adds to :class:`odoo.http.Dispatcher`
+    (mixed in before it: ``class X(BrokerDispatching, http.Dispatcher)``
+    with a ``routing_type`` and :meth:`reply`).
+
+    Broker routes answer in their protocol, whatever arrives. Odoo's
+    ``http`` dispatcher parses a request's form and hands every query and
+    form field to the endpoint as a keyword argument before the controller
+    runs; a broken body (truncated, badly chunked) or a field named
+    ``self`` would fail there with a 500 HTML page and a traceback. Here
+    the body is shielded, the endpoint gets only its route arguments, and
+    any error is answered with the protocol's deny (or its "no opinion"
+    when the database cannot answer): never Odoo's HTML page.
+    """
+
+    @classmethod
+    def is_compatible_with(cls, request):
+        # brokers send forms, JSON or nothing: the route reads what it takes
+        return True
+
+    def reply(self, kind):
+        """The protocol's answer when the route cannot decide: ``kind`` is
+        ``"deny"`` or ``"unavailable"`` (the database cannot answer)."""
+        raise NotImplementedError
+
+    def pre_dispatch(self, rule, args):
+        result = super().pre_dispatch(rule, args)
+        self.request.session.can_save = False
+        if self.request.db:
+            try:
+                # a lock or a slow query must end well inside the broker's
+                # timeout, and must not reach service.model.retrying, whose
+                # replays would multiply the wait. (ir.http._pre_dispatch
+                # has read one cached setting before this point.)
+                self.request.env["iot.broker"].sudo()._limit_waits()
+            except (OperationalError, InterfaceError) as exc:
+                _logger.warning(
+                    "MQTT broker request: database unavailable (%s)",
+                    type(exc).__name__,
+                )
+                abort(self.reply("unavailable"))
+        _shield_body()
+        return result
+
+    def dispatch(self, endpoint, args):
+        params = dict(self.request.get_http_params(), **args)
+        self.request.params = {
+            key: value for key, value in params.items() if key in BROKER_PARAMS
+        }
+        return endpoint(**self.request.params)
+
+    def handle_error(self, exc):
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            return self.reply("unavailable")
+        # bad input is refused where it is read, so this is a bug: Odoo
+        # logs it, and the broker still gets a deny, never an HTML page
+        return self.reply("deny")
+
+
+def broker_route(routes, route_type, max_body, readonly=False):
+    """``@http.route`` of a broker callback: no session, no CSRF, any method
+    (a wrong one is refused in protocol by :func:`answer_broker`), a bounded
+    body, dispatched by ``route_type`` (a :class:`BrokerDispatching`)."""
+    return http.route(
+        routes,
+        type=route_type,
+        auth="none",
+        methods=None,
+        csrf=False,
+        save_session=False,
+        readonly=readonly,
+        max_content_length=max_body,
+    )
+
+
+def _shield_body():
+    """Let Odoo's form parser see only a body that can be read safely.
+
+    Brokers always declare the length of a small body: a chunked body, an
+    undeclared or oversized one is never read (the route refuses it); a
+    declared one that cannot be parsed (truncated, malformed) reads as
+    empty instead of failing before the route runs.
+    """
+    httprequest = request.httprequest
+    length = httprequest.content_length
+    unreadable = bool(httprequest.headers.get("Transfer-Encoding")) or (
+        length is not None and length > (httprequest.max_content_length or 0)
+    )
+    if not unreadable:
+        try:
+            # parsed (and cached) here, where a failure is caught
+            if httprequest.form is not None:
+                return
+        except (OSError, ValueError, HTTPException) as exc:
+            _logger.info("MQTT broker request with an unreadable body: %s", exc)
+    httprequest.form = ImmutableMultiDict()
+    httprequest.files = ImmutableMultiDict()
+
+
+def answer_broker(model, label, logger, endpoint, token, max_body, decide):
     """Serve one broker callback; any other method than a broker's gets
     the protocol's deny (not Odoo's HTML 405), before anything is read.
 
@@ -92,8 +202,8 @@ def answer_broker(model, label, logger, endpoint, token, max_body, decide, reply
     :param label: names the request in log lines
     :param endpoint: names it in the audit trail (``iot.auth.log``)
     :param decide: ``(broker, values, remote address) -> response``
-    :param reply: the route's ``iot_broker_reply`` (models/ir_http.py)
     """
+    reply = request.dispatcher.reply
     if request.httprequest.method not in BROKER_METHODS:
         return reply("deny")
     if not (request.db and model in request.env):

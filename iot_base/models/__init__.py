@@ -37,3 +37,5 @@ from . import rabbitmq
 from . import emqx
 from . import mosquitto
 from . import res_config_settings
+from . import iot_provisioning_claim
+from . import iot_provisioning_claim_use

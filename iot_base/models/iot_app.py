@@ -118,6 +118,9 @@ class IotApp(models.AbstractModel):
             "broker_kind": {AUTH_EMQX_JWT: "emqx", AUTH_RABBITMQ_JWT: "rabbitmq"}.get(
                 auth, ""
             ),
+            # what the page puts between a username and a tab's suffix when
+            # it makes a client id itself (tools/client_ids.py owns it)
+            "client_id_separator": CLIENT_ID_SEPARATOR,
         }
 
     @api.model

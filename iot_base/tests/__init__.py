@@ -31,3 +31,6 @@ from .mosquitto import *  # noqa: F403
 from .rabbitmq import *  # noqa: F403
 from . import test_migration_settings
 from . import test_migration_store_cron
+from . import test_throttle
+from . import test_provisioning_claim
+from . import test_claim_fuzz

@@ -121,17 +121,16 @@ class ListenerMixin:
         self.addCleanup(thread.join, 15)
         self.addCleanup(listener.stop)
 
-        def connected():
-            up = [c.connected for c in listener.connections.values()]
+        def subscribed():
+            # SUBACKs: what is published from now on is heard
+            up = [c.connected and c.subscribed for c in listener.connections.values()]
             return all(up) and up if connections is None else sum(up) >= connections
 
         self._wait(
-            connected,
-            "the listener connected",
+            subscribed,
+            "the listener connected and subscribed",
             SLOW_WAIT,
         )
-        # SUBACKs: what is published from now on is heard
-        time.sleep(0.3)
         return listener
 
     def _device_client(self, username, secret, will=True, port=None):

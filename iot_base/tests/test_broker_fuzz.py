@@ -24,7 +24,7 @@ DEVICE = "device_fz12cd34"
 LOGGERS = (
     "odoo.addons.iot_base.controllers.emqx.auth",
     "odoo.addons.iot_base.controllers.rabbitmq.auth",
-    "odoo.addons.iot_base.models.ir_http",
+    "odoo.addons.iot_base.controllers.iot_request",
 )
 RABBITMQ_CHECKS = ("user", "vhost", "resource", "topic")
 
@@ -377,9 +377,19 @@ class TestBrokerFuzz(HttpCase):
             elapsed,
         )
         self.assertEqual(self.capture.records, [])
-        self.assertFalse(
-            self.env["iot.auth.log"].search_count([("result", "=", "allow")])
+        Log = self.env["iot.auth.log"]
+        self.assertFalse(Log.search_count([("result", "=", "allow")]))
+        # the fuzz reached the decisions behind the token check, not only
+        # the token check itself: most requests carry the right token
+        denials = dict(
+            Log._read_group([("endpoint", "=", endpoint)], ["reason"], ["__count"])
         )
+        past_token = sum(n for reason, n in denials.items() if reason != "bad_token")
+        self.assertGreater(
+            denials.get("bad_token", 0), REQUESTS_PER_ENDPOINT // 20, denials
+        )
+        self.assertGreater(past_token, REQUESTS_PER_ENDPOINT // 4, denials)
+        self.assertGreater(len(denials), 2, denials)
 
     def _send_raw(self, raw):
         data = raw_http_exchange(("127.0.0.1", self.http_port()), raw, timeout=10)

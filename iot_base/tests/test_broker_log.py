@@ -21,7 +21,7 @@ NOISY = (
     "werkzeug",
     "odoo.addons.iot_base.controllers.emqx.auth",
     "odoo.addons.iot_base.controllers.rabbitmq.auth",
-    "odoo.addons.iot_base.models.ir_http",
+    "odoo.addons.iot_base.controllers.iot_request",
     "odoo.http",
     # Odoo 18's request handler fails on a garbage request line (its
     # send_header reads headers not parsed yet): a traceback, no content
@@ -191,6 +191,14 @@ class TestBrokerLogRedaction(HttpCase):
             ("/iot/jwks.json?t=T", "/iot/jwks.json***"),
             ("/iot/jwks.jsonT", "/iot/jwks.json***"),
             ("/iot/jwks.json/T", "/iot/jwks.json***"),
+            # a quote or bracket inside the token does not end the redaction
+            (
+                '"POST /iot/auth/ab\'cdSECRET HTTP/1.1" 200 -',
+                '"POST /iot/auth/*** HTTP/1.1" 200 -',
+            ),
+            ('"POST /iot/auth/ab"SECRET HTTP/1.1"', '"POST /iot/auth/*** HTTP/1.1"'),
+            ("GET /iot/acl/x<SECRET>y", "GET /iot/acl/***"),
+            ("('/iot/auth/SECRET', 'x')", "('/iot/auth/*** 'x')"),
             (
                 "invalid literal for int() with base 16: 'password=x'",
                 "invalid literal for int() with base 16: ***",

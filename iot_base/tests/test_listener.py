@@ -8,10 +8,13 @@ registry in test mode), as in production but without a commit.
 """
 
 import json
+import logging
 import subprocess
 import time
 from unittest.mock import patch
 
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from psycopg2 import OperationalError
 
 from odoo.exceptions import UserError
@@ -342,11 +345,12 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         # the broker restarts (same port, same files): the listener reconnects
         self._restart_broker()
         self._wait(
-            lambda: all(c.connected for c in listener.connections.values()),
-            "the listener reconnected",
+            lambda: all(
+                c.connected and c.subscribed for c in listener.connections.values()
+            ),
+            "the listener reconnected and subscribed",
             SLOW_WAIT + 60,
         )
-        time.sleep(0.3)  # its SUBACK
         sensor = self._device_client(self.sensor.username, self.sensor_secret)
         self._publish(sensor, topic, "23.5")
         self._wait(
@@ -421,9 +425,35 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
             lambda: self._throughput(self.company)[0] - before == 20,
             "twenty messages counted once",
         )
+        # a window for a second delivery of any of them (a share that did
+        # not split would deliver each message to both listeners)
         time.sleep(1.2)
         self.assertEqual(self._throughput(self.company)[0] - before, 20)
         self.assertEqual(self._reading(self.sensor, "n"), ("19", True))
+
+    def test_refused_subscription_is_reported(self):
+        """A listener the broker lets in but does not let read (EMQX and
+        RabbitMQ answer 0x80 in the SUBACK; Mosquitto 2.0.11 grants the
+        filter and delivers nothing) is deaf: it says so, and is not counted
+        as subscribed."""
+        connection = listener_module.Connection(None, 7, "ns", {})
+        connection.connected = True
+        granted, refused = (
+            ReasonCode(PacketTypes.SUBACK, identifier=1),
+            ReasonCode(PacketTypes.SUBACK, identifier=0x80),
+        )
+        # logging.INFO: Odoo names level 25 "INFO" too
+        with self.assertLogs("odoo.addons.iot_base.cli.listener", logging.INFO) as logs:
+            connection._on_subscribe(None, None, 1, [granted, refused], None)
+        self.assertFalse(connection.subscribed)
+        self.assertIn("company 7: the broker refused the listener's", logs.output[0])
+        # logging.INFO: Odoo names level 25 "INFO" too
+        with self.assertLogs("odoo.addons.iot_base.cli.listener", logging.INFO) as logs:
+            connection._on_subscribe(None, None, 2, [granted, granted], None)
+        self.assertTrue(connection.subscribed)
+        self.assertEqual(logs.records[0].levelname, "INFO")
+        connection._on_disconnect(None, None, None, granted, None)
+        self.assertFalse(connection.subscribed)
 
     def test_idle_listener_sleeps(self):
         """Nothing heard: one tick per second, not a busy loop."""

@@ -39,9 +39,15 @@ class TestMqttClient(IotCommonCase):
         self.assertFalse(reason.is_failure, reason)
         self.addCleanup(self.broker.close_client, client)
         topic = f"{device._topics()['commands']}/#"
+        subacks = []
+        client.on_subscribe = lambda _c, _u, _mid, codes, _p: subacks.append(codes)
         info = client.subscribe(topic, qos=1)
         self.assertEqual(info[0], 0)
-        time.sleep(0.2)  # SUBACK
+        deadline = time.monotonic() + 10
+        while not subacks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(subacks, f"no SUBACK for {topic}")
+        self.assertFalse(any(code.is_failure for code in subacks[0]), subacks)
         return client
 
     def _wait_for(self, client, count, timeout=5.0):

@@ -19,8 +19,13 @@ NOT_SECRET_SETTINGS = {
     "iot_mosquitto_password_file",
     "iot_max_session_secrets",
 }
-# What a caller may get instead of data.
-REFUSALS = (AccessError, MissingError, UserError, ValueError, KeyError)
+# What a caller may get instead of data: Odoo's refusals. Anything else
+# (KeyError, ValueError, TypeError...) is a crash, not a refusal, and fails.
+REFUSALS = (AccessError, MissingError, UserError)
+# The same refusals as a JSON-RPC error names them.
+RPC_REFUSALS = {f"odoo.exceptions.{error.__name__}" for error in REFUSALS} | {
+    "odoo.exceptions.ValidationError"
+}
 
 
 @tagged("post_install", "-at_install")
@@ -173,6 +178,8 @@ class TestSecurityMatrix(IotCommonCase):
                 result = function()
         except REFUSALS:
             return False
+        except Exception as error:  # noqa: BLE001 - a crash must fail, named
+            self.fail(f"{user.login}: {what} crashed instead of refusing: {error!r}")
         leaks = self._leaks(result)
         self.assertFalse(leaks, f"{user.login} got {leaks} through {what}")
         return True
@@ -410,7 +417,9 @@ class TestSecretSettingsOverRpc(HttpCase):
         try:
             with mute_logger("odoo.http"):
                 result = self._call(method, args)
-        except JsonRpcException:
+        except JsonRpcException as error:
+            # a refusal, not a crash (a 500 of any other kind fails)
+            self.assertIn(str(error), RPC_REFUSALS, method)
             return
         self.assertNotIn(self.token, repr(result), method)
 

@@ -23,8 +23,11 @@ _IOT_PATH_RE = re.compile(r"(?i)/+iot(?:/+|$)([a-z_]*)")
 _ROUTE_NAMES = frozenset({"auth", "acl", "rabbitmq", "app", "provision"})
 # public, secret-free paths kept readable (a query or more is still cut)
 _PUBLIC_PATH_RE = re.compile(r"(?i)/+iot/+jwks\.json")
-# A candidate URL in a message: a run of non-blank characters.
-_WORD_RE = re.compile(r"[^\s\"'<>]+")
+# A candidate URL in a message: a run of non-blank characters. Quotes and
+# angle brackets do not end it: a token may hold them (``/iot/auth/a'b``), and
+# a URL cut at the quote would log what follows it in clear. A quote closing
+# the URL in the message is cut with the token (nothing secret is lost).
+_WORD_RE = re.compile(r"\S+")
 # The request line werkzeug logs for an access, when it is a real one.
 _REQUEST_LINE_RE = re.compile(r"[A-Z]{1,20} \S{1,8192} HTTP/\d\.\d")
 # http.server's and werkzeug's errors about what a client sent

@@ -9,7 +9,7 @@ from odoo.http import request
 
 from ...models.ir_http import EMQX_NOT_FOUND
 from ...tools import log_redaction
-from ..iot_request import answer_broker
+from ..iot_request import BrokerDispatching, answer_broker, broker_route
 
 _logger = logging.getLogger(__name__)
 
@@ -20,59 +20,43 @@ DENY = {"result": "deny"}
 log_redaction.install()
 
 
-def _emqx_reply(kind):
-    """EMQX's answers when the route cannot decide (see models/ir_http.py):
-    a deny, or "no opinion" (any status but 200) when the database is down."""
-    if kind == "unavailable":
-        return _json({"result": "ignore"}, status=503)
-    return _json(DENY)
+class EmqxDispatcher(BrokerDispatching, http.Dispatcher):
+    """``type="iot_emqx"``: the routes EMQX's HTTP authenticator and
+    authorizer call (controllers/iot_request.py ``BrokerDispatching``)."""
+
+    routing_type = "iot_emqx"
+
+    def reply(self, kind):
+        """EMQX's answers when the route cannot decide: a deny, or "no
+        opinion" (any status but 200) when the database is down."""
+        if kind == "unavailable":
+            return _json({"result": "ignore"}, status=503)
+        return _json(DENY)
 
 
 class IotBrokerController(http.Controller):
-    @http.route(
+    @broker_route(
         ["/iot/auth", "/iot/auth/<string:token>"],
-        type="http",
-        auth="none",
-        methods=None,  # a wrong one is refused in protocol (iot_request.py)
-        csrf=False,
-        save_session=False,
-        readonly=False,
-        max_content_length=MAX_BODY,
-        iot_broker_reply=_emqx_reply,
+        EmqxDispatcher.routing_type,
+        MAX_BODY,
     )
     def iot_auth(self, token=None):
         return self._answer("auth", token)
 
-    @http.route(
+    @broker_route(
         ["/iot/acl", "/iot/acl/<string:token>"],
-        type="http",
-        auth="none",
-        methods=None,  # a wrong one is refused in protocol (iot_request.py)
-        csrf=False,
-        save_session=False,
-        readonly=False,
-        max_content_length=MAX_BODY,
-        iot_broker_reply=_emqx_reply,
+        EmqxDispatcher.routing_type,
+        MAX_BODY,
     )
     def iot_acl(self, token=None):
         return self._answer("acl", token)
 
-    @http.route(
-        EMQX_NOT_FOUND,
-        type="http",
-        auth="none",
-        methods=None,
-        csrf=False,
-        save_session=False,
-        readonly=True,
-        max_content_length=MAX_BODY,
-        iot_broker_reply=_emqx_reply,
-    )
+    @broker_route(EMQX_NOT_FOUND, EmqxDispatcher.routing_type, MAX_BODY, readonly=True)
     def iot_emqx_not_found(self, **_ignored):
         """What a path under /iot/auth or /iot/acl that no route matches
         (another case, an extra segment) gets (models/ir_http.py): EMQX's
         deny, never Odoo's HTML 404, which EMQX reads as "no opinion"."""
-        return _emqx_reply("deny")
+        return request.dispatcher.reply("deny")
 
     def _answer(self, endpoint, token):
         def decide(broker, values, _remote):
@@ -93,7 +77,6 @@ class IotBrokerController(http.Controller):
             token,
             MAX_BODY,
             decide,
-            _emqx_reply,
         )
 
 

@@ -19,7 +19,7 @@ from odoo import http
 from odoo.http import request
 
 from ...models.ir_http import RABBITMQ_NOT_FOUND
-from ..iot_request import answer_broker
+from ..iot_request import BrokerDispatching, answer_broker, broker_route
 
 _logger = logging.getLogger(__name__)
 
@@ -29,26 +29,26 @@ DENY = "deny"
 MAX_BODY = 16 * 1024
 
 
-def _rabbitmq_reply(kind):
-    """RabbitMQ's answers when the route cannot decide (models/ir_http.py):
-    any status but 200/201 is an error RabbitMQ treats as a deny."""
-    return _text(DENY, status=503 if kind == "unavailable" else 200)
+class RabbitmqDispatcher(BrokerDispatching, http.Dispatcher):
+    """``type="iot_rabbitmq"``: the routes of RabbitMQ's HTTP auth backend
+    (controllers/iot_request.py ``BrokerDispatching``)."""
+
+    routing_type = "iot_rabbitmq"
+
+    def reply(self, kind):
+        """RabbitMQ's answers when the route cannot decide: any status but
+        200/201 is an error RabbitMQ treats as a deny."""
+        return _text(DENY, status=503 if kind == "unavailable" else 200)
 
 
 class IotRabbitmqController(http.Controller):
-    @http.route(
+    @broker_route(
         [
             f"/iot/rabbitmq/<{CHECKS}:check>",
             f"/iot/rabbitmq/<string:token>/<{CHECKS}:check>",
         ],
-        type="http",
-        auth="none",
-        methods=None,  # a wrong one is refused in protocol (iot_request.py)
-        csrf=False,
-        save_session=False,
-        readonly=False,  # the audit log is written on GET too
-        max_content_length=MAX_BODY,
-        iot_broker_reply=_rabbitmq_reply,
+        RabbitmqDispatcher.routing_type,
+        MAX_BODY,  # read-write: the audit log is written on GET too
     )
     def iot_rabbitmq(self, check, token=None):
         def decide(broker, values, peer):
@@ -65,19 +65,10 @@ class IotRabbitmqController(http.Controller):
             token,
             MAX_BODY,
             decide,
-            _rabbitmq_reply,
         )
 
-    @http.route(
-        RABBITMQ_NOT_FOUND,
-        type="http",
-        auth="none",
-        methods=None,
-        csrf=False,
-        save_session=False,
-        readonly=True,
-        max_content_length=MAX_BODY,
-        iot_broker_reply=_rabbitmq_reply,
+    @broker_route(
+        RABBITMQ_NOT_FOUND, RabbitmqDispatcher.routing_type, MAX_BODY, readonly=True
     )
     def iot_rabbitmq_not_found(self, **_ignored):
         """What a path under /iot/rabbitmq that no route matches (another

@@ -33,6 +33,7 @@ const CONFIG = {
     ],
     default_subscriptions: ["acme/#"],
     default_publish_topic: "acme/console",
+    client_id_separator: "~",
 };
 
 /** A broker that accepts every connection and subscription. */

@@ -155,6 +155,7 @@ function makeConfig(values = {}) {
         default_subscriptions: ["acme/devices/+/telemetry/#"],
         default_publish_topic: "acme/users/user_demo/console",
         refresh_route: "/iot/app/config",
+        client_id_separator: "~",
         ...values,
     };
 }
@@ -235,10 +236,23 @@ describe("config", () => {
     });
 
     test("client ids are per tab", () => {
-        const a = makeClientId("user_demo");
-        const b = makeClientId("user_demo");
+        const a = makeClientId("user_demo", "~");
+        const b = makeClientId("user_demo", "~");
         expect(a).toMatch(/^user_demo~[0-9a-f]{8}$/);
         expect(a).not.toBe(b);
+        // The separator is the config's, not the page's own
+        expect(makeClientId("user_demo", "#")).toMatch(/^user_demo#[0-9a-f]{8}$/);
+    });
+
+    test("a config without the client id separator is incomplete", async () => {
+        await makeMockEnv(); // messages are translated
+        expect(() =>
+            validateConfig(makeConfig({client_id_separator: undefined}))
+        ).toThrow(/client_id_separator/);
+        expect(() => validateConfig(makeConfig({client_id_separator: "~~"}))).toThrow(
+            /client_id_separator/
+        );
+        expect(validateConfig(makeConfig()).client_id_separator).toBe("~");
     });
 });
 

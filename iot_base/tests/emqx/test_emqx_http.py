@@ -342,7 +342,7 @@ class TestBrokerHttp(HttpCase):
             start = time.monotonic()
             with mute_logger(
                 "odoo.addons.iot_base.controllers.emqx.auth",
-                "odoo.addons.iot_base.models.ir_http",
+                "odoo.addons.iot_base.controllers.iot_request",
                 "odoo.sql_db",  # "bad query": the statement that timed out
             ):
                 response = self._auth("device_ab12cd34", self.device_secret)

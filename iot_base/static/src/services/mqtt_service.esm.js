@@ -83,6 +83,15 @@ export function validateConfig(config, {withPassword = true} = {}) {
     if (!isWebSocketUrl(config.broker_url)) {
         missing.push(_t("broker_url (a ws:// or wss:// URL)"));
     }
+    if (
+        !(
+            typeof config.client_id_separator === "string" &&
+            config.client_id_separator.length === 1
+        )
+    ) {
+        // Odoo's identity policy (tools/client_ids.py) owns the separator
+        missing.push("client_id_separator");
+    }
     const credentials = config.credentials;
     if (!credentials || typeof credentials !== "object") {
         missing.push("credentials");
@@ -134,6 +143,7 @@ export function validateConfig(config, {withPassword = true} = {}) {
         // "jwt": the password is a signed token the broker verifies itself
         auth: config.auth === "jwt" ? "jwt" : "secret",
         broker_kind: typeof config.broker_kind === "string" ? config.broker_kind : "",
+        client_id_separator: config.client_id_separator,
     };
 }
 
@@ -143,14 +153,20 @@ export function readOdooConfig() {
 }
 
 /**
- * `{username}~{8 random hex}`: unique per page, so per tab, and a client id
- * the credential owns (the brokers refuse any other; see iot_credentials.py).
+ * `{username}{separator}{8 random hex}`: unique per page, so per tab, and a
+ * client id the credential owns (the brokers refuse any other). The
+ * separator is the page config's `client_id_separator`, from Odoo's identity
+ * policy (tools/client_ids.py): it is written down nowhere else.
+ *
+ * @param {string} username
+ * @param {string} separator
+ * @returns {string}
  */
-export function makeClientId(username) {
+export function makeClientId(username, separator) {
     const bytes = new Uint8Array(4);
     crypto.getRandomValues(bytes);
     const suffix = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-    return `${username}~${suffix}`;
+    return `${username}${separator}${suffix}`;
 }
 
 function sprintfWords(template, value) {
@@ -245,7 +261,8 @@ class MqttService {
      * @param {string} options.url ws:// or wss:// URL of the broker
      * @param {string} options.username
      * @param {string} options.password
-     * @param {string} [options.clientId] default `{username}~{random}`
+     * @param {string} [options.clientId] default `{username}{separator}{random}`
+     *   (the separator of the page's config)
      * @param {boolean} [options.isSuperuser]
      * @param {Object[]|null} [options.acl] topic rules checked before the broker
      * @param {Function} [options.refresh] async (clientId) => new config
@@ -283,7 +300,12 @@ class MqttService {
             url: options.url,
             username: options.username,
             password: options.password || "",
-            clientId: options.clientId || makeClientId(options.username),
+            clientId:
+                options.clientId ||
+                makeClientId(
+                    options.username,
+                    (this._odooConfig || readOdooConfig()).client_id_separator
+                ),
             protocolVersion: options.protocolVersion || 4,
             keepalive: options.keepalive ?? 30,
             connectTimeout: options.connectTimeout ?? 15000,
