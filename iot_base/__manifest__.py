@@ -28,7 +28,7 @@
         "views/iot_mqtt_device_tag_views.xml",
         "views/iot_auth_log_views.xml",
         "views/res_company_views.xml",
-        "data/iot_mosquitto_cron.xml",
+        "data/iot_store_sync_cron.xml",
         "views/iot_app_view.xml",
         "views/iot_device_reading_views.xml",
         "views/iot_device_reading_history_views.xml",

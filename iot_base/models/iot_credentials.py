@@ -139,7 +139,7 @@ class IotCredentials(models.Model):
                 [vals.get("company_id") or self.env.company.id for vals in vals_list]
             )
         credentials = super().create(vals_list)
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
         return credentials
 
     def write(self, vals):
@@ -161,13 +161,13 @@ class IotCredentials(models.Model):
             # Revoking is final: unarchiving must not bring old secrets back.
             self.env["iot.credentials.secret"].sudo()._revoke_credentials(self)
         if BROKER_FIELDS & set(vals):
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
         return res
 
     def unlink(self):
         self.env["iot.broker.session"]._cut(self)
         res = super().unlink()
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
         return res
 
     def _check_superuser_change(self):

@@ -24,9 +24,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
 from ..tools.client_ids import make_client_id
-from ..tools.mosquitto.files import login_for
-from ..tools.settings import bool_param, number_param
-from .iot_broker_session import database_is_neutralized
+from ..tools.settings import bool_param, database_is_neutralized, number_param
 from .iot_device_reading_history import (
     DEFAULT_HISTORY_CAP,
     DEFAULT_HISTORY_DAYS,
@@ -245,9 +243,14 @@ class IotListener(models.AbstractModel):
         secret, expires_at = issued.secret, issued.expires_at
         username = credential.username
         client_id = make_client_id(username, secrets.token_hex(6))
-        if self.env["iot.mosquitto.sync"].sudo()._is_enabled():
+        login = (
+            self.env["iot.mosquitto.sync"]
+            .sudo()
+            ._broker_login(username, issued.secret_id)
+        )
+        if login != username:
             # Mosquitto: one login per secret, and the login is the client id
-            username = client_id = login_for(username, issued.secret_id)
+            username = client_id = login
         return {
             "company_id": company.id,
             "credential_id": credential.id,

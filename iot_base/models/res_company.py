@@ -83,7 +83,7 @@ class ResCompany(models.Model):
     def write(self, vals):
         res = super().write(vals)
         if "iot_mqtt_namespace" in vals:
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
         return res
 
     @api.constrains("iot_mqtt_namespace")

@@ -13,7 +13,7 @@ from .iot_app import (
     DEFAULT_RABBITMQ_RESOURCE_SERVER,
     RABBITMQ_RESOURCE_SERVER_PARAM,
 )
-from .iot_broker_session import (
+from .iot_broker_api import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
     EMQX_URL_PARAM,
@@ -243,7 +243,7 @@ class ResConfigSettings(models.TransientModel):
                 _("HS256 token signatures need a shared secret: type one first.")
             )
         if [params.get_param(key) for key in keys] != before:
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
         return res
 
     def action_iot_mosquitto_sync_now(self):

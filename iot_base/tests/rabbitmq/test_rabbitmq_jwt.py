@@ -31,7 +31,7 @@ from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import BaseCase, HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ...models import iot_broker_session as session
+from ...models import iot_broker_api as apis
 from ...models.iot_app import AUTH_RABBITMQ_JWT
 from ...models.iot_jwt_key import ALGORITHM_PARAM
 from ...models.mosquitto import iot_mosquitto_sync as mosq
@@ -565,10 +565,10 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
         token's ``sub``); the page then gets a new credential."""
         params = self.env["ir.config_parameter"].sudo()
         with self.registry.test_lock:
-            params.set_param(session.RABBITMQ_URL_PARAM, self.broker.management_url)
-            params.set_param(session.RABBITMQ_USER_PARAM, self.broker.management_user)
+            params.set_param(apis.RABBITMQ_URL_PARAM, self.broker.management_url)
+            params.set_param(apis.RABBITMQ_USER_PARAM, self.broker.management_user)
             params.set_param(
-                session.RABBITMQ_PASSWORD_PARAM, self.broker.management_password
+                apis.RABBITMQ_PASSWORD_PARAM, self.broker.management_password
             )
         alice = self._console_config(self.alice)
         client = self._login(alice)

@@ -22,7 +22,7 @@ import requests
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from ...models import iot_store_sync as engine
-from ...models.iot_broker_session import (
+from ...models.iot_broker_api import (
     RABBITMQ_PASSWORD_PARAM,
     RABBITMQ_URL_PARAM,
     RABBITMQ_USER_PARAM,
@@ -36,7 +36,9 @@ from ..brokers.rabbitmq import MANAGEMENT_USER, RabbitMQBroker
 _logger = logging.getLogger(__name__)
 
 TOKEN = "rabbit-store-t0ken"
+# the store port logs each run; the API stores' base, the refused logins
 ADAPTER_LOGGER = "odoo.addons.iot_base.models.iot_store_adapter"
+API_LOGGER = "odoo.addons.iot_base.models.iot_store_api"
 WAIT = 15
 BULK = 10_000
 
@@ -354,7 +356,7 @@ class TestRabbitmqStore(HttpCase):
     # ownership ------------------------------------------------------------
 
     def refused_sync(self, logins, force=False):
-        with self.assertLogs(ADAPTER_LOGGER, "WARNING") as logs:
+        with self.assertLogs(API_LOGGER, "WARNING") as logs:
             result = self.sync(force=force)
         self.assertIn(f"{len(logins)} logins refused", "\n".join(logs.output))
         self.assertEqual(result["conflicts"], sorted(logins))
