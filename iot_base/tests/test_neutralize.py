@@ -80,6 +80,18 @@ class TestNeutralize(IotCommonCase):
             params.get_param("iot_base.mqtt_broker_url"), "ws://localhost:8083/mqtt"
         )
 
+    def test_claims_revoked(self):
+        claim = (
+            self.env["iot.provisioning.claim"]
+            .sudo()
+            .create({"name": "factory line 1", "company_id": self.company.id})
+        )
+        claim.action_new_secret()
+        self.assertEqual(claim.state, "active")
+        self._neutralize()
+        self.assertEqual(claim.state, "revoked")
+        self.assertTrue(claim.revoked_at)
+
     def test_sync_and_cutoff_do_nothing(self):
         with tempfile.TemporaryDirectory() as directory:
             values = self._configure(directory)

@@ -3,8 +3,10 @@
 import {
     Component,
     onMounted,
+    onWillDestroy,
     onWillStart,
     onWillUnmount,
+    status,
     useEffect,
     useRef,
     useState,
@@ -100,9 +102,15 @@ export class FleetDashboard extends Component {
             () => this.renderCharts(),
             () => [this.state.data]
         );
+        // Cleared on destroy: a page left while it loads is never unmounted
         const timer = setInterval(() => this.load(), REFRESH_MS);
         const clock = setInterval(() => (this.state.now = Date.now()), CLOCK_MS);
         let pending = null;
+        onWillDestroy(() => {
+            clearInterval(timer);
+            clearInterval(clock);
+            clearTimeout(pending);
+        });
         useEffect(
             (version) => {
                 if (version) {
@@ -113,9 +121,6 @@ export class FleetDashboard extends Component {
             () => [this.presence.version]
         );
         onWillUnmount(() => {
-            clearInterval(timer);
-            clearInterval(clock);
-            clearTimeout(pending);
             for (const chart of Object.values(this.charts)) {
                 chart.destroy();
             }
@@ -123,6 +128,10 @@ export class FleetDashboard extends Component {
     }
 
     async load() {
+        if (status(this) === "destroyed") {
+            // The page was left (its services refuse a destroyed component)
+            return;
+        }
         const [data] = await Promise.all([
             this.orm.call("iot.fleet.dashboard", "get_dashboard_data", []),
             this.loadDevices(),
