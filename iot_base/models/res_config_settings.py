@@ -39,6 +39,8 @@ from .rabbitmq.iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
 from .rabbitmq.iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_VHOST_PARAM
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
 
+AUTH_TOKEN_PARAM = "iot_base.auth_token"
+
 
 class ResConfigSettings(models.TransientModel):
     _inherit = "res.config.settings"
@@ -52,10 +54,17 @@ class ResConfigSettings(models.TransientModel):
     # and get_values() below honour it like read() does.
     iot_auth_token = fields.Char(
         "Broker Token",
-        config_parameter="iot_base.auth_token",
+        config_parameter=AUTH_TOKEN_PARAM,
         groups="base.group_system",
         help="Shared secret the broker puts in /iot/auth/<token> "
         "(or sends as 'Authorization: Bearer <token>').",
+    )
+    # what the page shows of the token: its end, never the token (shown
+    # once, when generated)
+    iot_auth_token_hint = fields.Char(
+        "Current Broker Token",
+        compute="_compute_iot_auth_token_hint",
+        groups="base.group_system",
     )
     iot_session_lifetime_hours = fields.Float(
         "Session Secret Lifetime (hours)",
@@ -179,12 +188,53 @@ class ResConfigSettings(models.TransientModel):
         }
 
     def action_iot_generate_auth_token(self):
+        """A new broker token, shown once (the page shows only its end).
+        Every broker still configured with the old one refuses the logins it
+        asks Odoo about from now on: the devices whose logins it asks about
+        (all, unless a broker checks them against its own store) are shown
+        offline at once, with the reason."""
         self.ensure_one()
         self._iot_check_system()
-        self.env["ir.config_parameter"].sudo().set_param(
-            "iot_base.auth_token", secrets.token_urlsafe(32)
+        token = secrets.token_urlsafe(32)
+        self.env["ir.config_parameter"].sudo().set_param(AUTH_TOKEN_PARAM, token)
+        if not self._iot_devices_in_store():
+            devices = self.env["iot.mqtt.device"].sudo().with_context(active_test=False)
+            devices._presence_cut(
+                devices.search([("presence_state", "in", ("online", "stale"))]),
+                "token_regenerated",
+            )
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "iot.credentials.secret.show",
+            "name": _("New Broker Token"),
+            "views": [
+                (self.env.ref("iot_base.iot_auth_token_show_view_form").id, "form")
+            ],
+            "target": "new",
+            "context": {"default_secret": token},
+        }
+
+    def _iot_devices_in_store(self):
+        """Whether the brokers check devices' logins against their own store
+        (Mosquitto files, RabbitMQ internal users, EMQX built-in database),
+        which the broker token does not reach."""
+        return any(
+            bool_param(self.env, param)
+            for param in (ENABLED_PARAM, RABBITMQ_STORE_PARAM, EMQX_STORE_PARAM)
         )
-        return {"type": "ir.actions.client", "tag": "reload"}
+
+    # (a dependency, so that the page's first onchange computes it)
+    @api.depends("company_id")
+    def _compute_iot_auth_token_hint(self):
+        token = self.env["ir.config_parameter"].sudo().get_param(AUTH_TOKEN_PARAM)
+        if not token:
+            hint = _("none: every broker request is refused")
+        elif len(token) >= 16:
+            hint = _("set, ends in …%(end)s", end=token[-4:])
+        else:
+            hint = _("set")
+        for settings in self:
+            settings.iot_auth_token_hint = hint
 
     iot_mosquitto_sync_enabled = fields.Boolean(
         "Mosquitto Files",
@@ -231,6 +281,12 @@ class ResConfigSettings(models.TransientModel):
 
     def set_values(self):
         params = self.env["ir.config_parameter"].sudo()
+        # The page never changes the broker token (it does not show it; only
+        # Generate a New Token does): a page opened before a regeneration
+        # must not write the old token back when saved.
+        token = params.get_param(AUTH_TOKEN_PARAM)
+        for settings in self:
+            settings.iot_auth_token = token
         keys = (ENABLED_PARAM, PASSWORD_FILE_PARAM, ACL_FILE_PARAM, PID_FILE_PARAM)
         keys += self._iot_store_keys()
         before = [params.get_param(key) for key in keys]

@@ -18,6 +18,7 @@ from . import test_listener_security
 from . import test_listener_tour
 from . import test_store_acl
 from . import test_settings_tour
+from . import test_settings_page
 from . import test_listener_dbloss
 from . import test_all_views
 from . import test_x509_tools

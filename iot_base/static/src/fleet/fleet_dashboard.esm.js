@@ -33,6 +33,7 @@ const DEVICE_FIELDS = {
     name: {},
     hardware_id: {},
     presence_state: {},
+    presence_reason: {},
     last_seen: {},
     firmware_version: {},
     state: {},
