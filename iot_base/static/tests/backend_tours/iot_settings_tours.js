@@ -90,5 +90,9 @@ registry.category("web_tour.tours").add("iot_base_settings_token_tour", {
                 }
             },
         },
+        {
+            content: "Each number has its unit",
+            trigger: "#iot_listener_setting .o_iot_unit:contains(seconds)",
+        },
     ],
 });
