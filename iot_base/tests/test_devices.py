@@ -13,6 +13,7 @@ from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
+from odoo.addons.bus.tests.common import WebsocketCase
 from odoo.addons.iot_base.models.iot_mqtt_device import (
     ProvisioningConflict,
     normalize_hardware_id,
@@ -487,6 +488,49 @@ class TestPresenceTruth(IotCommonCase):
             self.assertIn(words, confirm)
         # the token itself is not on the page
         self.assertNotIn('name="iot_auth_token"', arch)
+
+
+@tagged("post_install", "-at_install")
+class TestPresenceTruthWebsocket(WebsocketCase):
+    """The revocation reaches an open page through Odoo's bus, on the
+    websocket a manager's Fleet page or device list holds."""
+
+    def test_revoke_is_heard_on_the_open_websocket(self):
+        manager = new_test_user(
+            self.env,
+            login="presence.truth.manager",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+        )
+        device, _secret = self.env["iot.mqtt.device"]._register_device(
+            "cc:00:00:00:00:10"
+        )
+        now = fields.Datetime.now()
+        self.env["iot.listener"]._listener_write(
+            {"presence": [(device.id, "online", now, now, now)]}, 120
+        )
+        session = self.authenticate(manager.login, manager.login)
+        websocket = self.websocket_connect(cookie=f"session_id={session.sid}")
+        self.subscribe(websocket, [], self.env["bus.bus"]._bus_last_id())
+        device.with_user(manager).action_revoke()
+        channel = (device.company_id, FLEET_CHANNEL)
+        self.trigger_notification_dispatching([channel])
+        heard = [
+            entry
+            for notification in json.loads(websocket.recv())
+            if notification["message"]["type"] == PRESENCE_NOTIFICATION
+            for entry in notification["message"]["payload"]["devices"]
+        ]
+        self.assertIn(
+            {
+                "id": device.id,
+                "presence_state": "offline",
+                "presence_reason": "revoked",
+            },
+            [
+                {k: entry[k] for k in ("id", "presence_state", "presence_reason")}
+                for entry in heard
+            ],
+        )
 
 
 @tagged("post_install", "-at_install")
