@@ -476,15 +476,26 @@ class IotListener(models.AbstractModel):
     @api.model
     def _listener_mark_stale(self, heartbeat_timeout, now):
         """Online devices silent for longer than the heartbeat timeout turn
-        stale (in SQL: with several listeners, none sees every heartbeat)."""
+        stale (in SQL: with several listeners, none sees every heartbeat); a
+        revoked one (left online by a version that did not set it offline on
+        revocation) turns offline, revoked, never stale."""
         limit = now - timedelta(seconds=heartbeat_timeout)
         self.env.cr.execute(
             """
-            UPDATE iot_mqtt_device
-               SET presence_state = 'stale', presence_since = %s
-             WHERE presence_state = 'online'
-               AND GREATEST(presence_heartbeat_at, last_message_at, presence_since) < %s
-         RETURNING id, company_id, presence_state, presence_since
+            UPDATE iot_mqtt_device d
+               SET presence_state = CASE WHEN d.active AND COALESCE(c.active, false)
+                                         THEN 'stale' ELSE 'offline' END,
+                   presence_reason = CASE WHEN d.active AND COALESCE(c.active, false)
+                                          THEN NULL ELSE 'revoked' END,
+                   presence_since = %s
+              FROM iot_mqtt_device d2
+              LEFT JOIN iot_credentials c ON c.id = d2.credential_id
+             WHERE d2.id = d.id
+               AND d.presence_state = 'online'
+               AND GREATEST(d.presence_heartbeat_at, d.last_message_at,
+                            d.presence_since) < %s
+         RETURNING d.id, d.company_id, d.presence_state, d.presence_since,
+                   d.presence_reason
             """,
             [now, limit],
         )

@@ -423,6 +423,22 @@ class TestPresenceTruth(IotCommonCase):
         self.assertEqual(device.presence_state, "offline")
         self.assertEqual(device.presence_reason, "revoked")
 
+    def test_revoked_device_left_online_turns_offline_not_stale(self):
+        """A device revoked under a version that left it online: the stale
+        sweep makes it offline, revoked, never stale."""
+        device = self._online_device("cc:00:00:00:00:09")
+        device.action_revoke()
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE iot_mqtt_device SET presence_state = 'online',"
+            " presence_reason = NULL WHERE id = %s",
+            [device.id],
+        )
+        later = fields.Datetime.now() + timedelta(seconds=600)
+        with self._bus() as sent:
+            self.Listener._listener_write({}, 120, now=later)
+        self._assert_offline(sent, device, "revoked")
+
     def test_listener_clears_the_reason_on_the_next_change(self):
         device = self._online_device("cc:00:00:00:00:06")
         settings = self.env["res.config.settings"].create({})
