@@ -34,6 +34,10 @@ class ResUsers(models.Model):
                 .search([("user_id", "in", self.ids)])
             )
             self.env["iot.credentials.secret"].sudo()._revoke_credentials(credentials)
+            # their devices are shown offline now, with the reason
+            self.env["iot.mqtt.device"]._presence_cut_credentials(
+                credentials, "owner_archived"
+            )
         if (
             "active" in vals
             or "groups_id" in vals

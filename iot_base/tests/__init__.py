@@ -19,6 +19,8 @@ from . import test_listener_tour
 from . import test_store_acl
 from . import test_store_port
 from . import test_settings_tour
+from . import test_settings_page
+from . import test_device_disconnect
 from . import test_listener_dbloss
 from . import test_all_views
 from . import test_x509_tools

@@ -5,7 +5,6 @@ import {
     onMounted,
     onWillDestroy,
     onWillStart,
-    onWillUnmount,
     status,
     useEffect,
     useRef,
@@ -35,6 +34,7 @@ const DEVICE_FIELDS = {
     name: {},
     hardware_id: {},
     presence_state: {},
+    presence_reason: {},
     last_seen: {},
     firmware_version: {},
     state: {},
@@ -102,15 +102,9 @@ export class FleetDashboard extends Component {
             () => this.renderCharts(),
             () => [this.state.data]
         );
-        // Cleared on destroy: a page left while it loads is never unmounted
         const timer = setInterval(() => this.load(), REFRESH_MS);
         const clock = setInterval(() => (this.state.now = Date.now()), CLOCK_MS);
         let pending = null;
-        onWillDestroy(() => {
-            clearInterval(timer);
-            clearInterval(clock);
-            clearTimeout(pending);
-        });
         useEffect(
             (version) => {
                 if (version) {
@@ -120,7 +114,12 @@ export class FleetDashboard extends Component {
             },
             () => [this.presence.version]
         );
-        onWillUnmount(() => {
+        // (also when the page is left before it was mounted: then no
+        // onWillUnmount runs, and the timers would call a dead component)
+        onWillDestroy(() => {
+            clearInterval(timer);
+            clearInterval(clock);
+            clearTimeout(pending);
             for (const chart of Object.values(this.charts)) {
                 chart.destroy();
             }
@@ -129,7 +128,7 @@ export class FleetDashboard extends Component {
 
     async load() {
         if (status(this) === "destroyed") {
-            // The page was left (its services refuse a destroyed component)
+            // left while the chart library loaded, or a late timer
             return;
         }
         const [data] = await Promise.all([
