@@ -14,8 +14,9 @@ from ..tools import broker_api
 from ..tools.client_ids import issued_client_id
 from ..tools.limits import company_over_limit
 from ..tools.names import NAME_MAX, name_problem
+from ..tools.settings import database_is_neutralized
 from .iot_app import DEFAULT_BROKER_URL
-from .iot_broker_session import BUDGET, database_is_neutralized
+from .iot_broker_session import BUDGET, TIMEOUT
 
 _logger = logging.getLogger(__name__)
 
@@ -515,8 +516,8 @@ class IotMqttDevice(models.Model):
                     "on any broker from it."
                 ),
             )
-        sessions = self.env["iot.broker.session"].sudo()
-        config = sessions._get_config()
+        apis = self.env["iot.broker.api"].sudo()
+        config = apis._get_config()
         brokers = [broker for broker, values in config.items() if values["url"]]
         if not brokers:
             return self._disconnect_notification(
@@ -545,7 +546,7 @@ class IotMqttDevice(models.Model):
         for broker in brokers:
             label = {"rabbitmq": "RabbitMQ", "emqx": "EMQX"}[broker]
             try:
-                client = sessions._client(broker, config[broker], deadline=deadline)
+                client = apis._client(broker, TIMEOUT, deadline, config[broker])
                 if broker == "rabbitmq":
                     client.close_connections(username, DISCONNECT_REASON)
                     done.append(_("%(broker)s closed its connections", broker=label))

@@ -11,7 +11,8 @@ from odoo.exceptions import AccessError, UserError
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
-from odoo.addons.iot_base.models import iot_broker_session as session
+from odoo.addons.iot_base.models import iot_broker_api as apis
+from odoo.addons.iot_base.tools import settings as iot_settings
 
 from .brokers.rabbitmq import RabbitMQBroker
 from .common import IotCommonCase, rabbitmq_client
@@ -43,11 +44,9 @@ class TestDisconnectRabbitmq(HttpCase):
         cls.broker = RabbitMQBroker(cls.base_url(), TOKEN)
         cls.addClassCleanup(cls.broker.stop)
         cls.broker.start()
-        params.set_param(session.RABBITMQ_URL_PARAM, cls.broker.management_url)
-        params.set_param(session.RABBITMQ_USER_PARAM, cls.broker.management_user)
-        params.set_param(
-            session.RABBITMQ_PASSWORD_PARAM, cls.broker.management_password
-        )
+        params.set_param(apis.RABBITMQ_URL_PARAM, cls.broker.management_url)
+        params.set_param(apis.RABBITMQ_USER_PARAM, cls.broker.management_user)
+        params.set_param(apis.RABBITMQ_PASSWORD_PARAM, cls.broker.management_password)
         cls.manager = _manager(cls.env, "disconnect.manager", cls.company)
 
     def _connect(self, device, secret, expect_rc=0):
@@ -126,9 +125,9 @@ class TestDisconnectEmqxContract(IotCommonCase):
         cls.emqx = EmqxContractServer("odoo-key", "s3cret-api").start()
         cls.addClassCleanup(cls.emqx.stop)
         cls.params = cls.env["ir.config_parameter"].sudo()
-        cls.params.set_param(session.EMQX_URL_PARAM, cls.emqx.url + "/")
-        cls.params.set_param(session.EMQX_KEY_PARAM, "odoo-key")
-        cls.params.set_param(session.EMQX_SECRET_PARAM, "s3cret-api")
+        cls.params.set_param(apis.EMQX_URL_PARAM, cls.emqx.url + "/")
+        cls.params.set_param(apis.EMQX_KEY_PARAM, "odoo-key")
+        cls.params.set_param(apis.EMQX_SECRET_PARAM, "s3cret-api")
 
     def setUp(self):
         super().setUp()
@@ -154,7 +153,7 @@ class TestDisconnectEmqxContract(IotCommonCase):
 
     @mute_logger(LOGGER)
     def test_a_failure_is_said_without_secrets(self):
-        self.params.set_param(session.EMQX_SECRET_PARAM, "wrong-s3cret")
+        self.params.set_param(apis.EMQX_SECRET_PARAM, "wrong-s3cret")
         self.emqx.clients["dev-1"] = self.device.username
         action = self.device.action_disconnect()
         self.assertEqual(action["params"]["type"], "warning")
@@ -168,14 +167,14 @@ class TestDisconnectEmqxContract(IotCommonCase):
     def test_mosquitto_cannot(self):
         """Without a broker API (Mosquitto's case) the button says it cannot,
         and nothing is called."""
-        self.params.set_param(session.EMQX_URL_PARAM, "")
+        self.params.set_param(apis.EMQX_URL_PARAM, "")
         action = self.device.action_disconnect()
         self.assertEqual(action["params"]["type"], "warning")
         self.assertIn("Mosquitto has no API", action["params"]["message"])
         self.assertEqual(self.emqx.requests, [])
 
     def test_neutralized_copy_calls_no_broker(self):
-        self.params.set_param(session.NEUTRALIZED_PARAM, "True")
+        self.params.set_param(iot_settings.NEUTRALIZED_PARAM, "True")
         self.emqx.clients["dev-1"] = self.device.username
         action = self.device.action_disconnect()
         self.assertIn("neutralized", action["params"]["message"])
