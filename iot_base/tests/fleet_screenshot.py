@@ -1,10 +1,11 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
-"""Not a test: takes docs/fleet_page.png, the Fleet page with 20 devices in
-mixed states. Not imported by tests/__init__.py; to run it, add
+"""Not a test: takes docs/fleet_page.png, the Fleet page with 50 devices in
+mixed states, and docs/device_form.png, one of them with its readings and
+their history. Not imported by tests/__init__.py; to run it, add
 ``from . import test_fleet_screenshot`` there and rename the file to
 test_fleet_screenshot.py for the run (Odoo loads test_* modules only), then
-``FLEET_SCREENSHOT=$PWD/docs/fleet_page.png TEST_TAGS=/iot_base:FleetScreenshot
-make test``."""
+``FLEET_SCREENSHOT=$PWD/docs/fleet_page.png DEVICE_SCREENSHOT=$PWD/docs/device_form.png
+TEST_TAGS=/iot_base:FleetScreenshot make test``."""
 
 import base64
 import os
@@ -35,7 +36,7 @@ class FleetScreenshot(HttpCase):
             [{"name": name} for name in ("temperature", "humidity", "door", "pilot")]
         )
         now = fields.Datetime.now()
-        states = ["online"] * 11 + ["offline"] * 4 + ["stale"] * 3 + ["unknown"] * 2
+        states = ["online"] * 30 + ["offline"] * 9 + ["stale"] * 6 + ["unknown"] * 5
         Device = self.env["iot.mqtt.device"]
         for index, state in enumerate(states, start=1):
             fleet = fleets[index % 3]
@@ -61,7 +62,7 @@ class FleetScreenshot(HttpCase):
                     device.id,
                 ],
             )
-            if index == 19:
+            if index in (19, 44):
                 device.action_revoke()
         minute = now.replace(second=0, microsecond=0)
         self.env["iot.throughput"].sudo().create(
@@ -94,9 +95,46 @@ class FleetScreenshot(HttpCase):
         Log._record("rabbitmq", "deny", "bad_request", peer="10.0.3.77")
         self.env.invalidate_all()
 
-    def test_screenshot(self):
-        target = os.environ["FLEET_SCREENSHOT"]
-        self._fleet()
+    def _readings(self, device):
+        """Last readings and a day of history for ``device``'s form."""
+        now = fields.Datetime.now()
+        topic = f"{device._topics()['telemetry']}"
+        self.env["iot.device.reading"].sudo().create(
+            [
+                {
+                    "device_id": device.id,
+                    "company_id": device.company_id.id,
+                    "topic": f"{topic}/{key}",
+                    "payload": payload,
+                    "is_json": is_json,
+                    "received_at": now - timedelta(seconds=seconds),
+                }
+                for key, payload, is_json, seconds in (
+                    ("temperature", "21.4", True, 12),
+                    ("humidity", "48", True, 12),
+                    ("state", '{"door": "closed", "battery": 87}', True, 95),
+                )
+            ]
+        )
+        rng = random.Random(4)
+        self.env["iot.device.reading.history"].sudo().create(
+            [
+                {
+                    "device_id": device.id,
+                    "company_id": device.company_id.id,
+                    "topic": f"{topic}/{key}",
+                    "key": key,
+                    "value": base + rng.uniform(-1.5, 1.5),
+                    "sampled_at": now - timedelta(minutes=15 * step),
+                }
+                for key, base in (("temperature", 21), ("humidity", 48))
+                for step in range(96)
+            ]
+        )
+
+    def _shoot(self, url, target, ready_selectors):
+        """Open ``url`` as admin and write its picture to ``target`` once
+        every one of ``ready_selectors`` is on the page."""
         browsers = []
         original_init = common.ChromeBrowser.__init__
 
@@ -123,6 +161,9 @@ class FleetScreenshot(HttpCase):
                 png.write(base64.b64decode(shot["data"]))
             return {}
 
+        ready = " && ".join(
+            f"document.querySelector({selector!r})" for selector in ready_selectors
+        )
         with (
             patch.object(common.ChromeBrowser, "__init__", init),
             patch.object(
@@ -130,24 +171,35 @@ class FleetScreenshot(HttpCase):
             ),
         ):
             self.browser_js(
-                "/odoo/action-iot_base.iot_fleet_dashboard_action",
-                """
-                (async () => {
+                url,
+                f"""
+                (async () => {{
                     const wait = (ms) => new Promise((r) => setTimeout(r, ms));
-                    for (let i = 0; i < 100; i++) {
-                        if (document.querySelector(".o_iot_fleet_last_seen")
-                            && document.querySelector(".o_iot_fleet_messages_chart")) {
-                            break;
-                        }
+                    for (let i = 0; i < 100 && !({ready}); i++) {{
                         await wait(100);
-                    }
+                    }}
                     await wait(500);
                     await odoo.__WOWL_DEBUG__.root.env.services.orm.call(
                         "iot.mqtt.device", "get_fleet_dashboard", []);
                     console.log("test successful");
-                })();
+                }})();
                 """,
                 ready="odoo.isReady",
                 login="admin",
                 timeout=120,
             )
+
+    def test_screenshot(self):
+        self._fleet()
+        self._shoot(
+            "/odoo/action-iot_base.iot_fleet_dashboard_action",
+            os.environ["FLEET_SCREENSHOT"],
+            [".o_iot_fleet_last_seen", ".o_iot_fleet_messages_chart"],
+        )
+        target = os.environ.get("DEVICE_SCREENSHOT")
+        if target:
+            device = self.env["iot.mqtt.device"].search(
+                [("presence_state", "=", "online")], order="id", limit=1
+            )
+            self._readings(device)
+            self._shoot(f"/odoo/iot.mqtt.device/{device.id}", target, [".o_form_view"])
