@@ -39,6 +39,8 @@
         "views/res_config_settings_views.xml",
         "views/iot_menus.xml",
         "data/iot_listener_data.xml",
+        "views/iot_mqtt_command_request_views.xml",
+        "data/iot_command_cron.xml",
     ],
     "assets": {
         # the MQTT console page (/iot/app): Odoo's core, MQTT.js and the console

@@ -35,3 +35,4 @@ from . import rabbitmq
 from . import emqx
 from . import mosquitto
 from . import res_config_settings
+from . import iot_mqtt_command_request

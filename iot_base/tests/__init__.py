@@ -30,3 +30,4 @@ from .mosquitto import *  # noqa: F403
 from .rabbitmq import *  # noqa: F403
 from . import test_migration_settings
 from . import test_throttle
+from . import test_command_request
