@@ -64,7 +64,9 @@ DROP_REASONS = (
     "topics",
     "command",
 )
-# command answers (status/reply) held per batch, whatever devices send
+# command answers (status/reply) held per batch, whatever devices send: per
+# device (a device inventing ids fills no memory) and in all
+MAX_ANSWERS_PER_DEVICE = 16
 MAX_PENDING_ANSWERS = 50000
 # an answer naming no request yet is retried this long (seconds): Odoo
 # publishes a command before its transaction commits the request
@@ -147,6 +149,7 @@ class Pending:
         # (device id, command id) -> (company id, state, text, received_at,
         # monotonic time first heard)
         self.answers = {}
+        self.answer_counts = Counter()  # device id -> keys in answers
         self.oldest = None  # monotonic time of the oldest message here
         self.count = 0
 
@@ -208,8 +211,13 @@ class Pending:
         """Keep ``answer`` for ``key``: a final answer (done, failed) is
         never replaced by an acknowledgement. False when full."""
         old = self.answers.get(key)
-        if old is None and len(self.answers) >= MAX_PENDING_ANSWERS:
-            return False
+        if old is None:
+            if (
+                len(self.answers) >= MAX_PENDING_ANSWERS
+                or self.answer_counts[key[0]] >= MAX_ANSWERS_PER_DEVICE
+            ):
+                return False
+            self.answer_counts[key[0]] += 1
         if old is None or old[1] == "acknowledged" or answer[1] != "acknowledged":
             self.answers[key] = answer if old is None else (*answer[:4], old[4])
         return True
@@ -694,9 +702,8 @@ class Listener:
                 key = (row[0], row[2])
                 answer = pending.answers.get(key)
                 if answer and now - answer[4] < ANSWER_RETRY:
-                    if key not in self.pending.answers:
-                        self.pending.answers[key] = answer
-                    continue
+                    if self.pending.answer(key, answer):
+                        continue
                 drops[row[1]] += 1
         for company_id, count in drops.items():
             self.count_late_drops(company_id, count)

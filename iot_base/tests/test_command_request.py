@@ -387,6 +387,22 @@ class TestCommandRequestAccess(TransactionCase):
         self.assertFalse(written)
         self.assertEqual((request_a.state, request_a.answer), ("done", "fin"))
 
+    def test_pending_answers_bounded_per_device(self):
+        """A device inventing ids fills at most MAX_ANSWERS_PER_DEVICE slots
+        of a batch; another device still gets its answer in; a final answer
+        is never replaced by a later acknowledgement."""
+        pending = listener_module.Pending()
+        cap = listener_module.MAX_ANSWERS_PER_DEVICE
+        kept = [
+            pending.answer((1, f"{n:032x}"), (1, "done", "{}", None, 0.0))
+            for n in range(cap + 5)
+        ]
+        self.assertEqual(kept, [True] * cap + [False] * 5)
+        self.assertTrue(pending.answer((2, "a" * 32), (1, "done", "fin", None, 0.0)))
+        pending.answer((2, "a" * 32), (1, "acknowledged", "ack", None, 1.0))
+        self.assertEqual(pending.answers[(2, "a" * 32)][1:3], ("done", "fin"))
+        self.assertEqual(len(pending.batch()["answers"]), cap + 1)
+
     def test_fire_and_forget_wizard_unchanged(self):
         self.published.clear()
         wizard = self.env["iot.mqtt.command"].create(
