@@ -9,6 +9,7 @@ from unittest.mock import patch
 
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, TransactionCase, new_test_user, tagged
+from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.cli import listener as listener_module
 from odoo.addons.iot_base.models import iot_listener
@@ -493,6 +494,31 @@ class TestCommandRequestViews(HttpCase):
                 }
             )
         return steps
+
+    def _call_kw(self, method, args):
+        return self.make_jsonrpc_request(
+            f"/web/dataset/call_kw/iot.mqtt.device/{method}",
+            {"model": "iot.mqtt.device", "method": method, "args": args, "kwargs": {}},
+        )
+
+    def test_send_command_over_rpc(self):
+        self.authenticate(self.manager.login, self.manager.login)
+        ids = self._call_kw("send_command", [self.device.ids, "ping", {"n": 1}, 10])
+        self.assertEqual(len(ids), 1)
+        request = self.env["iot.mqtt.command.request"].browse(ids)
+        self.assertEqual(
+            (request.device_id, request.state, request.timeout),
+            (self.device, "sent", 10),
+        )
+        iot_user = new_test_user(
+            self.env,
+            login="cmd.views.user",
+            groups="base.group_user,iot_base.iot_base_group_user",
+        )
+        self.authenticate(iot_user.login, iot_user.login)
+        with mute_logger("odoo.http"), self.assertRaises(Exception) as caught:
+            self._call_kw("send_command", [self.device.ids, "ping"])
+        self.assertIn("AccessError", str(caught.exception))
 
     def test_views_open(self):
         for user in (self.manager, self.env.ref("base.user_admin")):
