@@ -7,8 +7,17 @@ import json
 import time
 from unittest.mock import patch
 
+from odoo import SUPERUSER_ID, api
 from odoo.exceptions import AccessError, UserError, ValidationError
-from odoo.tests import HttpCase, TransactionCase, new_test_user, tagged
+from odoo.modules.registry import Registry
+from odoo.tests import (
+    BaseCase,
+    HttpCase,
+    TransactionCase,
+    get_db_name,
+    new_test_user,
+    tagged,
+)
 from odoo.tools import mute_logger
 
 from odoo.addons.iot_base.cli import listener as listener_module
@@ -16,7 +25,12 @@ from odoo.addons.iot_base.models import iot_listener
 from odoo.addons.iot_base.models import iot_mqtt_command_request as requests_module
 
 from .common import start_publisher_mosquitto
-from .listener_common import SLOW_WAIT, ListenerMixin
+from .listener_common import (
+    SLOW_WAIT,
+    CommittedListenerMixin,
+    ListenerMixin,
+    RegistryListener,
+)
 from .test_all_views import MODULE, SUCCESS
 from .test_listener import _sync_now
 
@@ -278,6 +292,62 @@ class TestCommandRequestMosquitto(ListenerMixin, TransactionCase):
             self.assertEqual(len(responder.received), 1)
             self.assertEqual(responder.received[0][1]["payload"], {"v": "2.1"})
             self.assertEqual(responder.received[0][1]["id"], names[device])
+
+
+@tagged("post_install", "-at_install")
+class TestCommandRequestCommitted(CommittedListenerMixin, BaseCase):
+    """On committed transactions, as in production: Odoo publishes a command
+    before its transaction commits the request, and a fast device answers
+    before the commit; the listener keeps the answer and records it once
+    the request is committed."""
+
+    def setUp(self):
+        super().setUp()
+        self.registry = Registry(get_db_name())
+        self._setup_committed()
+
+    def test_answer_before_the_commit_is_recorded_after_it(self):
+        listener = self._start_listener(listener=RegistryListener(self.registry))
+        device = self._device_client(self.username, self.secret, will=False)
+        publisher = self.registry["iot.mqtt.client"]
+        with (
+            patch.object(publisher, "_publish", lambda _self, messages: len(messages)),
+            self.registry.cursor() as cr,
+        ):
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            request = env["iot.mqtt.device"].browse(self.device_id)._send_command(
+                "reboot", {}, 60
+            )
+            request_id, name = request.id, request.name
+            env.flush_all()
+            # the device answers at once; the sender has not committed
+            self._publish(
+                device,
+                f"{self.ns}/devices/{self.username}/status/reply",
+                json.dumps({"id": name, "state": "done", "result": "ok"}),
+            )
+
+            def held():
+                with listener._lock:
+                    return listener.pending.answers and listener.stats["transactions"]
+
+            self._wait(held, "the answer held after a flush", SLOW_WAIT)
+            time.sleep(1.2)  # another flush or so: still held, not dropped
+            with listener._lock:
+                self.assertEqual(listener.stats["dropped_command"], 0)
+                self.assertEqual(len(listener.pending.answers), 1)
+        # committed: the next flush writes it
+        self._wait(
+            lambda: self._query(
+                "SELECT state, answer FROM iot_mqtt_command_request WHERE id = %s",
+                [request_id],
+            )[0][0]
+            == "done",
+            "the answer recorded",
+            SLOW_WAIT,
+        )
+        with listener._lock:
+            self.assertEqual(listener.stats["dropped_command"], 0)
 
 
 @tagged("post_install", "-at_install")
