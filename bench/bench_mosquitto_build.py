@@ -5,7 +5,7 @@ company's rules must not grow the other companies' output, and the build
 must stay linear. See bench/MOSQUITTO.md.
 
     python3 bench/bench_mosquitto_build.py            # ~1 minute on 2 cores
-    python3 bench/bench_mosquitto_build.py --ref main~5 --logins 1000
+    python3 bench/bench_mosquitto_build.py --ref main --logins 1000
 
 No database and no broker: ``build_acl`` (iot_base/tools/mosquitto/files.py,
 what ``iot.mosquitto.sync._build`` calls after its one SQL query) runs on
@@ -30,26 +30,19 @@ COMPANIES = 10
 
 
 def load_tools(ref=None):
-    """The iot_base/tools package, of the working tree or of ``ref``."""
+    """(mosquitto.files, topic_acl, store_sync) of the iot_base/tools package,
+    of the working tree or of ``ref`` (extracted with ``git archive``)."""
     directory = REPO / "iot_base" / "tools"
     if ref:
-        directory = Path(tempfile.mkdtemp(prefix="bench_tools_")) / "tools"
-        directory.mkdir()
-        names = subprocess.run(
-            ["git", "ls-tree", "--name-only", f"{ref}:iot_base/tools"],
+        target = Path(tempfile.mkdtemp(prefix="bench_tools_"))
+        archive = subprocess.run(
+            ["git", "archive", ref, "iot_base/tools"],
             cwd=REPO,
             check=True,
             capture_output=True,
-            text=True,
-        ).stdout.split()
-        for name in names:
-            text = subprocess.run(
-                ["git", "show", f"{ref}:iot_base/tools/{name}"],
-                cwd=REPO,
-                check=True,
-                capture_output=True,
-            ).stdout
-            (directory / name).write_bytes(text)
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+        directory = target / "iot_base" / "tools"
     package = f"bench_iot_tools_{abs(hash(str(directory)))}"
     spec = importlib.util.spec_from_file_location(
         package, directory / "__init__.py", submodule_search_locations=[str(directory)]
@@ -57,42 +50,55 @@ def load_tools(ref=None):
     module = importlib.util.module_from_spec(spec)
     sys.modules[package] = module
     spec.loader.exec_module(module)
-    return importlib.import_module(
-        f"{package}.mosquitto_files"
-    ), importlib.import_module(f"{package}.topic_acl")
+    try:
+        files = importlib.import_module(f"{package}.mosquitto.files")
+    except ModuleNotFoundError:  # a tree before tools/mosquitto/
+        files = importlib.import_module(f"{package}.mosquitto_files")
+    return (
+        files,
+        importlib.import_module(f"{package}.topic_acl"),
+        importlib.import_module(f"{package}.store_sync"),
+    )
 
 
-def scenario(topic_acl, logins, rules):
-    """(scopes, plain_by_key, sections, namespaces) as ``_build`` makes them."""
+def _row_types(files, store_sync):
+    """The row types ``build_acl`` reads (store_sync.RuleRow and RuleKey,
+    files.SecretRow); plain tuples for a tree older than them, whose
+    ``build_acl`` reads the same fields by position."""
+
+    def plain(*values, **named):
+        return tuple(values) + tuple(named.values())
+
+    return (
+        getattr(store_sync, "RuleRow", plain),
+        getattr(store_sync, "RuleKey", plain),
+        getattr(files, "SecretRow", plain),
+    )
+
+
+def scenario(files, topic_acl, store_sync, logins, rules):
+    """(rule rows, plain_by_key, sections, namespaces) as ``_build`` makes
+    them."""
+    RuleRow, RuleKey, SecretRow = _row_types(files, store_sync)
     Rule = topic_acl.Rule
+    device_rules = [
+        ("telemetry", "publish", "telemetry"),
+        ("status", "publish", "status"),
+        ("commands", "subscribe", "commands"),
+    ]
     scopes = [
-        (
-            "telemetry",
+        RuleRow(
+            name,
             "device",
             frozenset(),
             frozenset(),
             None,
-            Rule("allow", "publish", "${namespace}/devices/${username}/telemetry/#"),
-        ),
-        (
-            "status",
-            "device",
-            frozenset(),
-            frozenset(),
-            None,
-            Rule("allow", "publish", "${namespace}/devices/${username}/status/#"),
-        ),
-        (
-            "commands",
-            "device",
-            frozenset(),
-            frozenset(),
-            None,
-            Rule("allow", "subscribe", "${namespace}/devices/${username}/commands/#"),
-        ),
+            Rule("allow", action, f"${{namespace}}/devices/${{username}}/{level}/#"),
+        )
+        for name, action, level in device_rules
     ]
     scopes.extend(
-        (
+        RuleRow(
             f"company 0 rule {i}",
             "device",
             frozenset(),
@@ -115,13 +121,24 @@ def scenario(topic_acl, logins, rules):
         rows = []
         for _i in range(count):
             cid += 1
-            rows.append((f"dev{cid:06d}:$7$101$x$y==\n", cid))
-        plain_by_key[("device", company, frozenset(), None)] = rows
+            rows.append(
+                SecretRow(
+                    f"dev{cid:06d}:$7$101$x$y==\n",
+                    cid,
+                    "group",
+                    None,
+                    None,
+                    None,
+                    False,
+                )
+            )
+        plain_by_key[RuleKey("device", company, frozenset(), None)] = rows
     return scopes, plain_by_key, [], namespaces
 
 
-def measure(files, topic_acl, logins, rules, runs):
-    args = scenario(topic_acl, logins, rules)
+def measure(tools, logins, rules, runs):
+    files = tools[0]
+    args = scenario(*tools, logins, rules)
     best, lines, stats = None, None, None
     for _run in range(runs):
         # CPU time of this process: the machine is shared, wall time is noise
@@ -158,7 +175,7 @@ def main():
     )
     parser.add_argument("--runs", type=int, default=3)
     opts = parser.parse_args()
-    files, topic_acl = load_tools(opts.ref)
+    tools = load_tools(opts.ref)
     print(
         f"tools: {opts.ref or 'working tree'}; python {sys.version.split()[0]}; "
         f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}"
@@ -177,7 +194,7 @@ def main():
     results = []
     for logins in opts.logins or (1000, 10000):
         for rules in opts.rules or (10, 1000):
-            row = measure(files, topic_acl, logins, rules, opts.runs)
+            row = measure(tools, logins, rules, opts.runs)
             results.append(row)
             print(
                 " | ".join(

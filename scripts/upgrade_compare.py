@@ -12,8 +12,8 @@ import psycopg2
 # 18.0.2.0.0: renamed values and keys (migrations/18.0.2.0.0/)
 VALUE_RENAMES = {("iot_base.console_auth", "jwt"): "emqx_jwt"}
 MERGED_KEYS = {"iot_base.rabbitmq_store_vhost": "iot_base.rabbitmq_vhost"}
-# (the cron keeps its xmlid until the store-port refactor lands with its migration)
-CRON_XMLIDS = {}
+# (pre-10-store-cron.py: the store engine's cron, named after the engine)
+CRON_XMLIDS = {"ir_cron_mosquitto_sync": "ir_cron_store_sync"}
 # columns the ORM itself rewrites on every upgrade
 VOLATILE = {"write_date", "write_uid", "__last_update"}
 
@@ -38,14 +38,12 @@ def snapshot(dbname, path):
     )
     params = dict(cr.fetchall())
     cr.execute(
-        "SELECT d.name, c.id, c.active, c.interval_number, c.interval_type "
+        "SELECT d.name, c.id, c.active, c.interval_number, c.interval_type, "
+        "c.nextcall::text, c.ir_actions_server_id "
         "FROM ir_model_data d JOIN ir_cron c ON c.id = d.res_id "
         "WHERE d.module = 'iot_base' AND d.model = 'ir.cron'"
     )
-    crons = {
-        name: [cid, active, number, kind]
-        for name, cid, active, number, kind in cr.fetchall()
-    }
+    crons = {name: list(values) for name, *values in cr.fetchall()}
     with open(path, "w") as handle:
         json.dump({"tables": tables, "params": params, "crons": crons}, handle)
     conn.close()

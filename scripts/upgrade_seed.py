@@ -72,7 +72,11 @@ env["iot.acl.rule"].create(  # noqa: F821
         },
     ]
 )
+# the store engine's cron as an administrator set it (renamed by the upgrade)
+env.ref("iot_base.ir_cron_mosquitto_sync").write(  # noqa: F821
+    {"interval_number": 9, "interval_type": "hours", "nextcall": "2031-05-04 03:02:01"}
+)
 env.cr.commit()  # noqa: F821
 with open(os.environ["IOT_UPGRADE_SECRETS"], "w") as handle:
     json.dump(secrets, handle)
-print(f"seed: OK ({written} settings, 3 devices, 2 credentials, 2 rules)")
+print(f"seed: OK ({written} settings, 3 devices, 2 credentials, 2 rules, 1 cron)")

@@ -3,3 +3,4 @@ from . import app
 from . import jwks
 from . import emqx
 from . import rabbitmq
+from . import claim

@@ -13,6 +13,7 @@ from psycopg2 import InterfaceError, OperationalError
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException, abort
 
+from odoo import http
 from odoo.http import request
 
 _logger = logging.getLogger(__name__)
@@ -151,6 +152,22 @@ class BrokerDispatching:
         # bad input is refused where it is read, so this is a bug: Odoo
         # logs it, and the broker still gets a deny, never an HTML page
         return self.reply("deny")
+
+
+def broker_route(routes, route_type, max_body, readonly=False):
+    """``@http.route`` of a broker callback: no session, no CSRF, any method
+    (a wrong one is refused in protocol by :func:`answer_broker`), a bounded
+    body, dispatched by ``route_type`` (a :class:`BrokerDispatching`)."""
+    return http.route(
+        routes,
+        type=route_type,
+        auth="none",
+        methods=None,
+        csrf=False,
+        save_session=False,
+        readonly=readonly,
+        max_content_length=max_body,
+    )
 
 
 def _shield_body():

@@ -41,3 +41,9 @@ DELETE FROM iot_jwt_key;
 UPDATE ir_config_parameter
    SET value = 'False'
  WHERE key IN ('iot_base.rabbitmq_store_enabled', 'iot_base.emqx_store_enabled');
+
+-- no device registers itself on a copy with a factory's claim secret (the
+-- copy's broker details would be handed to it): every claim is revoked here
+UPDATE iot_provisioning_claim
+   SET revoked_at = now() AT TIME ZONE 'UTC'
+ WHERE revoked_at IS NULL;

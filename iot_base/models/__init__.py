@@ -4,6 +4,7 @@ from . import iot_store_sync
 from . import iot_store_sync_run
 from . import iot_store_hash
 from . import iot_store_adapter
+from . import iot_store_api
 from . import iot_jwt_key
 from . import res_users
 from . import res_company
@@ -17,6 +18,7 @@ from . import iot_mqtt_fleet
 from . import iot_mqtt_device
 from . import iot_mqtt_client
 from . import iot_app
+from . import iot_broker_api
 from . import iot_broker_session
 from . import res_groups
 from . import ir_http
@@ -35,4 +37,6 @@ from . import rabbitmq
 from . import emqx
 from . import mosquitto
 from . import res_config_settings
+from . import iot_provisioning_claim
+from . import iot_provisioning_claim_use
 from . import iot_mqtt_command_request

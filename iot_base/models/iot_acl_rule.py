@@ -6,7 +6,7 @@ from odoo.exceptions import ValidationError
 
 from ..tools import topic_acl
 from ..tools.limits import company_limit
-from ..tools.topic_acl import rule_applies
+from ..tools.store_sync import LiveLogin, RuleKey, RuleRow, applicable_rules
 
 PLACEHOLDERS = ("${username}", "${clientid}", "${namespace}")
 
@@ -197,7 +197,7 @@ class IotAclRule(models.Model):
 
     def _rules_changed(self):
         self.env.registry.clear_cache()
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
 
     @api.model
     def _owner_groups(self, owners, rule_groups):
@@ -218,20 +218,20 @@ class IotAclRule(models.Model):
     @api.model
     @tools.ormcache()
     def _rule_table(self):
-        """Every active rule, in order, as (name, kind, group ids, credential
-        ids, company id, Rule), cached per worker until a rule changes: the
-        broker's hot path compiles ACLs without a query."""
+        """Every active rule, in order, as :class:`RuleRow`, cached per worker
+        until a rule changes: the broker's hot path compiles ACLs without a
+        query."""
         table = []
         for rule in self.sudo().search([]):
             retain = {"any": None, "yes": True, "no": False}[rule.retain]
             table.append(
-                (
-                    rule.name,
-                    rule.credential_kind or None,
-                    frozenset(rule.group_ids.ids),
-                    frozenset(rule.credential_ids.ids),
-                    rule.company_id.id or None,
-                    topic_acl.Rule(
+                RuleRow(
+                    name=rule.name,
+                    kind=rule.credential_kind or None,
+                    group_ids=frozenset(rule.group_ids.ids),
+                    credential_ids=frozenset(rule.credential_ids.ids),
+                    company_id=rule.company_id.id or None,
+                    rule=topic_acl.Rule(
                         rule.permission,
                         rule.action,
                         rule.topic,
@@ -243,25 +243,102 @@ class IotAclRule(models.Model):
         return tuple(table)
 
     @api.model
-    def _rules_for(self, credential, clientid=None):
-        """The rules of ``credential``, in order, placeholders replaced."""
-        group_ids = (
-            frozenset(credential.user_id.groups_id.ids)
-            if credential.user_id
-            else frozenset()
-        )
-        namespace = credential.company_id.iot_mqtt_namespace
-        rules = [
-            row[-1]
-            for row in self._rule_table()
-            if rule_applies(
-                row,
-                credential.kind,
-                group_ids,
-                credential.id,
-                credential.company_id.id,
+    @tools.ormcache()
+    def _rule_index(self):
+        """({company id or None: group ids}, {company id or None: credential
+        ids}) that the rules of each company (None: the global rules) name."""
+        groups, credentials = defaultdict(frozenset), defaultdict(frozenset)
+        for row in self._rule_table():
+            groups[row.company_id] |= row.group_ids
+            credentials[row.company_id] |= row.credential_ids
+        return dict(groups), dict(credentials)
+
+    @api.model
+    def _rule_keys(self, logins, owner_groups=None):
+        """The :class:`RuleKey` of each of ``logins`` (rows with
+        ``credential_id``, ``kind``, ``company_id``, ``user_id``), in order:
+        the one place that says which facts of a credential choose its
+        rules. Groups and credentials a rule names tell credentials apart
+        only within the rule's company, so another company's rules split no
+        company's logins. ``owner_groups``: {user id: group ids}, read from
+        the database when not given."""
+        groups, credentials = self._rule_index()
+        if owner_groups is None:
+            owners = {login.user_id for login in logins if login.user_id}
+            owner_groups = self._owner_groups(
+                owners, frozenset().union(*groups.values())
             )
-        ]
+        empty = frozenset()
+        named_cache = {}
+        keys = []
+        for login in logins:
+            company = login.company_id
+            if company not in named_cache:
+                named_cache[company] = (
+                    groups.get(None, empty) | groups.get(company, empty),
+                    credentials.get(None, empty) | credentials.get(company, empty),
+                )
+            named_groups, named_credentials = named_cache[company]
+            keys.append(
+                RuleKey(
+                    kind=login.kind,
+                    company_id=company,
+                    group_ids=owner_groups.get(login.user_id, empty) & named_groups
+                    if login.user_id
+                    else empty,
+                    credential_id=login.credential_id
+                    if login.credential_id in named_credentials
+                    else None,
+                )
+            )
+        return keys
+
+    @api.model
+    def _namespaces(self):
+        """{company id: MQTT namespace} of every company, in one query."""
+        self.env.cr.execute("SELECT id, iot_mqtt_namespace FROM res_company")
+        return dict(self.env.cr.fetchall())
+
+    @api.model
+    def _rules_for_logins(self, logins, clientid=None, namespaces=None):
+        """{credential id: its rules, in order, placeholders replaced} of
+        ``logins`` (:class:`LiveLogin` rows): which rules a credential gets,
+        for one credential or a hundred thousand."""
+        applicable = applicable_rules(self._rule_table())
+        if namespaces is None:
+            namespaces = self._namespaces()
+        out = {}
+        for login, key in zip(logins, self._rule_keys(logins), strict=True):
+            out[login.credential_id] = topic_acl.expand_rules(
+                [row.rule for row in applicable(key)],
+                username=login.username,
+                clientid=clientid,
+                namespace=namespaces.get(login.company_id),
+            )
+        return out
+
+    @api.model
+    def _rules_for(self, credential, clientid=None):
+        """The rules of ``credential``, in order, placeholders replaced (the
+        broker's hot path: no query once the rules are cached)."""
+        user = credential.user_id
+        login = LiveLogin(
+            credential_id=credential.id,
+            username=credential.username,
+            kind=credential.kind,
+            company_id=credential.company_id.id,
+            user_id=user.id or None,
+            superuser=credential.is_superuser,
+            expires_at=None,
+            hash=None,
+            salt=None,
+        )
+        key = self._rule_keys(
+            [login], owner_groups={user.id: frozenset(user.groups_id.ids)}
+        )[0]
         return topic_acl.expand_rules(
-            rules, username=credential.username, clientid=clientid, namespace=namespace
+            [row.rule for row in applicable_rules(self._rule_table())(key)],
+            username=credential.username,
+            clientid=clientid,
+            namespace=credential.company_id.iot_mqtt_namespace,
         )

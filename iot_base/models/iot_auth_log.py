@@ -18,6 +18,7 @@ REASONS = [
     ("topic_denied", "Topic not allowed"),
     ("unknown_user", "Unknown or revoked user"),
     ("clientid_denied", "Client ID of another credential"),
+    ("username_denied", "Username this broker cannot be given"),
 ]
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_MAX_ROWS = 200000

@@ -17,9 +17,10 @@ nothing, and each username is re-checked against the committed data first.
 * Mosquitto needs nothing here: the file sync's reload (SIGHUP) re-checks
   every connected client against the new password file.
 
-Both calls are methods of the one broker API client (tools/broker_api.py)
-that the stores use too; a username no path segment can carry is never
-sent (the cut-off reports it as failed).
+Both are ``disconnect_users`` of the broker API clients that
+``iot.broker.api`` makes from the settings, the calls the stores make too; a
+username no path segment can carry is never sent (the cut-off reports it as
+failed).
 
 Nothing happens on a neutralized database (``database.is_neutralized``).
 """
@@ -37,17 +38,10 @@ from odoo.tools import SQL
 
 from ..tools import broker_api
 from ..tools.broker_api import BrokerApiError
-from ..tools.settings import bool_param
+from ..tools.settings import database_is_neutralized
 
 _logger = logging.getLogger(__name__)
 
-RABBITMQ_URL_PARAM = "iot_base.rabbitmq_management_url"
-RABBITMQ_USER_PARAM = "iot_base.rabbitmq_management_user"
-RABBITMQ_PASSWORD_PARAM = "iot_base.rabbitmq_management_password"
-EMQX_URL_PARAM = "iot_base.emqx_api_url"
-EMQX_KEY_PARAM = "iot_base.emqx_api_key"
-EMQX_SECRET_PARAM = "iot_base.emqx_api_secret"
-NEUTRALIZED_PARAM = "database.is_neutralized"
 POSTCOMMIT_KEY = "iot_base.broker_session_cut"
 # credential fields whose change may end the right of a credential's logins
 ENDING_FIELDS = frozenset(("active", "username", "expires_at", "user_id", "kind"))
@@ -55,13 +49,8 @@ ENDING_FIELDS = frozenset(("active", "username", "expires_at", "user_id", "kind"
 # The cut-off runs in the request that committed: it must stay short.
 TIMEOUT = 3.0  # seconds per call (connect, then each read)
 BUDGET = 5.0  # seconds for every broker call of one commit
-CLOSE_REASON = "MQTT credential revoked in Odoo"
-
-
-def database_is_neutralized(env):
-    """Whether this database is a neutralized copy (``odoo-bin neutralize``):
-    then Odoo must not act on any broker."""
-    return bool_param(env, NEUTRALIZED_PARAM)
+# what ``disconnect_users`` counts on each broker
+UNITS = {"rabbitmq": "usernames", "emqx": "clients"}
 
 
 def run_cutoff(dbname, pending):
@@ -144,7 +133,9 @@ class IotBrokerSession(models.AbstractModel):
         None when there is nothing to do."""
         if not credentials or not self.env.registry.ready:
             return None
-        if not self._configured() or database_is_neutralized(self.env):
+        if not self.env["iot.broker.api"]._configured() or database_is_neutralized(
+            self.env
+        ):
             return None
         postcommit = self.env.cr.postcommit
         pending = postcommit.data.get(POSTCOMMIT_KEY)
@@ -156,7 +147,11 @@ class IotBrokerSession(models.AbstractModel):
     @api.model
     def _cut_users(self, users):
         """:meth:`_cut` for every credential owned by ``users``."""
-        if not users or not self.env.registry.ready or not self._configured():
+        if (
+            not users
+            or not self.env.registry.ready
+            or not self.env["iot.broker.api"]._configured()
+        ):
             return
         self._cut(
             self.env["iot.credentials"]
@@ -164,30 +159,6 @@ class IotBrokerSession(models.AbstractModel):
             .with_context(active_test=False)
             .search([("user_id", "in", users.ids)])
         )
-
-    # ------------------------------------------------------------------
-    # Configuration
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _get_config(self):
-        params = self.env["ir.config_parameter"].sudo()
-        return {
-            "rabbitmq": {
-                "url": (params.get_param(RABBITMQ_URL_PARAM) or "").strip().rstrip("/"),
-                "user": params.get_param(RABBITMQ_USER_PARAM) or "",
-                "password": params.get_param(RABBITMQ_PASSWORD_PARAM) or "",
-            },
-            "emqx": {
-                "url": (params.get_param(EMQX_URL_PARAM) or "").strip().rstrip("/"),
-                "user": params.get_param(EMQX_KEY_PARAM) or "",
-                "password": params.get_param(EMQX_SECRET_PARAM) or "",
-            },
-        }
-
-    @api.model
-    def _configured(self):
-        return any(broker["url"] for broker in self._get_config().values())
 
     # ------------------------------------------------------------------
     # Cut-off (after the commit)
@@ -231,19 +202,15 @@ class IotBrokerSession(models.AbstractModel):
             "usernames": len(usernames),
             "brokers": {},
         }
-        # what each counts: RabbitMQ closes a user's connections in one call
-        cutters = {
-            "rabbitmq": (self._cut_rabbitmq, "usernames"),
-            "emqx": (self._cut_emqx, "clients"),
-        }
-        for broker, config in self._get_config().items():
+        apis = self.env["iot.broker.api"]
+        for broker, config in apis._get_config().items():
             if not config["url"]:
                 continue
             try:
-                cutter, unit = cutters[broker]
-                client = self._client(broker, config, deadline=deadline)
-                closed = cutter(client, addressable)
-                result["brokers"][broker] = {"closed": closed, "unit": unit}
+                client = apis._client(broker, TIMEOUT, deadline, config)
+                # RabbitMQ closes a user's connections in one call
+                closed = client.disconnect_users(addressable)
+                result["brokers"][broker] = {"closed": closed, "unit": UNITS[broker]}
                 if refused:
                     raise BrokerApiError(
                         _(
@@ -266,32 +233,6 @@ class IotBrokerSession(models.AbstractModel):
             _logger.info("Revoked MQTT sessions closed: %s", self._summary(result))
         self._write_state(result)
         return result
-
-    @api.model
-    def _client(self, broker, config=None, timeout=TIMEOUT, deadline=None):
-        """The API client (tools/broker_api.py) of ``broker`` ("rabbitmq",
-        "emqx"), from ``config`` or the settings."""
-        config = config or self._get_config()[broker]
-        return broker_api.CLIENTS[broker](
-            config["url"],
-            config["user"],
-            config["password"],
-            timeout=timeout,
-            deadline=deadline,
-        )
-
-    @api.model
-    def _cut_rabbitmq(self, client, usernames):
-        """Close every connection of ``usernames``; return how many
-        usernames were handled."""
-        for username in usernames:
-            client.close_connections(username, CLOSE_REASON)
-        return len(usernames)
-
-    @api.model
-    def _cut_emqx(self, client, usernames):
-        """Kick every client of ``usernames``; return how many were kicked."""
-        return sum(client.kick_user(username) for username in usernames)
 
     # ------------------------------------------------------------------
     # State

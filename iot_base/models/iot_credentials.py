@@ -139,7 +139,7 @@ class IotCredentials(models.Model):
                 [vals.get("company_id") or self.env.company.id for vals in vals_list]
             )
         credentials = super().create(vals_list)
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
         return credentials
 
     def write(self, vals):
@@ -151,6 +151,7 @@ class IotCredentials(models.Model):
             moved = self.filtered(lambda c: c.company_id.id != vals["company_id"])
             self._check_company_limit([vals["company_id"]] * len(moved))
         self.env["iot.broker.session"]._cut(self, vals)
+        restored = self.filtered(lambda c: not c.active) if vals.get("active") else ()
         res = super().write(vals)
         if "company_id" in vals:
             # Odoo checks record rules before a write only: moving a
@@ -160,14 +161,23 @@ class IotCredentials(models.Model):
         if "active" in vals and not vals["active"]:
             # Revoking is final: unarchiving must not bring old secrets back.
             self.env["iot.credentials.secret"].sudo()._revoke_credentials(self)
+            # its devices are offline now, never "Online" beside "Revoked"
+            self.env["iot.mqtt.device"]._presence_cut_credentials(self, "revoked")
+        elif restored:
+            self.env["iot.mqtt.device"]._presence_clear_reason(
+                self.env["iot.mqtt.device"]
+                .sudo()
+                .with_context(active_test=False)
+                .search([("credential_id", "in", restored.ids)])
+            )
         if BROKER_FIELDS & set(vals):
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
         return res
 
     def unlink(self):
         self.env["iot.broker.session"]._cut(self)
         res = super().unlink()
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
         return res
 
     def _check_superuser_change(self):

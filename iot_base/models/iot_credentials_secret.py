@@ -109,7 +109,7 @@ class IotCredentialsSecret(models.Model):
         _logger.info(
             "MQTT %s secret issued for credential #%s", secret_type, credential.id
         )
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
         return secret, secret_id
 
     @api.model
@@ -157,7 +157,7 @@ class IotCredentialsSecret(models.Model):
             query = SQL("%s AND secret_type = %s", query, secret_type)
         self.env.cr.execute(query)
         self.invalidate_model()
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
 
     @api.autovacuum
     def _gc_expired_secrets(self):
@@ -173,4 +173,4 @@ class IotCredentialsSecret(models.Model):
         _logger.info(
             "GC %r deleted %d expired secrets", self._name, self.env.cr.rowcount
         )
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()

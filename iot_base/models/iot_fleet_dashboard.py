@@ -27,6 +27,11 @@ class IotFleetDashboard(models.AbstractModel):
         data = {
             "now": fields.Datetime.to_string(now),
             "labels": dict(PRESENCE_STATES),
+            "reasons": dict(
+                self.env["iot.mqtt.device"]
+                ._fields["presence_reason"]
+                ._description_selection(self.env)
+            ),
             "presence": self._presence_counts(company_ids),
             "filters": self._filter_choices(),
         }

@@ -24,9 +24,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
 from ..tools.client_ids import make_client_id
-from ..tools.mosquitto.files import login_for
-from ..tools.settings import bool_param, number_param
-from .iot_broker_session import database_is_neutralized
+from ..tools.settings import bool_param, database_is_neutralized, number_param
 from .iot_device_reading_history import (
     DEFAULT_HISTORY_CAP,
     DEFAULT_HISTORY_DAYS,
@@ -245,9 +243,14 @@ class IotListener(models.AbstractModel):
         secret, expires_at = issued.secret, issued.expires_at
         username = credential.username
         client_id = make_client_id(username, secrets.token_hex(6))
-        if self.env["iot.mosquitto.sync"].sudo()._is_enabled():
+        login = (
+            self.env["iot.mosquitto.sync"]
+            .sudo()
+            ._broker_login(username, issued.secret_id)
+        )
+        if login != username:
             # Mosquitto: one login per secret, and the login is the client id
-            username = client_id = login_for(username, issued.secret_id)
+            username = client_id = login
         return {
             "company_id": company.id,
             "credential_id": credential.id,
@@ -298,6 +301,11 @@ class IotListener(models.AbstractModel):
                                 ELSE 'online' END) = d.presence_state
                            THEN COALESCE(d.presence_since, v.state_at)
                            ELSE v.state_at END,
+                       presence_reason = CASE
+                           WHEN COALESCE(v.state, CASE
+                                WHEN d.presence_state = 'offline' THEN 'offline'
+                                ELSE 'online' END) = d.presence_state
+                           THEN d.presence_reason END,
                        presence_heartbeat_at = GREATEST(
                            d.presence_heartbeat_at, v.heartbeat_at),
                        last_message_at = GREATEST(d.last_message_at, v.message_at)
@@ -441,34 +449,56 @@ class IotListener(models.AbstractModel):
         }
         if not ids:
             return batch
+        self.env["iot.mqtt.device"].flush_model(["active", "credential_id"])
+        self.env["iot.credentials"].flush_model(["active"])
         self.env.cr.execute(
-            "SELECT id FROM iot_mqtt_device WHERE id = ANY(%s)"
-            " ORDER BY id FOR NO KEY UPDATE",
+            "SELECT d.id, d.active AND COALESCE(c.active, false)"
+            "  FROM iot_mqtt_device d"
+            "  LEFT JOIN iot_credentials c ON c.id = d.credential_id"
+            " WHERE d.id = ANY(%s)"
+            " ORDER BY d.id FOR NO KEY UPDATE OF d",
             [sorted(ids)],
         )
-        live = {row[0] for row in self.env.cr.fetchall()}
-        if live == ids:
+        rows = self.env.cr.fetchall()
+        live = {row[0] for row in rows}
+        # a device revoked since the listener read the devices: what it was
+        # still heard saying does not make it online again (Odoo set it
+        # offline, with the reason, when it was revoked)
+        allowed = {row[0] for row in rows if row[1]}
+        if live == ids and allowed == ids:
             return batch
         return dict(
             batch,
+            presence=[row for row in batch.get("presence") or () if row[0] in allowed],
             **{
                 key: [row for row in batch.get(key) or () if row[0] in live]
-                for key in ("presence", "readings", "history")
+                for key in ("readings", "history")
             },
         )
 
     @api.model
     def _listener_mark_stale(self, heartbeat_timeout, now):
         """Online devices silent for longer than the heartbeat timeout turn
-        stale (in SQL: with several listeners, none sees every heartbeat)."""
+        stale (in SQL: with several listeners, none sees every heartbeat); a
+        revoked one (left online by a version that did not set it offline on
+        revocation) turns offline, revoked, never stale."""
         limit = now - timedelta(seconds=heartbeat_timeout)
         self.env.cr.execute(
             """
-            UPDATE iot_mqtt_device
-               SET presence_state = 'stale', presence_since = %s
-             WHERE presence_state = 'online'
-               AND GREATEST(presence_heartbeat_at, last_message_at, presence_since) < %s
-         RETURNING id, company_id, presence_state, presence_since
+            UPDATE iot_mqtt_device d
+               SET presence_state = CASE WHEN d.active AND COALESCE(c.active, false)
+                                         THEN 'stale' ELSE 'offline' END,
+                   presence_reason = CASE WHEN d.active AND COALESCE(c.active, false)
+                                          THEN NULL ELSE 'revoked' END,
+                   presence_since = %s
+              FROM iot_mqtt_device d2
+              LEFT JOIN iot_credentials c ON c.id = d2.credential_id
+             WHERE d2.id = d.id
+               AND d.presence_state = 'online'
+               AND GREATEST(d.presence_heartbeat_at, d.last_message_at,
+                            d.presence_since) < %s
+         RETURNING d.id, d.company_id, d.presence_state, d.presence_since,
+                   d.presence_reason
             """,
             [now, limit],
         )

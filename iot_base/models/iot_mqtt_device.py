@@ -1,17 +1,24 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+import logging
 import re
 import secrets
 import string
+import time
 
 from psycopg2.errors import UniqueViolation
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+from ..tools import broker_api
 from ..tools.client_ids import issued_client_id
 from ..tools.limits import company_over_limit
 from ..tools.names import NAME_MAX, name_problem
+from ..tools.settings import database_is_neutralized
 from .iot_app import DEFAULT_BROKER_URL
+from .iot_broker_session import BUDGET, TIMEOUT
+
+_logger = logging.getLogger(__name__)
 
 MAC_SEPARATORS_RE = re.compile(r"[\s:.\-]")
 HEX12_RE = re.compile(r"^[0-9a-f]{12}$")
@@ -21,6 +28,8 @@ RANDOM_ALPHABET = string.ascii_lowercase + string.digits
 FIRMWARE_MAX = 64
 MAX_TAGS = 32
 # what a provisioning request may carry, and the JSON type of each field
+# what RabbitMQ records as the reason of a connection Disconnect closed
+DISCONNECT_REASON = "disconnected from Odoo (not revoked)"
 PROVISION_FIELDS = {
     "hardware_id": str,
     "name": str,
@@ -479,6 +488,103 @@ class IotMqttDevice(models.Model):
         self.credential_id.flush_recordset(["active"])
         secret = self._issue_device_secret()
         return self.credential_id._action_show_secret(secret)
+
+    def action_disconnect(self):
+        """Close the device's live MQTT connections now, without revoking it:
+        it may connect again at once (e.g. after a firmware change, or to make
+        it reconnect). Through the broker APIs of Settings → IoT → Revoked
+        Sessions (RabbitMQ: DELETE /api/connections/username/<u>; EMQX: each
+        client of the username, DELETE /api/v5/clients/<id>), the paths made
+        by tools/broker_api.py. Mosquitto has no such API: it cannot.
+        Returns a notification saying what each broker did."""
+        self.ensure_one()
+        # IoT managers of the device's company (access rights, record rules)
+        self.check_access("write")
+        if self.state == "revoked":
+            raise UserError(
+                _(
+                    "Device %(name)s is revoked: its connections were closed "
+                    "then, and it cannot connect.",
+                    name=self.name,
+                )
+            )
+        if database_is_neutralized(self.env):
+            return self._disconnect_notification(
+                "warning",
+                _(
+                    "This database is a neutralized copy: Odoo does not act "
+                    "on any broker from it."
+                ),
+            )
+        apis = self.env["iot.broker.api"].sudo()
+        config = apis._get_config()
+        brokers = [broker for broker, values in config.items() if values["url"]]
+        if not brokers:
+            return self._disconnect_notification(
+                "warning",
+                _(
+                    "No broker can disconnect %(name)s: Mosquitto has no API to "
+                    "close one client's connection without revoking it (revoke "
+                    "the device, or rotate its secret, instead). For RabbitMQ "
+                    "or EMQX, give their API in Settings → IoT → Revoked "
+                    "Sessions.",
+                    name=self.name,
+                ),
+            )
+        username = self.credential_id.sudo().username
+        if not broker_api.addressable(username):
+            return self._disconnect_notification(
+                "warning",
+                _(
+                    "The MQTT username of %(name)s cannot be addressed on a "
+                    "broker API.",
+                    name=self.name,
+                ),
+            )
+        deadline = time.monotonic() + BUDGET
+        done, failed = [], []
+        for broker in brokers:
+            label = {"rabbitmq": "RabbitMQ", "emqx": "EMQX"}[broker]
+            try:
+                client = apis._client(broker, TIMEOUT, deadline, config[broker])
+                if broker == "rabbitmq":
+                    client.close_connections(username, DISCONNECT_REASON)
+                    done.append(_("%(broker)s closed its connections", broker=label))
+                else:
+                    count = client.kick_user(username)
+                    done.append(
+                        _(
+                            "%(broker)s disconnected %(count)s clients",
+                            broker=label,
+                            count=count,
+                        )
+                    )
+            except broker_api.BrokerApiError as exc:
+                # the error text holds no secret nor login (tools/broker_api.py)
+                _logger.warning(
+                    "Disconnecting device %s on %s failed: %s", self.id, broker, exc
+                )
+                failed.append(
+                    _("%(broker)s failed: %(error)s", broker=label, error=exc)
+                )
+        _logger.info(
+            "Device %s disconnected (not revoked) by user %s", self.id, self.env.uid
+        )
+        message = _(
+            "%(name)s: %(what)s. It may connect again at once (Revoke stops it).",
+            name=self.name,
+            what="; ".join(done + failed),
+        )
+        return self._disconnect_notification(
+            "warning" if failed else "success", message
+        )
+
+    def _disconnect_notification(self, kind, message):
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {"type": kind, "message": message, "sticky": kind != "success"},
+        }
 
     def action_send_command(self):
         return self._action_command_wizard()

@@ -2,12 +2,22 @@
 from datetime import timedelta
 
 from odoo import _, api, fields, models
+from odoo.tools import SQL
 
 PRESENCE_STATES = [
     ("unknown", "Never Seen"),
     ("online", "Online"),
     ("offline", "Offline"),
     ("stale", "Stale"),
+]
+# Why a device is offline when Odoo, not the device, ended its connection:
+# set at once by the change that ended it (never a green "Online" next to a
+# red "Revoked"), cleared by the next presence change the listener hears.
+PRESENCE_REASONS = [
+    ("revoked", "Revoked"),
+    ("owner_archived", "Owner Archived"),
+    ("token_regenerated", "New Broker Token"),
+    ("deleted", "Deleted"),
 ]
 # the bus notification type of presence changes (static/src/presence_badge)
 PRESENCE_NOTIFICATION = "iot_base.presence"
@@ -33,6 +43,15 @@ class IotMqttDevice(models.Model):
         index=True,
     )
     presence_since = fields.Datetime(readonly=True, copy=False)
+    presence_reason = fields.Selection(
+        PRESENCE_REASONS,
+        "Offline Because",
+        readonly=True,
+        copy=False,
+        help="Set when a change in Odoo ended the device's connection "
+        "(revoked, owner archived, new broker token); cleared by the next "
+        "presence change the listener hears.",
+    )
     presence_heartbeat_at = fields.Datetime("Last Heartbeat", readonly=True, copy=False)
     last_message_at = fields.Datetime("Last Message", readonly=True, copy=False)
     # the last login (broker) or the last message (listener), the later
@@ -134,9 +153,9 @@ class IotMqttDevice(models.Model):
     @api.model
     def _notify_presence(self, changes):
         """Tell the companies' browsers about presence changes: ``changes``
-        is a list of (device id, company id, state, since)."""
+        is a list of (device id, company id, state, since[, reason])."""
         by_company = {}
-        for device_id, company_id, state, since in changes:
+        for device_id, company_id, state, since, *reason in changes:
             by_company.setdefault(company_id, []).append(
                 {
                     "id": device_id,
@@ -144,6 +163,7 @@ class IotMqttDevice(models.Model):
                     "presence_since": fields.Datetime.to_string(since)
                     if since
                     else False,
+                    "presence_reason": reason[0] if reason else False,
                 }
             )
         bus = self.env["bus.bus"].sudo()
@@ -154,3 +174,84 @@ class IotMqttDevice(models.Model):
                 {"devices": devices},
             )
         return list(by_company)
+
+    # ------------------------------------------------------------------
+    # Presence ended by Odoo
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _presence_cut(self, devices, reason):
+        """``devices`` are offline from now on because of ``reason`` (one of
+        :data:`PRESENCE_REASONS`): Odoo ended or refuses their connection.
+        Online and stale devices turn offline; a never-seen one stays never
+        seen; each gets the reason. Written in SQL (the listener writes the
+        same columns) and announced on the bus at the commit, so that open
+        badges and Fleet pages change at once. Returns the changes."""
+        if not devices:
+            return []
+        now = fields.Datetime.now()
+        self.env.cr.execute(
+            SQL(
+                """
+            UPDATE iot_mqtt_device
+               SET presence_state = CASE WHEN presence_state = 'unknown'
+                                         THEN 'unknown' ELSE 'offline' END,
+                   presence_since = CASE WHEN presence_state IN ('online', 'stale')
+                                         THEN %(now)s ELSE presence_since END,
+                   presence_reason = %(reason)s
+             WHERE id IN %(ids)s
+               AND (presence_state IN ('online', 'stale')
+                    OR presence_reason IS DISTINCT FROM %(reason)s)
+         RETURNING id, company_id, presence_state, presence_since, presence_reason
+            """,
+                now=now,
+                reason=reason,
+                ids=tuple(devices.ids),
+            )
+        )
+        changes = self.env.cr.fetchall()
+        self.invalidate_model(["presence_state", "presence_since", "presence_reason"])
+        if changes:
+            self._notify_presence(changes)
+        return changes
+
+    @api.model
+    def _presence_cut_credentials(self, credentials, reason):
+        """:meth:`_presence_cut` of the devices of ``credentials``."""
+        if not credentials:
+            return []
+        devices = (
+            self.sudo()
+            .with_context(active_test=False)
+            .search([("credential_id", "in", credentials.ids)])
+        )
+        return self._presence_cut(devices, reason)
+
+    @api.model
+    def _presence_clear_reason(self, devices):
+        """A restored device: what ended its connection no longer holds (it
+        stays offline until the listener hears it)."""
+        if not devices:
+            return
+        self.env.cr.execute(
+            SQL(
+                "UPDATE iot_mqtt_device SET presence_reason = NULL"
+                " WHERE id IN %s AND presence_reason IS NOT NULL"
+                " RETURNING id, company_id, presence_state, presence_since",
+                tuple(devices.ids),
+            )
+        )
+        changes = self.env.cr.fetchall()
+        self.invalidate_model(["presence_reason"])
+        if changes:
+            self._notify_presence(changes)
+
+    def unlink(self):
+        gone = [
+            (device.id, device.company_id.id, "offline", False, "deleted")
+            for device in self.sudo()
+        ]
+        res = super().unlink()
+        # open Fleet pages and lists drop them at once
+        self._notify_presence(gone)
+        return res

@@ -17,6 +17,9 @@ class IotMqttFleet(models.Model):
     )
     device_ids = fields.One2many("iot.mqtt.device", "fleet_id", string="Devices")
     device_count = fields.Integer(compute="_compute_device_count")
+    claim_ids = fields.One2many(
+        "iot.provisioning.claim", "fleet_id", string="Provisioning Claims"
+    )
 
     _sql_constraints = [
         ("name_company_uniq", "unique (name, company_id)", "This fleet exists already.")

@@ -1,393 +1,127 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
-import logging
-import time
+"""The store port: what the store sync engine (``iot.store.sync``) calls on
+each broker's adapter, declared once, as ``odoo.http.Dispatcher`` declares
+what a route type provides (odoo/http.py, 18.0).
 
-from odoo import _, api, fields, models
+An adapter is an abstract model that ``_inherit``s this one, sets
+:attr:`IotStoreAdapter._store_key` and :attr:`IotStoreAdapter._enabled_param`
+and implements the methods below that raise NotImplementedError; the engine
+calls nothing else. Adapters: ``iot.mosquitto.sync`` (files), and on
+``iot.store.api`` (a broker's REST API) ``iot.rabbitmq.store`` and
+``iot.emqx.store``.
+"""
+
+import logging
+
+from odoo import _, api, models
 from odoo.tools import SQL
 
-from ..tools import topic_acl
-from ..tools.broker_api import addressable
-from ..tools.settings import bool_param
-from ..tools.store_sync import SyncError, digest, plan
+from ..tools.settings import bool_param, database_is_neutralized
 
 _logger = logging.getLogger(__name__)
 
-TIMEOUT = 30.0  # seconds per broker API call of a sync (bulk calls included)
-# usernames a result lists (needs rotation, failures): enough to act on
-LISTED = 20
-# what the broker holds under a login (:meth:`IotStoreAdapter._claims`):
-# this store's user, what is left of it (EMQX: its rules), nothing, or a
-# user this store did not create
-OURS, LEFTOVER, ABSENT, FOREIGN = "ours", "leftover", "absent", "foreign"
-# the digest of a login claimed by a push that has not completed yet
-CLAIMED = "claimed"
-
 
 class IotStoreAdapter(models.AbstractModel):
-    """What the RabbitMQ and EMQX store adapters share: the logins Odoo
-    must push, their rules, and the record of what was pushed.
-
-    A login is a live credential (the conditions of
-    ``iot.credentials._live_query``) with its newest live long-lived secret,
-    under the credential's username. Console users' short-lived session
-    secrets are not pushed: the broker's other backend (RabbitMQ's HTTP
-    backend, EMQX's JWT authenticator) keeps deciding them.
-
-    ``iot_store_pushed`` holds, per store and login, a digest of the state
-    last pushed: an incremental run pushes the logins whose digest changed
-    and deletes those that are gone; a full run compares with what the broker
-    reports instead, where it can.
-    """
-
     _name = "iot.store.adapter"
     _description = "Broker Store Adapter"
+    # the adapter's key in the engine (``iot_store_sync.ADAPTERS``), its run
+    # records and its hash forms
     _store_key = None
+    # the system parameter (a Boolean settings field) that switches it on
     _enabled_param = None
 
-    def init(self):
-        self.env.cr.execute(
-            """
-            CREATE TABLE IF NOT EXISTS iot_store_pushed (
-                store varchar NOT NULL,
-                login varchar NOT NULL,
-                digest varchar NOT NULL,
-                PRIMARY KEY (store, login)
-            )
-            """
-        )
+    # ------------------------------------------------------------------
+    # What the engine calls
+    # ------------------------------------------------------------------
 
-    # ------------------------------------------------------------------
-    # State (the engine's run records)
-    # ------------------------------------------------------------------
+    @api.model
+    def _store_enabled(self):
+        """Switched on in the settings (neutralized or not)."""
+        return bool_param(self.env, self._enabled_param)
+
+    @api.model
+    def _store_sync(self, result, force):
+        """Make the broker hold what Odoo holds now (``force``: compare with
+        the broker itself, not with the last run); fill ``result`` with the
+        run's counts; return the first expiry among what was pushed (or None).
+        Raise SyncError, BrokerApiError or OSError to fail the run."""
+        raise NotImplementedError
 
     @api.model
     def _last_result(self):
         """The details of this store's last run (a dict), or None."""
         return self.env["iot.store.sync.run"].sudo()._last_result(self._store_key)
 
-    # ------------------------------------------------------------------
-    # Configuration
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _store_enabled(self):
-        return bool_param(self.env, self._enabled_param)
-
-    @api.model
-    def _schedule(self):
-        self.env["iot.store.sync"]._schedule()
-
-    # ------------------------------------------------------------------
-    # What Odoo must push
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _live_rows(self):
-        """(credential id, username, kind, company id, owner id, superuser,
-        secret expiry, hash, salt) of every login; hash is None when the
-        secret has no hash form of this store (issued before it was on)."""
-        now = fields.Datetime.now()
-        self.env.cr.execute(
-            SQL(
-                """
-            SELECT c.id, c.username, c.kind, c.company_id, c.user_id,
-                   COALESCE(c.is_superuser, false),
-                   LEAST(c.expires_at, s.expires_at), h.hash, h.salt
-              FROM iot_credentials c
-              JOIN LATERAL (
-                    SELECT id, expires_at FROM iot_credentials_secret
-                     WHERE credential_id = c.id AND secret_type = 'long_lived'
-                       AND (expires_at IS NULL OR expires_at > %(now)s)
-                     ORDER BY id DESC LIMIT 1
-              ) s ON true
-              LEFT JOIN iot_store_hash h
-                     ON h.secret_id = s.id AND h.store = %(store)s
-              LEFT JOIN res_users u ON u.id = c.user_id
-             WHERE %(live)s
-             ORDER BY c.id
-            """,
-                now=now,
-                store=self._store_key,
-                live=self.env["iot.credentials"]._live_condition(now),
-            )
-        )
-        return self.env.cr.fetchall()
-
-    @api.model
-    def _rules_of(self, rows):
-        """{credential id: expanded rules} of ``rows``: the table and filters
-        of ``iot.acl.rule._rules_for``, computed once per group of
-        credentials that share them."""
-        scopes = self.env["iot.acl.rule"].sudo()._rule_table()
-        rule_groups = frozenset().union(*(scope[2] for scope in scopes))
-        owners = {row[4] for row in rows if row[4]}
-        owner_groups = (
-            self.env["iot.acl.rule"].sudo()._owner_groups(owners, rule_groups)
-        )
-        self.env.cr.execute("SELECT id, iot_mqtt_namespace FROM res_company")
-        namespaces = dict(self.env.cr.fetchall())
-        applicable_cache = {}
-        out = {}
-        for cid, username, kind, company_id, user_id, *_rest in rows:
-            groups = owner_groups[user_id] if user_id else frozenset()
-            special = cid if any(cid in scope[3] for scope in scopes) else None
-            key = (kind, company_id, groups, special)
-            if key not in applicable_cache:
-                applicable_cache[key] = [
-                    scope[5]
-                    for scope in scopes
-                    if topic_acl.rule_applies(scope, kind, groups, cid, company_id)
-                ]
-            out[cid] = topic_acl.expand_rules(
-                applicable_cache[key],
-                username=username,
-                clientid=None,
-                namespace=namespaces.get(company_id),
-            )
-        return out
-
-    @api.model
-    def _desired(self):
-        """({login: state}, needs-rotation usernames, notes, next expiry)."""
-        rows = self._live_rows()
-        ready = [row for row in rows if row[7] is not None]
-        needs_rotation = sorted(row[1] for row in rows if row[7] is None)
-        rules = self._rules_of(ready)
-        states, notes = {}, []
-        for row in ready:
-            state, row_notes = self._render(row, rules[row[0]])
-            states[row[1]] = state
-            notes.extend(f"{row[1]}: {note}" for note in row_notes)
-        next_expiry = min((row[6] for row in ready if row[6]), default=None)
-        return states, needs_rotation, notes, next_expiry
-
-    # ------------------------------------------------------------------
-    # What was pushed
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _pushed(self):
-        self.env.cr.execute(
-            "SELECT login, digest FROM iot_store_pushed WHERE store = %s",
-            [self._store_key],
-        )
-        return dict(self.env.cr.fetchall())
-
-    @api.model
-    def _set_pushed(self, digests, deleted=()):
-        if deleted:
-            self.env.cr.execute(
-                "DELETE FROM iot_store_pushed WHERE store = %s AND login = ANY(%s)",
-                [self._store_key, list(deleted)],
-            )
-        if digests:
-            logins, values = zip(*sorted(digests.items()), strict=True)
-            self.env.cr.execute(
-                """
-                INSERT INTO iot_store_pushed (store, login, digest)
-                SELECT %s, l, d FROM unnest(%s::varchar[], %s::varchar[]) AS t(l, d)
-                ON CONFLICT (store, login) DO UPDATE SET digest = EXCLUDED.digest
-                """,
-                [self._store_key, list(logins), list(values)],
-            )
-
-    # ------------------------------------------------------------------
-    # One run
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _store_sync(self, result, force):
-        """Push what changed (``force``: compare with the broker itself);
-        fill ``result``; return the first expiry among the pushed secrets.
-        What was pushed before a failure stays recorded: the next run starts
-        from there. Only broker users this store owns are written or
-        deleted (:meth:`_claims`); any other login is refused and reported
-        (``result["conflicts"]``), and the rest of the run proceeds."""
-        config = self._get_config()
-        client = self._client(config)
-        t0 = time.monotonic()
-        states, needs_rotation, notes, next_expiry = self._desired()
-        desired = {login: digest(state) for login, state in states.items()}
-        known = self._pushed()
-        current = known
-        if force:
-            broker_states = self._read_broker_states(client, config)
-            if broker_states is not None:
-                current = {login: digest(s) for login, s in broker_states.items()}
-        to_push, to_delete, unchanged = plan(desired, current)
-        if force:
-            # a full run also removes what an earlier run pushed and the
-            # broker no longer reports (nothing to do there) from the record
-            to_delete = sorted(set(to_delete) | (set(known) - set(desired)))
-        touched = set(to_push) | set(to_delete)
-        # never sent: a name no path can carry, Odoo's own API user
-        unaddressable = {login for login in touched if not addressable(login)}
-        reserved = touched & self._reserved_logins(config)
-        claims = self._claims(client, sorted(touched - unaddressable - reserved), known)
-        foreign = {login for login, claim in claims.items() if claim == FOREIGN}
-        refused = unaddressable | reserved | foreign
-        to_push = [login for login in to_push if login not in refused]
-        owned = {
-            login: claims[login]
-            for login in to_delete
-            if claims.get(login) in (OURS, LEFTOVER)
-        }
-        result.update(
-            logins=len(states),
-            needs_rotation=needs_rotation,
-            approximations=sorted(set(notes)),
-            conflicts=sorted(refused),
-            build_seconds=round(time.monotonic() - t0, 3),
-            pushed=0,
-            deleted=0,
-            unchanged=unchanged,
-        )
-        if refused:
-            _logger.warning(
-                "%s store: %s logins refused (a broker user Odoo did not "
-                "create, Odoo's API user, or a name no API path can carry)",
-                self._store_key,
-                len(refused),
-            )
-        t1 = time.monotonic()
-        if to_push:
-            # claimed before the first write: a run that fails after it
-            # still knows the users it created
-            self._set_pushed(
-                {login: CLAIMED for login in to_push if login not in known}
-            )
-            self._push(client, config, {login: states[login] for login in to_push})
-            self._set_pushed({login: desired[login] for login in to_push})
-            result["pushed"] = len(to_push)
-            # the broker checks a login at CONNECT only: a changed secret or
-            # permission applies to sessions opened from now on
-            self._close(client, [login for login in to_push if login in current])
-        if owned:
-            self._delete(client, owned)
-        # forgotten: the logins deleted or gone, and those that are not this
-        # store's (any more); an unaddressable one stays, and is reported
-        forget = [
-            login
-            for login in touched
-            if login not in unaddressable
-            and (login in to_delete or login in foreign or login in reserved)
-            and login in known
-        ]
-        if forget:
-            self._set_pushed({}, deleted=forget)
-        result["deleted"] = len(
-            [login for login in to_delete if claims.get(login) in (OURS, LEFTOVER)]
-        )
-        if force:
-            self._set_pushed(
-                {login: desired[login] for login in desired if login not in refused}
-            )
-        result["push_seconds"] = round(time.monotonic() - t1, 3)
-        return next_expiry
-
-    # ------------------------------------------------------------------
-    # Broker calls (tools/broker_api.py; each adapter implements these)
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _client(self, config):
-        """The API client of this store's broker, for ``config``."""
-        if not config["url"]:
-            raise SyncError(
-                _("Set the %(store)s API URL in the settings.", store=self._store_key)
-            )
-        return self.env["iot.broker.session"]._client(
-            self._store_key, config, timeout=TIMEOUT
-        )
-
-    @api.model
-    def _reserved_logins(self, config):
-        """Logins never written nor deleted whatever Odoo holds: the user
-        Odoo itself calls the API with."""
-        return {config["user"]} if config.get("user") else set()
-
-    @api.model
-    def _read_broker_states(self, client, config):
-        """{login: state} of the users the broker holds as this store's, in
-        the form of :meth:`_render`, or None when the broker cannot say."""
-        raise NotImplementedError
-
-    @api.model
-    def _claims(self, client, logins, known):
-        """{login: OURS | LEFTOVER | ABSENT | FOREIGN} of ``logins`` as the
-        broker holds them now (``known``: what this store pushed)."""
-        raise NotImplementedError
-
-    @api.model
-    def _push(self, client, config, states):
-        raise NotImplementedError
-
-    @api.model
-    def _delete(self, client, claims):
-        """Delete the users of ``claims`` ({login: OURS | LEFTOVER}); raise
-        when one was not deleted (the run fails, the login is kept)."""
-        raise NotImplementedError
-
-    @api.model
-    def _close(self, client, logins):
-        """Close the live sessions of ``logins``."""
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------
-    # Result
-    # ------------------------------------------------------------------
-
     @api.model
     def _summary(self, result):
+        """One line for people: the run's error, or :meth:`_summary_parts`."""
         if not result.get("ok"):
             return _("Error: %(error)s", error=result.get("error"))
-        parts = [
-            _(
-                "%(logins)s logins: %(pushed)s pushed, %(deleted)s deleted, "
-                "%(unchanged)s unchanged (%(mode)s run)",
-                logins=result.get("logins", 0),
-                pushed=result.get("pushed", 0),
-                deleted=result.get("deleted", 0),
-                unchanged=result.get("unchanged", 0),
-                mode=_("full") if result.get("full") else _("incremental"),
-            ),
-            _("%(s)s s", s=result.get("seconds")),
-        ]
-        rotation = result.get("needs_rotation") or []
-        if rotation:
-            parts.append(
-                _(
-                    "%(n)s credentials need rotation (their secret predates "
-                    "this store): %(names)s",
-                    n=len(rotation),
-                    names=", ".join(rotation[:LISTED]),
-                )
-            )
-        conflicts = result.get("conflicts") or []
-        if conflicts:
-            parts.append(
-                _(
-                    "%(n)s logins refused, never written nor deleted (a broker "
-                    "user of that name that Odoo did not create, Odoo's own API "
-                    "user, or a name the API cannot address): %(names)s",
-                    n=len(conflicts),
-                    names=", ".join(conflicts[:LISTED]),
-                )
-            )
-        if result.get("approximations"):
-            parts.append(
-                _(
-                    "stricter in the broker: %(notes)s",
-                    notes="; ".join(result["approximations"][:LISTED]),
-                )
-            )
-        return ". ".join(parts)
+        return ". ".join(part for part in self._summary_parts(result) if part)
+
+    @api.model
+    def _summary_parts(self, result):
+        """The sentences that tell a successful run of this store."""
+        raise NotImplementedError
 
     @api.model
     def _log_result(self, result):
+        """Log one run: its summary, or its error as a warning."""
         if result["ok"]:
             _logger.info("%s store sync: %s", self._store_key, self._summary(result))
         else:
             _logger.warning(
                 "%s store sync failed: %s", self._store_key, result["error"]
             )
+
+    # ------------------------------------------------------------------
+    # What every adapter offers its callers
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _is_enabled(self):
+        """On, and not a neutralized copy (which must not drive a broker)."""
+        return self._store_enabled() and not database_is_neutralized(self.env)
+
+    @api.model
+    def _live_secrets(self, now, newest_only=False):
+        """The one query of what a store may let in: every live secret of
+        every live credential (``iot.credentials._live_condition``), as
+        credential_id, username, kind, company_id, user_id, superuser,
+        secret_id, newest, expires_at (the credential's or the secret's,
+        whichever comes first), hash. ``newest`` marks the credential's newest
+        live long-lived secret, the one its username logs in with
+        (``newest_only``: only those rows)."""
+        return SQL(
+            """
+            SELECT c.id AS credential_id, c.username, c.kind, c.company_id,
+                   c.user_id, COALESCE(c.is_superuser, false) AS superuser,
+                   s.id AS secret_id, COALESCE(s.id = ll.id, false) AS newest,
+                   LEAST(c.expires_at, s.expires_at) AS expires_at, s.hash
+              FROM iot_credentials c
+              LEFT JOIN (
+                    SELECT credential_id, max(id) AS id
+                      FROM iot_credentials_secret
+                     WHERE secret_type = 'long_lived'
+                       AND (expires_at IS NULL OR expires_at > %(now)s)
+                     GROUP BY credential_id
+              ) ll ON ll.credential_id = c.id
+              JOIN iot_credentials_secret s
+                ON s.credential_id = c.id
+               AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
+               AND (s.id = ll.id OR NOT %(newest_only)s)
+              LEFT JOIN res_users u ON u.id = c.user_id
+             WHERE %(live)s
+            """,
+            now=now,
+            newest_only=bool(newest_only),
+            live=self.env["iot.credentials"]._live_condition(now),
+        )
+
+    @api.model
+    def _sync(self, force=False, not_before=None):
+        """One run of this store in the current transaction, recorded like
+        any other (``iot.store.sync._run``); return its result."""
+        return self.env["iot.store.sync"]._run(
+            self._name, force=force, not_before=not_before
+        )

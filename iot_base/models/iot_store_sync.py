@@ -3,8 +3,9 @@
 CONNECTs against its own store, which this engine keeps in sync.
 
 One adapter per broker (``iot.mosquitto.sync``, ``iot.rabbitmq.store``,
-``iot.emqx.store``) renders what its broker must hold; the engine decides
-when and how a run happens:
+``iot.emqx.store``), each on the store port ``iot.store.adapter`` (the only
+methods the engine calls), renders what its broker must hold; the engine
+decides when and how a run happens:
 
 * after the commit of any change of credentials, secrets, rules, owners,
   groups or namespaces (once per transaction, through the engine's cron:
@@ -32,12 +33,13 @@ from odoo import SUPERUSER_ID, _, api, fields, models
 from odoo.api import Transaction
 from odoo.exceptions import AccessError
 
+from ..tools.broker_api import BrokerApiError
+from ..tools.settings import database_is_neutralized
 from ..tools.store_sync import SyncError
-from .iot_broker_session import BrokerApiError, database_is_neutralized
 
 _logger = logging.getLogger(__name__)
 
-CRON_XMLID = "iot_base.ir_cron_mosquitto_sync"
+CRON_XMLID = "iot_base.ir_cron_store_sync"
 POSTCOMMIT_KEY = "iot_base.store_sync"
 # the adapters, by store key; each has its own advisory lock
 # (b"iot_mosq", then the following numbers)

@@ -5,7 +5,10 @@ from odoo import _, api, fields, models
 from odoo.exceptions import ValidationError
 
 # One MQTT topic level that is safe in every broker's ACL syntax.
-NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# No "." either: RabbitMQ's routing keys use it as their word separator, so
+# the rules of a company "acme" (acme/#, key acme.#) would reach the topics
+# of a company "acme.x" (tools/rabbitmq/__init__.py).
+NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 class ResCompany(models.Model):
@@ -80,7 +83,7 @@ class ResCompany(models.Model):
     def write(self, vals):
         res = super().write(vals)
         if "iot_mqtt_namespace" in vals:
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
         return res
 
     @api.constrains("iot_mqtt_namespace")
@@ -90,7 +93,8 @@ class ResCompany(models.Model):
                 raise ValidationError(
                     _(
                         "The MQTT namespace %(ns)r must be one topic level: lower-case "
-                        "letters, digits, and . _ - (63 at most).",
+                        "letters, digits, _ and - (63 at most; no dot, which RabbitMQ "
+                        "reads as a level separator).",
                         ns=company.iot_mqtt_namespace,
                     )
                 )

@@ -13,7 +13,8 @@ from .iot_app import (
     DEFAULT_RABBITMQ_RESOURCE_SERVER,
     RABBITMQ_RESOURCE_SERVER_PARAM,
 )
-from .iot_broker_session import (
+from .iot_auth_log import DEFAULT_MAX_ROWS, DEFAULT_RETENTION_DAYS
+from .iot_broker_api import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
     EMQX_URL_PARAM,
@@ -22,6 +23,7 @@ from .iot_broker_session import (
     RABBITMQ_USER_PARAM,
 )
 from .iot_credentials_secret import DEFAULT_MAX_SESSION_SECRETS
+from .iot_device_reading_history import DEFAULT_HISTORY_CAP, HISTORY_CAP_PARAM
 from .iot_jwt_key import (
     ALGORITHM_PARAM,
     DEFAULT_JWKS_REFRESH,
@@ -29,6 +31,7 @@ from .iot_jwt_key import (
     JWKS_REFRESH_PARAM,
     JWT_LIFETIME_PARAM,
 )
+from .iot_listener import DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_PARAM
 from .mosquitto.iot_mosquitto_sync import (
     ACL_FILE_PARAM,
     ENABLED_PARAM,
@@ -38,6 +41,8 @@ from .mosquitto.iot_mosquitto_sync import (
 from .rabbitmq.iot_rabbitmq_store import ENABLED_PARAM as RABBITMQ_STORE_PARAM
 from .rabbitmq.iot_rabbitmq_store import VHOST_PARAM as RABBITMQ_VHOST_PARAM
 from .res_users import DEFAULT_SESSION_LIFETIME_HOURS
+
+AUTH_TOKEN_PARAM = "iot_base.auth_token"
 
 
 class ResConfigSettings(models.TransientModel):
@@ -52,13 +57,20 @@ class ResConfigSettings(models.TransientModel):
     # and get_values() below honour it like read() does.
     iot_auth_token = fields.Char(
         "Broker Token",
-        config_parameter="iot_base.auth_token",
+        config_parameter=AUTH_TOKEN_PARAM,
         groups="base.group_system",
         help="Shared secret the broker puts in /iot/auth/<token> "
         "(or sends as 'Authorization: Bearer <token>').",
     )
+    # what the page shows of the token: its end, never the token (shown
+    # once, when generated)
+    iot_auth_token_hint = fields.Char(
+        "Current Broker Token",
+        compute="_compute_iot_auth_token_hint",
+        groups="base.group_system",
+    )
     iot_session_lifetime_hours = fields.Float(
-        "Session Secret Lifetime (hours)",
+        "Session Secret Lifetime",
         config_parameter="iot_base.session_lifetime_hours",
         default=DEFAULT_SESSION_LIFETIME_HOURS,
     )
@@ -78,19 +90,26 @@ class ResConfigSettings(models.TransientModel):
         "window after which that username or address is refused at once.",
     )
     iot_throttle_window_seconds = fields.Integer(
-        "Failure Window (seconds)",
+        "Failure Window",
         config_parameter="iot_base.throttle_window_seconds",
         default=60,
     )
     iot_throttle_cooldown_seconds = fields.Integer(
-        "Throttle Cool-down (seconds)",
+        "Throttle Cool-down",
         config_parameter="iot_base.throttle_cooldown_seconds",
         default=300,
     )
     iot_audit_retention_days = fields.Integer(
-        "Keep Broker Decisions (days)",
+        "Keep Broker Decisions",
         config_parameter="iot_base.audit_retention_days",
-        default=30,
+        default=DEFAULT_RETENTION_DAYS,
+    )
+    iot_audit_max_rows = fields.Integer(
+        "Keep at Most",
+        config_parameter="iot_base.audit_max_rows",
+        default=DEFAULT_MAX_ROWS,
+        help="The daily clean-up deletes the oldest broker decisions beyond "
+        "this many, whatever their age.",
     )
 
     iot_mqtt_host = fields.Char(
@@ -104,7 +123,7 @@ class ResConfigSettings(models.TransientModel):
     )
     iot_mqtt_tls = fields.Boolean("MQTT over TLS", config_parameter="iot_base.mqtt_tls")
     iot_mqtt_timeout = fields.Float(
-        "MQTT Timeout (seconds)",
+        "MQTT Timeout",
         config_parameter="iot_base.mqtt_timeout",
         default=5.0,
         help="Longest time a publish from Odoo may take, connection included.",
@@ -179,12 +198,53 @@ class ResConfigSettings(models.TransientModel):
         }
 
     def action_iot_generate_auth_token(self):
+        """A new broker token, shown once (the page shows only its end).
+        Every broker still configured with the old one refuses the logins it
+        asks Odoo about from now on: the devices whose logins it asks about
+        (all, unless a broker checks them against its own store) are shown
+        offline at once, with the reason."""
         self.ensure_one()
         self._iot_check_system()
-        self.env["ir.config_parameter"].sudo().set_param(
-            "iot_base.auth_token", secrets.token_urlsafe(32)
+        token = secrets.token_urlsafe(32)
+        self.env["ir.config_parameter"].sudo().set_param(AUTH_TOKEN_PARAM, token)
+        if not self._iot_devices_in_store():
+            devices = self.env["iot.mqtt.device"].sudo().with_context(active_test=False)
+            devices._presence_cut(
+                devices.search([("presence_state", "in", ("online", "stale"))]),
+                "token_regenerated",
+            )
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "iot.credentials.secret.show",
+            "name": _("New Broker Token"),
+            "views": [
+                (self.env.ref("iot_base.iot_auth_token_show_view_form").id, "form")
+            ],
+            "target": "new",
+            "context": {"default_secret": token},
+        }
+
+    def _iot_devices_in_store(self):
+        """Whether the brokers check devices' logins against their own store
+        (Mosquitto files, RabbitMQ internal users, EMQX built-in database),
+        which the broker token does not reach."""
+        return any(
+            bool_param(self.env, param)
+            for param in (ENABLED_PARAM, RABBITMQ_STORE_PARAM, EMQX_STORE_PARAM)
         )
-        return {"type": "ir.actions.client", "tag": "reload"}
+
+    # (a dependency, so that the page's first onchange computes it)
+    @api.depends("company_id")
+    def _compute_iot_auth_token_hint(self):
+        token = self.env["ir.config_parameter"].sudo().get_param(AUTH_TOKEN_PARAM)
+        if not token:
+            hint = _("none: every broker request is refused")
+        elif len(token) >= 16:
+            hint = _("set, ends in …%(end)s", end=token[-4:])
+        else:
+            hint = _("set")
+        for settings in self:
+            settings.iot_auth_token_hint = hint
 
     iot_mosquitto_sync_enabled = fields.Boolean(
         "Mosquitto Files",
@@ -231,6 +291,12 @@ class ResConfigSettings(models.TransientModel):
 
     def set_values(self):
         params = self.env["ir.config_parameter"].sudo()
+        # The page never changes the broker token (it does not show it; only
+        # Generate a New Token does): a page opened before a regeneration
+        # must not write the old token back when saved.
+        token = params.get_param(AUTH_TOKEN_PARAM)
+        for settings in self:
+            settings.iot_auth_token = token
         keys = (ENABLED_PARAM, PASSWORD_FILE_PARAM, ACL_FILE_PARAM, PID_FILE_PARAM)
         keys += self._iot_store_keys()
         before = [params.get_param(key) for key in keys]
@@ -243,7 +309,7 @@ class ResConfigSettings(models.TransientModel):
                 _("HS256 token signatures need a shared secret: type one first.")
             )
         if [params.get_param(key) for key in keys] != before:
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
         return res
 
     def action_iot_mosquitto_sync_now(self):
@@ -322,7 +388,7 @@ class ResConfigSettings(models.TransientModel):
         "audience and the prefix of their scopes (letters, digits, _ and -).",
     )
     iot_jwt_lifetime_seconds = fields.Integer(
-        "Token Lifetime (seconds)",
+        "Token Lifetime",
         config_parameter=JWT_LIFETIME_PARAM,
         default=DEFAULT_JWT_LIFETIME,
         groups="base.group_system",
@@ -330,7 +396,7 @@ class ResConfigSettings(models.TransientModel):
         "reconnects with a fresh one before it expires.",
     )
     iot_jwks_refresh_seconds = fields.Integer(
-        "Broker Key Refresh (seconds)",
+        "Broker Key Refresh",
         config_parameter=JWKS_REFRESH_PARAM,
         default=DEFAULT_JWKS_REFRESH,
         groups="base.group_system",
@@ -386,7 +452,7 @@ class ResConfigSettings(models.TransientModel):
 
     # The listener (odoo-bin iot-listen, models/iot_listener.py)
     iot_listener_heartbeat_timeout = fields.Integer(
-        "Heartbeat Timeout (seconds)",
+        "Heartbeat Timeout",
         config_parameter="iot_base.listener_heartbeat_timeout",
         default=120,
         groups="base.group_system",
@@ -396,9 +462,11 @@ class ResConfigSettings(models.TransientModel):
         "Shared Subscription Group",
         config_parameter="iot_base.listener_shared_group",
         groups="base.group_system",
-        help="Set (e.g. odoo) on brokers with shared subscriptions (Mosquitto, "
-        "EMQX): listeners subscribe to $share/<group>/... and split the messages. "
-        "Leave empty for RabbitMQ 3.x, which has none.",
+        help="Set (e.g. odoo) on brokers with shared subscriptions (Mosquitto "
+        "2.0, EMQX 5): listeners subscribe to $share/<group>/... and split the "
+        "messages. Leave empty for RabbitMQ 3.10 (MQTT 3.1.1 only, no shared "
+        "subscriptions: $share/... is taken as a plain topic and the listener "
+        "hears nothing); run one listener there.",
     )
     iot_listener_history = fields.Boolean(
         "Reading History",
@@ -407,16 +475,32 @@ class ResConfigSettings(models.TransientModel):
         help="Keep numeric readings over time, one per device, topic and interval.",
     )
     iot_listener_history_interval = fields.Integer(
-        "Sampling Interval (seconds)",
+        "Sampling Interval",
         config_parameter="iot_base.listener_history_interval",
         default=60,
         groups="base.group_system",
     )
     iot_listener_history_days = fields.Integer(
-        "History Retention (days)",
+        "History Retention",
         config_parameter="iot_base.listener_history_days",
         default=30,
         groups="base.group_system",
+    )
+    iot_listener_history_max_rows_per_day = fields.Integer(
+        "History Rows per Device and Day",
+        config_parameter=HISTORY_CAP_PARAM,
+        default=DEFAULT_HISTORY_CAP,
+        groups="base.group_system",
+        help="Past this many new history rows in a UTC day, a device's "
+        "readings are kept as last readings only until midnight UTC.",
+    )
+    iot_listener_max_payload = fields.Integer(
+        "Largest Message",
+        config_parameter=MAX_PAYLOAD_PARAM,
+        default=DEFAULT_MAX_PAYLOAD,
+        groups="base.group_system",
+        help="Larger messages are dropped by the listener and counted (64 to "
+        "262,144 bytes).",
     )
 
     # Broker stores kept by Odoo (iot.store.sync): which brokers check

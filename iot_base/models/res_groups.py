@@ -11,5 +11,5 @@ class ResGroups(models.Model):
         res = super().write(vals)
         if "users" in vals or "implied_ids" in vals:
             # who is an IoT user changed (Mosquitto files)
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
         return res

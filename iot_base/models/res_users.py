@@ -7,7 +7,6 @@ from odoo import _, fields, models
 from odoo.exceptions import AccessError
 from odoo.tools import SQL
 
-from ..tools.mosquitto.files import login_for
 from ..tools.settings import number_param
 
 DEFAULT_SESSION_LIFETIME_HOURS = 12.0
@@ -35,20 +34,24 @@ class ResUsers(models.Model):
                 .search([("user_id", "in", self.ids)])
             )
             self.env["iot.credentials.secret"].sudo()._revoke_credentials(credentials)
+            # their devices are shown offline now, with the reason
+            self.env["iot.mqtt.device"]._presence_cut_credentials(
+                credentials, "owner_archived"
+            )
         if (
             "active" in vals
             or "groups_id" in vals
             or any(key.startswith(("in_group_", "sel_groups_")) for key in vals)
         ):
             # who may use the broker changed (Mosquitto files, live sessions)
-            self.env["iot.mosquitto.sync"].sudo()._schedule()
+            self.env["iot.store.sync"]._schedule()
             self.env["iot.broker.session"]._cut_users(self)
         return res
 
     def unlink(self):
         self.env["iot.broker.session"]._cut_users(self)
         res = super().unlink()
-        self.env["iot.mosquitto.sync"].sudo()._schedule()
+        self.env["iot.store.sync"]._schedule()
         return res
 
     def _iot_broker_username(self, credentials):
@@ -60,15 +63,16 @@ class ResUsers(models.Model):
         otherwise, and for the EMQX flow, it is ``credentials["username"]``.
         """
         self.ensure_one()
-        sync = self.env["iot.mosquitto.sync"].sudo()
-        if not sync._is_enabled():
-            return credentials["username"]
         credential = (
             self.env["iot.credentials"].sudo().browse(credentials["credential_id"])
         )
         if credential.user_id != self or not credentials.get("secret_id"):
             return credentials["username"]
-        return login_for(credential.username, credentials["secret_id"])
+        return (
+            self.env["iot.mosquitto.sync"]
+            .sudo()
+            ._broker_login(credential.username, credentials["secret_id"])
+        )
 
     def _iot_session_lifetime(self):
         hours = number_param(

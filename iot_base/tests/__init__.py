@@ -17,7 +17,10 @@ from . import test_listener
 from . import test_listener_security
 from . import test_listener_tour
 from . import test_store_acl
+from . import test_store_port
 from . import test_settings_tour
+from . import test_settings_page
+from . import test_device_disconnect
 from . import test_listener_dbloss
 from . import test_all_views
 from . import test_x509_tools
@@ -29,5 +32,8 @@ from .emqx import *  # noqa: F403
 from .mosquitto import *  # noqa: F403
 from .rabbitmq import *  # noqa: F403
 from . import test_migration_settings
+from . import test_migration_store_cron
 from . import test_throttle
+from . import test_provisioning_claim
+from . import test_claim_fuzz
 from . import test_command_request

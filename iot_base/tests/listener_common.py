@@ -319,6 +319,10 @@ class CommittedListenerMixin(ListenerMixin):
                 [("id", ">", self.max_ids["iot_mqtt_device"])]
             ).unlink()
             credentials.unlink()
+            # what the commit would add goes too (the bus notifications of
+            # the deleted devices are written before the commit)
+            env.flush_all()
+            cr.precommit.run()
             for table in TABLES:
                 cr.execute(
                     sql.SQL("DELETE FROM {} WHERE id > %s").format(

@@ -31,9 +31,9 @@ import paho.mqtt.client as mqtt
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
+from odoo.addons.iot_base.models import iot_broker_api as apis
 from odoo.addons.iot_base.models import iot_broker_session as session
 from odoo.addons.iot_base.models import iot_store_sync as engine
-from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
 from odoo.addons.iot_base.tools import broker_api
 
 from .brokers.rabbitmq import MANAGEMENT_USER, RabbitMQBroker
@@ -81,11 +81,9 @@ class TestBrokerSessionRabbitmq(HttpCase):
         cls.broker = RabbitMQBroker(cls.base_url(), TOKEN)
         cls.addClassCleanup(cls.broker.stop)
         cls.broker.start()
-        params.set_param(session.RABBITMQ_URL_PARAM, cls.broker.management_url)
-        params.set_param(session.RABBITMQ_USER_PARAM, cls.broker.management_user)
-        params.set_param(
-            session.RABBITMQ_PASSWORD_PARAM, cls.broker.management_password
-        )
+        params.set_param(apis.RABBITMQ_URL_PARAM, cls.broker.management_url)
+        params.set_param(apis.RABBITMQ_USER_PARAM, cls.broker.management_user)
+        params.set_param(apis.RABBITMQ_PASSWORD_PARAM, cls.broker.management_password)
 
     def _client(self, username, password, transport="tcp", expect_rc=0):
         client = rabbitmq_client(self, self.broker, username, password, transport)
@@ -354,9 +352,9 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
         cls.emqx = EmqxContractServer("odoo-key", "s3cret-api").start()
         cls.addClassCleanup(cls.emqx.stop)
         params = cls.env["ir.config_parameter"].sudo()
-        params.set_param(session.EMQX_URL_PARAM, cls.emqx.url + "/")
-        params.set_param(session.EMQX_KEY_PARAM, "odoo-key")
-        params.set_param(session.EMQX_SECRET_PARAM, "s3cret-api")
+        params.set_param(apis.EMQX_URL_PARAM, cls.emqx.url + "/")
+        params.set_param(apis.EMQX_KEY_PARAM, "odoo-key")
+        params.set_param(apis.EMQX_SECRET_PARAM, "s3cret-api")
 
     def setUp(self):
         super().setUp()
@@ -423,7 +421,7 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
         params = self.env["ir.config_parameter"].sudo()
         device, _secret = self._device_with_secret("device_emqx04")
         self.emqx.clients["c4"] = "device_emqx04"
-        params.set_param(session.EMQX_SECRET_PARAM, "wrong-s3cret")
+        params.set_param(apis.EMQX_SECRET_PARAM, "wrong-s3cret")
         device.action_revoke()
         with self.assertLogs(LOGGER, "WARNING") as logs:
             _committed, results = commit_hooks(self.env)
@@ -438,7 +436,7 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
         for secret in ("wrong-s3cret", "s3cret-api", "odoo-key"):
             self.assertNotIn(secret, text + shown)
         # unreachable: a quick, reported failure, not a hung request
-        params.set_param(session.EMQX_URL_PARAM, "http://127.0.0.1:1")
+        params.set_param(apis.EMQX_URL_PARAM, "http://127.0.0.1:1")
         other, _secret = self._device_with_secret("device_emqx05")
         other.action_revoke()
         with mute_logger(LOGGER):
@@ -465,7 +463,7 @@ class TestBrokerSessionEmqxContract(IotCommonCase):
 
     def test_nothing_queued_without_broker_api(self):
         params = self.env["ir.config_parameter"].sudo()
-        params.set_param(session.EMQX_URL_PARAM, "")
+        params.set_param(apis.EMQX_URL_PARAM, "")
         device, _secret = self._device_with_secret("device_emqx06")
         device.action_revoke()
         self.assertNotIn(session.POSTCOMMIT_KEY, self.env.cr.postcommit.data)
@@ -499,7 +497,7 @@ class TestBrokerSessionMosquitto(MosquittoClientMixin, IotCommonCase):
     def _sync_after_commit(self):
         """The commit: its hook wakes the engine's cron, which syncs."""
         committed, results = commit_hooks(
-            self.env, engine.trigger_sync, mosq.POSTCOMMIT_KEY
+            self.env, engine.trigger_sync, engine.POSTCOMMIT_KEY
         )
         self.assertEqual(results, [{"ok": True, "triggered": True}])
         self.env.ref(engine.CRON_XMLID).method_direct_trigger()

@@ -1,19 +1,26 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 import json
 import logging
+import re
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from unittest.mock import patch
 
 from psycopg2.errors import UniqueViolation
 
+from odoo import fields
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
+from odoo.addons.bus.tests.common import WebsocketCase
 from odoo.addons.iot_base.models.iot_mqtt_device import (
     ProvisioningConflict,
     normalize_hardware_id,
+)
+from odoo.addons.iot_base.models.iot_mqtt_device_presence import (
+    FLEET_CHANNEL,
+    PRESENCE_NOTIFICATION,
 )
 from odoo.addons.iot_base.tools.client_ids import issued_client_id
 
@@ -311,6 +318,235 @@ class TestDevices(IotCommonCase):
         arch = search["views"]["search"]["arch"]
         self.assertIn('string="Revoked"', arch)
         self.assertIn("('active', '=', False)", arch)
+
+
+@tagged("post_install", "-at_install")
+class TestPresenceTruth(IotCommonCase):
+    """What the user sees must be true (issue 18 point 3): a change in Odoo
+    that ends a device's connection shows it offline at once, with the
+    reason, on the bus; never "Online" beside "Revoked", never "Stale"."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.Device = cls.env["iot.mqtt.device"]
+        cls.Listener = cls.env["iot.listener"]
+
+    def _online_device(self, hardware_id):
+        device, _secret = self.Device._register_device(hardware_id)
+        now = fields.Datetime.now()
+        self.Listener._listener_write(
+            {"presence": [(device.id, "online", now, now, now)]}, 120
+        )
+        self.env.invalidate_all()
+        self.assertEqual(device.presence_state, "online")
+        return device
+
+    @contextmanager
+    def _bus(self):
+        sent = []
+        bus = type(self.env["bus.bus"])
+        with patch.object(bus, "_sendone", lambda _s, *args: sent.append(args)):
+            yield sent
+
+    def _assert_offline(self, sent, device, reason):
+        self.env.invalidate_all()
+        self.assertEqual(device.presence_state, "offline")
+        self.assertEqual(device.presence_reason, reason)
+        heard = [
+            entry
+            for target, kind, payload in sent
+            if target == (device.company_id, FLEET_CHANNEL)
+            and kind == PRESENCE_NOTIFICATION
+            for entry in payload["devices"]
+            if entry["id"] == device.id
+        ]
+        self.assertTrue(heard, sent)
+        self.assertEqual(heard[-1]["presence_state"], "offline")
+        self.assertEqual(heard[-1]["presence_reason"], reason)
+
+    def test_revoking_a_device_shows_it_offline_at_once(self):
+        device = self._online_device("cc:00:00:00:00:01")
+        with self._bus() as sent:
+            device.action_revoke()
+        self.assertEqual(device.state, "revoked")
+        self._assert_offline(sent, device, "revoked")
+
+    def test_revoking_its_credential_shows_it_offline(self):
+        device = self._online_device("cc:00:00:00:00:02")
+        with self._bus() as sent:
+            device.credential_id.action_revoke()
+        self._assert_offline(sent, device, "revoked")
+        # restored: the reason no longer holds (offline until it is heard)
+        device.action_restore()
+        self.env.invalidate_all()
+        self.assertEqual(device.presence_state, "offline")
+        self.assertFalse(device.presence_reason)
+
+    def test_archiving_the_owner_shows_it_offline(self):
+        device = self._online_device("cc:00:00:00:00:03")
+        owner = new_test_user(
+            self.env, login="presence.owner", groups="base.group_user"
+        )
+        device.credential_id.sudo().user_id = owner
+        with self._bus() as sent:
+            owner.active = False
+        self._assert_offline(sent, device, "owner_archived")
+
+    def test_deleting_a_device_is_announced(self):
+        device = self._online_device("cc:00:00:00:00:04")
+        device_id, company = device.id, device.company_id
+        with self._bus() as sent:
+            device.unlink()
+        self.assertIn(
+            ((company, FLEET_CHANNEL), PRESENCE_NOTIFICATION),
+            [
+                (target, kind)
+                for target, kind, payload in sent
+                if any(d["id"] == device_id for d in payload["devices"])
+            ],
+        )
+
+    def test_revoked_device_never_turns_online_or_stale(self):
+        """What the listener still hears of a revoked device (it read the
+        devices before the revocation) does not bring it back online, and
+        the stale sweep never makes it stale."""
+        device = self._online_device("cc:00:00:00:00:05")
+        device.action_revoke()
+        now = fields.Datetime.now()
+        self.Listener._listener_write(
+            {"presence": [(device.id, "online", now, now, now)]}, 120
+        )
+        later = now + timedelta(seconds=600)
+        self.Listener._listener_write({}, 120, now=later)
+        self.env.invalidate_all()
+        self.assertEqual(device.presence_state, "offline")
+        self.assertEqual(device.presence_reason, "revoked")
+
+    def test_revoked_device_left_online_turns_offline_not_stale(self):
+        """A device revoked under a version that left it online: the stale
+        sweep makes it offline, revoked, never stale."""
+        device = self._online_device("cc:00:00:00:00:09")
+        device.action_revoke()
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE iot_mqtt_device SET presence_state = 'online',"
+            " presence_reason = NULL WHERE id = %s",
+            [device.id],
+        )
+        later = fields.Datetime.now() + timedelta(seconds=600)
+        with self._bus() as sent:
+            self.Listener._listener_write({}, 120, now=later)
+        self._assert_offline(sent, device, "revoked")
+
+    def test_listener_clears_the_reason_on_the_next_change(self):
+        device = self._online_device("cc:00:00:00:00:06")
+        settings = self.env["res.config.settings"].create({})
+        settings.action_iot_generate_auth_token()
+        self.env.invalidate_all()
+        self.assertEqual(device.presence_reason, "token_regenerated")
+        # the broker was reconfigured: the device is heard again
+        now = fields.Datetime.now()
+        self.Listener._listener_write(
+            {"presence": [(device.id, "online", now, now, now)]}, 120
+        )
+        self.env.invalidate_all()
+        self.assertEqual(device.presence_state, "online")
+        self.assertFalse(device.presence_reason)
+
+    def test_new_broker_token_shows_devices_offline(self):
+        device = self._online_device("cc:00:00:00:00:07")
+        params = self.env["ir.config_parameter"].sudo()
+        # devices a broker checks against its own store do not depend on
+        # the token: their presence stays as it was
+        params.set_param("iot_base.rabbitmq_store_enabled", "True")
+        self.env["res.config.settings"].create({}).action_iot_generate_auth_token()
+        self.env.invalidate_all()
+        self.assertEqual(device.presence_state, "online")
+        params.set_param("iot_base.rabbitmq_store_enabled", "False")
+        old = params.get_param("iot_base.auth_token")
+        settings = self.env["res.config.settings"].create({})
+        with self._bus() as sent:
+            action = settings.action_iot_generate_auth_token()
+        token = params.get_param("iot_base.auth_token")
+        self.assertNotEqual(token, old)
+        self._assert_offline(sent, device, "token_regenerated")
+        # the token is shown once, in a dialog with a copy button
+        self.assertEqual(action["target"], "new")
+        self.assertEqual(action["context"], {"default_secret": token})
+        view = self.env["ir.ui.view"].browse(action["views"][0][0])
+        self.assertIn('widget="CopyClipboardChar"', view.arch_db)
+        self.assertIn("make run", view.arch_db)
+        # the page shows only its end; saving a page opened before the
+        # regeneration does not write the old token back
+        settings = self.env["res.config.settings"].create({})
+        self.assertEqual(settings.iot_auth_token_hint, f"set, ends in …{token[-4:]}")
+        page = self.env["res.config.settings"].onchange(
+            {}, [], {"company_id": {}, "iot_auth_token_hint": {}}
+        )["value"]
+        self.assertEqual(page["iot_auth_token_hint"], f"set, ends in …{token[-4:]}")
+        stale = self.env["res.config.settings"].create({"iot_auth_token": old})
+        stale.execute()
+        self.assertEqual(params.get_param("iot_base.auth_token"), token)
+
+    def test_token_dialog_says_what_breaks(self):
+        """The confirmation of Generate a New Token says what breaks and how
+        make run's broker gets the new one."""
+        arch = self.env.ref("iot_base.res_config_settings_view_form").arch_db
+        confirm = re.search(
+            r'name="action_iot_generate_auth_token"[^>]*confirm="([^"]*)"', arch
+        ).group(1)
+        for words in (
+            "old token refuses logins",
+            "connected devices are cut off",
+            "run make run again",
+        ):
+            self.assertIn(words, confirm)
+        # the token itself is not on the page
+        self.assertNotIn('name="iot_auth_token"', arch)
+
+
+@tagged("post_install", "-at_install")
+class TestPresenceTruthWebsocket(WebsocketCase):
+    """The revocation reaches an open page through Odoo's bus, on the
+    websocket a manager's Fleet page or device list holds."""
+
+    def test_revoke_is_heard_on_the_open_websocket(self):
+        manager = new_test_user(
+            self.env,
+            login="presence.truth.manager",
+            groups="base.group_user,iot_base.iot_base_group_manager",
+        )
+        device, _secret = self.env["iot.mqtt.device"]._register_device(
+            "cc:00:00:00:00:10"
+        )
+        now = fields.Datetime.now()
+        self.env["iot.listener"]._listener_write(
+            {"presence": [(device.id, "online", now, now, now)]}, 120
+        )
+        session = self.authenticate(manager.login, manager.login)
+        websocket = self.websocket_connect(cookie=f"session_id={session.sid}")
+        self.subscribe(websocket, [], self.env["bus.bus"]._bus_last_id())
+        device.with_user(manager).action_revoke()
+        channel = (device.company_id, FLEET_CHANNEL)
+        self.trigger_notification_dispatching([channel])
+        heard = [
+            entry
+            for notification in json.loads(websocket.recv())
+            if notification["message"]["type"] == PRESENCE_NOTIFICATION
+            for entry in notification["message"]["payload"]["devices"]
+        ]
+        self.assertIn(
+            {
+                "id": device.id,
+                "presence_state": "offline",
+                "presence_reason": "revoked",
+            },
+            [
+                {k: entry[k] for k in ("id", "presence_state", "presence_reason")}
+                for entry in heard
+            ],
+        )
 
 
 @tagged("post_install", "-at_install")

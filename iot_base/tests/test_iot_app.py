@@ -130,6 +130,96 @@ class TestIotAppPage(HttpCase):
             again["credentials"]["password"], issued["credentials"]["password"]
         )
 
+    def test_every_suggestion_is_allowed(self):
+        """Issue 18: every filter the console suggests (its first one is also
+        the input's example) and its pre-filled publish topic pass the
+        broker's own check for that user and client id: a user of another
+        namespace, a manager, a user with a deny before the allows, and a
+        user whose rules allow nothing to subscribe."""
+        other_company = self.env["res.company"].create({"name": "Console Other Co"})
+        users = {
+            "user": self.iot_user,
+            "manager": _user(
+                self.env,
+                "console.manager@example.com",
+                "base.group_user,iot_base.iot_base_group_manager",
+            ),
+            "other namespace": new_test_user(
+                self.env,
+                login="console.other@example.com",
+                groups="base.group_user,iot_base.iot_base_group_user",
+                company_id=other_company.id,
+                company_ids=[(6, 0, other_company.ids)],
+            ),
+            "denied": _user(
+                self.env,
+                "console.denied@example.com",
+                "base.group_user,iot_base.iot_base_group_user",
+            ),
+        }
+        denied = users["denied"]
+        credential = denied._iot_user_credential()
+        self.env["iot.acl.rule"].create(
+            {
+                "name": "no telemetry for this user",
+                "sequence": 0,
+                "permission": "deny",
+                "action": "subscribe",
+                "topic": "${namespace}/devices/+/telemetry/#",
+                "credential_ids": [(6, 0, credential.ids)],
+            }
+        )
+        Broker = self.env["iot.broker"].sudo()
+        seen = {}
+        for role, user in users.items():
+            with self.subTest(role=role):
+                config = self.env["iot.app"].with_user(user)._page_config(issue=False)
+                credential = user._iot_user_credential()
+                suggestions = config["default_subscriptions"]
+                self.assertTrue(suggestions, role)
+                seen[role] = suggestions
+                for topic_filter in suggestions:
+                    self.assertTrue(
+                        Broker._topic_allowed(
+                            credential,
+                            config["client_id"],
+                            topic_acl.SUBSCRIBE,
+                            topic_filter,
+                            (0, 1),
+                            (False,),
+                        ),
+                        f"{role}: {topic_filter}",
+                    )
+                    # namespaced, never a bare devices/+/...
+                    self.assertTrue(
+                        topic_filter.startswith(
+                            f"{user.company_id.iot_mqtt_namespace}/"
+                        ),
+                        topic_filter,
+                    )
+                if config["default_publish_topic"]:
+                    self.assertTrue(
+                        Broker._topic_allowed(
+                            credential,
+                            config["client_id"],
+                            topic_acl.PUBLISH,
+                            config["default_publish_topic"],
+                            (0, 1),
+                            (False,),
+                        ),
+                        role,
+                    )
+        self.assertNotIn(f"{self.ns}/devices/+/telemetry/#", seen["denied"])
+        self.assertIn(f"{self.ns}/devices/+/telemetry/#", seen["user"])
+        # the page itself no longer carries a made-up example
+        with open(
+            file_path(
+                "iot_base/static/src/components/subscriptions_panel/"
+                "subscriptions_panel.xml"
+            )
+        ) as template:
+            self.assertNotIn("devices/+/telemetry", template.read())
+
     def test_page_get_writes_nothing(self):
         """Issue 16 point 13: navigation-like GETs (a cross-site link is one,
         with the user's cookie) issue no secret, make no credential and

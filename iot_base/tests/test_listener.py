@@ -31,10 +31,11 @@ HEARTBEAT_TIMEOUT = 5  # seconds, the setting's lowest value
 
 
 def _sync_now(self):
-    """``iot.mosquitto.sync._schedule`` for tests: sync in this cursor now."""
-    if self._is_enabled():
+    """``iot.store.sync._schedule`` for tests: sync the files in this cursor now."""
+    mosquitto = self.env["iot.mosquitto.sync"]
+    if mosquitto._is_enabled():
         self.env.flush_all()
-        result = self._sync(force=True)
+        result = mosquitto._sync(force=True)
         assert result["ok"], result
 
 
@@ -46,7 +47,7 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         cls.registry.enter_test_mode(cls.cr)
         cls.addClassCleanup(cls.registry.leave_test_mode)
         cls.startClassPatcher(
-            patch.object(type(cls.env["iot.mosquitto.sync"]), "_schedule", _sync_now)
+            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
         )
         cls.broker = start_synced_mosquitto(cls)
         cls.mqtt_port = cls.broker.port

@@ -30,7 +30,7 @@ class TestListenerTour(ListenerMixin, HttpCase):
             )
         )
         cls.startClassPatcher(
-            patch.object(type(cls.env["iot.mosquitto.sync"]), "_schedule", _sync_now)
+            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
         )
         cls.broker = start_synced_mosquitto(cls)
         cls.mqtt_port = cls.broker.port

@@ -8,7 +8,7 @@ from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
-from odoo.addons.iot_base.models import iot_broker_session as session
+from odoo.addons.iot_base.models import iot_broker_api as apis
 from odoo.addons.iot_base.models.mosquitto import iot_mosquitto_sync as mosq
 
 from .common import IotCommonCase
@@ -33,12 +33,12 @@ class TestNeutralize(IotCommonCase):
             mosq.ACL_FILE_PARAM: os.path.join(directory, "acl"),
             mosq.PID_FILE_PARAM: os.path.join(directory, "mosquitto.pid"),
             "iot_base.auth_token": "production-token",
-            session.RABBITMQ_URL_PARAM: "http://rabbit.example.com:15672",
-            session.RABBITMQ_USER_PARAM: "iot_base/odoo",
-            session.RABBITMQ_PASSWORD_PARAM: "rabbit-pw",
-            session.EMQX_URL_PARAM: self.emqx.url,
-            session.EMQX_KEY_PARAM: "key",
-            session.EMQX_SECRET_PARAM: "secret",
+            apis.RABBITMQ_URL_PARAM: "http://rabbit.example.com:15672",
+            apis.RABBITMQ_USER_PARAM: "iot_base/odoo",
+            apis.RABBITMQ_PASSWORD_PARAM: "rabbit-pw",
+            apis.EMQX_URL_PARAM: self.emqx.url,
+            apis.EMQX_KEY_PARAM: "key",
+            apis.EMQX_SECRET_PARAM: "secret",
             "iot_base.publisher_secret_version": "1",
             # secrets a later version may add: cleared by their key's pattern
             "iot_base.jwt_signing_key": "k",
@@ -66,7 +66,7 @@ class TestNeutralize(IotCommonCase):
             mosq.ENABLED_PARAM,
             mosq.PASSWORD_FILE_PARAM,
             mosq.ACL_FILE_PARAM,
-            session.RABBITMQ_USER_PARAM,
+            apis.RABBITMQ_USER_PARAM,
             "iot_base.publisher_secret_version",
         }:
             self.assertFalse(params.get_param(key), key)
@@ -80,6 +80,18 @@ class TestNeutralize(IotCommonCase):
             params.get_param("iot_base.mqtt_broker_url"), "ws://localhost:8083/mqtt"
         )
 
+    def test_claims_revoked(self):
+        claim = (
+            self.env["iot.provisioning.claim"]
+            .sudo()
+            .create({"name": "factory line 1", "company_id": self.company.id})
+        )
+        claim.action_new_secret()
+        self.assertEqual(claim.state, "active")
+        self._neutralize()
+        self.assertEqual(claim.state, "revoked")
+        self.assertTrue(claim.revoked_at)
+
     def test_sync_and_cutoff_do_nothing(self):
         with tempfile.TemporaryDirectory() as directory:
             values = self._configure(directory)
@@ -89,9 +101,9 @@ class TestNeutralize(IotCommonCase):
             for key in (
                 mosq.ENABLED_PARAM,
                 mosq.PID_FILE_PARAM,
-                session.EMQX_URL_PARAM,
-                session.EMQX_KEY_PARAM,
-                session.EMQX_SECRET_PARAM,
+                apis.EMQX_URL_PARAM,
+                apis.EMQX_KEY_PARAM,
+                apis.EMQX_SECRET_PARAM,
             ):
                 params.set_param(key, values[key])
             postcommit = self.env.cr.postcommit
@@ -100,7 +112,7 @@ class TestNeutralize(IotCommonCase):
             self.emqx.clients["c1"] = "device_neutral01"
             device.action_revoke()
             self.assertFalse(postcommit._funcs, "no sync, no cut-off queued")
-            with mute_logger(mosq.__name__):
+            with mute_logger("odoo.addons.iot_base.models.iot_store_adapter"):
                 result = mosq.run_sync(self.env.cr.dbname, force=True)
             self.assertFalse(result["ok"])
             self.assertIn("neutralized", result["error"])

@@ -10,9 +10,13 @@ from odoo.tests import BaseCase, tagged
 
 from odoo.addons.iot_base.tools import topic_acl
 from odoo.addons.iot_base.tools.emqx import store as emqx_store
+from odoo.addons.iot_base.tools.rabbitmq import (
+    routing_key_rules,
+    to_routing_key,
+)
 from odoo.addons.iot_base.tools.rabbitmq import store as rabbitmq_store
 
-WORDS = ["a", "b", "$s", "c.d", "e*f", ""]
+WORDS = ["a", "b", "$s", "a.b", "e*f", ""]
 
 
 def _filters(rng, wildcards=True):
@@ -74,45 +78,85 @@ FILTERS = (
 FILTERS = [f.lstrip("/") if f.startswith("/#") else f for f in FILTERS]
 
 
-@tagged("post_install", "-at_install")
+def _levels(topic):
+    """The levels RabbitMQ routes ``topic`` by (rabbitmq.to_routing_key): a
+    ``.`` splits a level, a literal ``*`` of a topic name stays a word."""
+    return topic.replace(".", "/")
+
+
+def _approximated(notes):
+    """Whether the compiler left out something the evaluator would allow
+    (an allow with a "." in a level is not: the evaluator's levels never
+    hold one, so such a rule matches none of them)."""
+    return any("routing-key separator" not in note for note in notes)
+
+
+@tagged("post_install", "-at_install", "iot_rabbitmq")
 class TestRabbitmqTopicRegex(BaseCase):
-    def test_publish_never_more_permissive(self):
-        rng = random.Random(1010)
+    """The store's topic permissions over the routing keys of generated
+    topics (and filters), ``.`` levels among them, against the evaluator on
+    the levels RabbitMQ sees: never more permissive, and exact whenever the
+    compiler reports no approximation (for subscriptions: with one allow,
+    as a binding key is matched against each rule on its own)."""
+
+    def _check(self, action, rules, candidates, counts):
+        expression, notes = rabbitmq_store.topic_regex(rules, action)
+        pattern = re.compile(expression)
+        kept = routing_key_rules(rules)
+        allows = [
+            r for r in kept if r.permission == "allow" and r.action in (action, "all")
+        ]
+        exact = not _approximated(notes) and (action == "publish" or len(allows) <= 1)
+        flags = (
+            itertools.product((0, 1, 2), (False, True))
+            if action == "publish"
+            else ((qos, False) for qos in (0, 1, 2))
+        )
+        flags = list(flags)
+        for topic in candidates:
+            # RabbitMQ runs the expression unanchored (re:run)
+            granted = bool(pattern.search(to_routing_key(topic)))
+            levels = _levels(topic)
+            allowed = all(
+                topic_acl.authorize(rules, action, levels, qos, retain) == "allow"
+                and topic_acl.authorize(kept, action, levels, qos, retain) == "allow"
+                for qos, retain in flags
+            )
+            if granted:
+                counts["granted"] += 1
+                self.assertTrue(allowed, f"{rules} {action} {topic}: {expression}")
+            # a binding word with a literal "*" is left to no "+" (stricter)
+            if exact and not (action == "subscribe" and "*" in topic):
+                counts["exact"] += 1
+                counts["exact_allowed"] += allowed
+                counts["dotted"] += "." in topic
+                self.assertEqual(
+                    granted, allowed, f"{rules} {action} {topic}: {expression}"
+                )
+
+    def _run(self, action, seed, candidates):
+        rng = random.Random(seed)
+        counts = dict.fromkeys(("granted", "exact", "exact_allowed", "dotted"), 0)
+        dotted_rules = 0
         for _case in range(300):
             rules = _rules(rng)
-            write, _notes = rabbitmq_store.topic_regex(rules, topic_acl.PUBLISH)
-            pattern = re.compile(write)
-            for topic in TOPICS:
-                if not topic_acl.is_valid_topic_name(topic):
-                    continue  # MQTT refuses it before any check
-                # RabbitMQ runs the expression unanchored (re:run)
-                if not pattern.search(rabbitmq_store.mqtt_to_routing_key(topic)):
-                    continue
-                for qos, retain in itertools.product((0, 1, 2), (False, True)):
-                    self.assertEqual(
-                        topic_acl.authorize(rules, "publish", topic, qos, retain),
-                        "allow",
-                        f"{rules} {topic} qos {qos} retain {retain}: {write}",
-                    )
+            dotted_rules += any("." in rule.topic for rule in rules)
+            self._check(action, rules, candidates, counts)
+        # the checks ran, both ways, and on "." levels (rules and topics)
+        self.assertGreater(counts["granted"], 200, counts)
+        self.assertGreater(counts["exact"], 10000, counts)
+        self.assertGreater(counts["exact_allowed"], 200, counts)
+        self.assertGreater(counts["exact"] - counts["exact_allowed"], 1000, counts)
+        self.assertGreater(counts["dotted"], 1000, counts)
+        self.assertGreater(dotted_rules, 50)
+
+    def test_publish_never_more_permissive(self):
+        names = [topic for topic in TOPICS if topic_acl.is_valid_topic_name(topic)]
+        self._run("publish", 1010, names)
 
     def test_subscribe_never_more_permissive(self):
-        rng = random.Random(2020)
-        for _case in range(300):
-            rules = _rules(rng)
-            read, _notes = rabbitmq_store.topic_regex(rules, topic_acl.SUBSCRIBE)
-            pattern = re.compile(read)
-            for topic_filter in FILTERS:
-                if not topic_acl.is_valid_topic_filter(topic_filter):
-                    continue
-                key = rabbitmq_store.mqtt_to_routing_key(topic_filter)
-                if not pattern.search(key):
-                    continue
-                for qos in (0, 1, 2):
-                    self.assertEqual(
-                        topic_acl.authorize(rules, "subscribe", topic_filter, qos),
-                        "allow",
-                        f"{rules} {topic_filter} qos {qos}: {read}",
-                    )
+        filters = [f for f in FILTERS if topic_acl.is_valid_topic_filter(f)]
+        self._run("subscribe", 2020, filters)
 
     def test_exact_where_it_can_be(self):
         """The usual device rules come out exact, not merely safe."""
@@ -134,19 +178,27 @@ class TestRabbitmqTopicRegex(BaseCase):
         self.assertFalse(read.search("ns.devices.d1.telemetry"))
 
     def test_resource_permissions_own_queues_only(self):
-        perms = rabbitmq_store.resource_permissions("dev.1")
+        perms = rabbitmq_store.resource_permissions("dev_1")
         configure = re.compile(perms["configure"])
-        self.assertTrue(configure.search("mqtt-subscription-dev.1qos1"))
-        self.assertTrue(configure.search("mqtt-subscription-dev.1~a1qos0"))
-        self.assertFalse(configure.search("mqtt-subscription-devX1qos1"))
-        self.assertFalse(configure.search("mqtt-subscription-dev.1~a/bqos1"))
-        self.assertFalse(configure.search("mqtt-subscription-dev.2qos1"))
+        self.assertTrue(configure.search("mqtt-subscription-dev_1qos1"))
+        self.assertTrue(configure.search("mqtt-subscription-dev_1~a.1qos0"))
+        self.assertFalse(configure.search("mqtt-subscription-dev_1~a/bqos1"))
+        self.assertFalse(configure.search("mqtt-subscription-dev_2qos1"))
+        self.assertFalse(configure.search("mqtt-subscription-dev_1qos2"))
         self.assertFalse(configure.search("amq.topic"))
         for name in ("write", "read"):
             expression = re.compile(perms[name])
             self.assertTrue(expression.search("amq.topic"))
             self.assertFalse(expression.search("amq.direct"))
             self.assertFalse(expression.search("amq.topic\n"))
+        # a name with "." gets nothing on RabbitMQ (tools/rabbitmq)
+        for expression in rabbitmq_store.resource_permissions("dev.1").values():
+            for subject in (
+                "mqtt-subscription-dev.1qos1",
+                "mqtt-subscription-devX1qos1",
+                "amq.topic",
+            ):
+                self.assertIsNone(re.search(expression, subject))
 
 
 @tagged("post_install", "-at_install")

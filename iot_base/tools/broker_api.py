@@ -21,6 +21,10 @@ import requests
 
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _LOGIN = "…"  # what an error shows in place of a variable segment
+# what RabbitMQ tells a client whose connection Odoo closes
+CLOSE_REASON = "MQTT credential revoked in Odoo"
+# above this many users to disconnect, RabbitMQ lists its connections first
+BULK_CLOSE = 20
 
 
 class BrokerApiError(Exception):
@@ -180,6 +184,18 @@ class RabbitmqManagement(BrokerApi):
             headers={"X-Reason": reason},
         )
 
+    def disconnect_users(self, names, reason=CLOSE_REASON):
+        """Close every connection of each user of ``names``; for many, only
+        of those the node lists as connected (one call instead of one per
+        user). Return how many users were handled."""
+        names = list(names)
+        if len(names) > BULK_CLOSE:
+            connected = self.connected_users()
+            names = [name for name in names if name in connected]
+        for name in names:
+            self.close_connections(name, reason)
+        return len(names)
+
 
 EMQX_AUTHN = "/api/v5/authentication/password_based%3Abuilt_in_database"
 EMQX_RULES = "/api/v5/authorization/sources/built_in_database/rules/users"
@@ -272,6 +288,11 @@ class EmqxRest(BrokerApi):
     def kick_user(self, username):
         """Disconnect every client of ``username``; return how many."""
         return sum(self.kick(cid) for cid in sorted(self.client_ids(username)))
+
+    def disconnect_users(self, usernames):
+        """Disconnect every client of each of ``usernames``; return how many
+        clients were kicked."""
+        return sum(self.kick_user(username) for username in usernames)
 
 
 CLIENTS = {"rabbitmq": RabbitmqManagement, "emqx": EmqxRest}

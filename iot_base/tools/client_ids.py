@@ -15,8 +15,10 @@ A username must be usable unchanged by every supported broker:
   dot-segment (RFC 3986 §5.2.4), which HTTP clients and servers remove, so
   ``..`` would address the parent collection (all of EMQX's rules, its
   authenticator), never the user: no username is made of dots only;
-* a RabbitMQ routing-key word once the MQTT plugin swaps ``/`` and ``.``
-  (a bijection, so dots inside a name stay unambiguous).
+* not a RabbitMQ routing-key word when it holds a ``.``: the MQTT plugin
+  maps ``/`` to ``.`` (tools/rabbitmq/__init__.py), so ``dev.1`` would be
+  two words and ``dev``'s rules would reach it; RabbitMQ's checks refuse
+  such a username (``username_denied``).
 """
 
 import hashlib

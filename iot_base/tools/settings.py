@@ -31,3 +31,12 @@ def bool_param(env, key):
     anything else is False."""
     value = env["ir.config_parameter"].sudo().get_param(key)
     return str(value).strip().lower() in ("1", "true", "t", "yes", "y", "on")
+
+
+NEUTRALIZED_PARAM = "database.is_neutralized"
+
+
+def database_is_neutralized(env):
+    """Whether this database is a neutralized copy (``odoo-bin neutralize``):
+    then Odoo must not act on any broker."""
+    return bool_param(env, NEUTRALIZED_PARAM)

@@ -9,7 +9,7 @@ from odoo.http import request
 
 from ...models.ir_http import EMQX_NOT_FOUND
 from ...tools import log_redaction
-from ..iot_request import BrokerDispatching, answer_broker
+from ..iot_request import BrokerDispatching, answer_broker, broker_route
 
 _logger = logging.getLogger(__name__)
 
@@ -35,42 +35,23 @@ class EmqxDispatcher(BrokerDispatching, http.Dispatcher):
 
 
 class IotBrokerController(http.Controller):
-    @http.route(
+    @broker_route(
         ["/iot/auth", "/iot/auth/<string:token>"],
-        type=EmqxDispatcher.routing_type,
-        auth="none",
-        methods=None,  # a wrong one is refused in protocol (iot_request.py)
-        csrf=False,
-        save_session=False,
-        readonly=False,
-        max_content_length=MAX_BODY,
+        EmqxDispatcher.routing_type,
+        MAX_BODY,
     )
     def iot_auth(self, token=None):
         return self._answer("auth", token)
 
-    @http.route(
+    @broker_route(
         ["/iot/acl", "/iot/acl/<string:token>"],
-        type=EmqxDispatcher.routing_type,
-        auth="none",
-        methods=None,  # a wrong one is refused in protocol (iot_request.py)
-        csrf=False,
-        save_session=False,
-        readonly=False,
-        max_content_length=MAX_BODY,
+        EmqxDispatcher.routing_type,
+        MAX_BODY,
     )
     def iot_acl(self, token=None):
         return self._answer("acl", token)
 
-    @http.route(
-        EMQX_NOT_FOUND,
-        type=EmqxDispatcher.routing_type,
-        auth="none",
-        methods=None,
-        csrf=False,
-        save_session=False,
-        readonly=True,
-        max_content_length=MAX_BODY,
-    )
+    @broker_route(EMQX_NOT_FOUND, EmqxDispatcher.routing_type, MAX_BODY, readonly=True)
     def iot_emqx_not_found(self, **_ignored):
         """What a path under /iot/auth or /iot/acl that no route matches
         (another case, an extra segment) gets (models/ir_http.py): EMQX's

@@ -19,7 +19,7 @@ from odoo import http
 from odoo.http import request
 
 from ...models.ir_http import RABBITMQ_NOT_FOUND
-from ..iot_request import BrokerDispatching, answer_broker
+from ..iot_request import BrokerDispatching, answer_broker, broker_route
 
 _logger = logging.getLogger(__name__)
 
@@ -42,18 +42,13 @@ class RabbitmqDispatcher(BrokerDispatching, http.Dispatcher):
 
 
 class IotRabbitmqController(http.Controller):
-    @http.route(
+    @broker_route(
         [
             f"/iot/rabbitmq/<{CHECKS}:check>",
             f"/iot/rabbitmq/<string:token>/<{CHECKS}:check>",
         ],
-        type=RabbitmqDispatcher.routing_type,
-        auth="none",
-        methods=None,  # a wrong one is refused in protocol (iot_request.py)
-        csrf=False,
-        save_session=False,
-        readonly=False,  # the audit log is written on GET too
-        max_content_length=MAX_BODY,
+        RabbitmqDispatcher.routing_type,
+        MAX_BODY,  # read-write: the audit log is written on GET too
     )
     def iot_rabbitmq(self, check, token=None):
         def decide(broker, values, peer):
@@ -72,15 +67,8 @@ class IotRabbitmqController(http.Controller):
             decide,
         )
 
-    @http.route(
-        RABBITMQ_NOT_FOUND,
-        type=RabbitmqDispatcher.routing_type,
-        auth="none",
-        methods=None,
-        csrf=False,
-        save_session=False,
-        readonly=True,
-        max_content_length=MAX_BODY,
+    @broker_route(
+        RABBITMQ_NOT_FOUND, RabbitmqDispatcher.routing_type, MAX_BODY, readonly=True
     )
     def iot_rabbitmq_not_found(self, **_ignored):
         """What a path under /iot/rabbitmq that no route matches (another

@@ -22,7 +22,7 @@ from odoo import _, api, models
 
 from ...tools.emqx import store as emqx_store
 from ...tools.store_sync import SyncError
-from ..iot_store_adapter import ABSENT, FOREIGN, LEFTOVER, OURS
+from ..iot_store_api import ABSENT, FOREIGN, LEFTOVER, OURS
 
 ENABLED_PARAM = "iot_base.emqx_store_enabled"
 # up to this many logins, read each user and its rules on their own; above,
@@ -32,21 +32,22 @@ PER_LOGIN_READS = 50
 
 class IotEmqxStore(models.AbstractModel):
     _name = "iot.emqx.store"
-    _inherit = "iot.store.adapter"
+    _inherit = "iot.store.api"
     _description = "EMQX Built-in Database"
     _store_key = "emqx"
     _enabled_param = ENABLED_PARAM
 
     @api.model
     def _get_config(self):
-        return dict(self.env["iot.broker.session"]._get_config()["emqx"])
+        return dict(self.env["iot.broker.api"]._get_config()["emqx"])
 
     @api.model
-    def _render(self, row, rules):
-        _cid, username, _kind, _co, _user, superuser, _exp, hash_, salt = row
-        entries, notes = emqx_store.user_rules(rules, superuser)
+    def _render(self, login, rules):
+        entries, notes = emqx_store.user_rules(rules, login.superuser)
         return {
-            "user": emqx_store.user_entry(username, hash_, salt, superuser),
+            "user": emqx_store.user_entry(
+                login.username, login.hash, login.salt, login.superuser
+            ),
             "rules": entries,
         }, notes
 
@@ -118,8 +119,3 @@ class IotEmqxStore(models.AbstractModel):
             # rules may be missing (a push that failed before them)
             client.delete_rules(login)
         self._close(client, sorted(claims))
-
-    @api.model
-    def _close(self, client, logins):
-        if logins:
-            self.env["iot.broker.session"]._cut_emqx(client, sorted(logins))

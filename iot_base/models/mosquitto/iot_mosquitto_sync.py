@@ -52,7 +52,6 @@ started before the pid file was written, and to be able to read the files).
 """
 
 import grp
-import logging
 import os
 import time
 from collections import defaultdict
@@ -65,17 +64,15 @@ from ...tools.mosquitto.files import (
     HEADER,
     LOGIN_SEPARATOR,
     MOSQUITTO_BINARIES,
+    SecretRow,
     build_acl,
+    login_for,
     password_line_hash,
     reload_broker,
     write_atomically,
 )
-from ...tools.settings import bool_param
-from ...tools.store_sync import SyncError
-from ..iot_broker_session import database_is_neutralized
-from ..iot_store_sync import CRON_XMLID, POSTCOMMIT_KEY, run_sync  # noqa: F401
-
-_logger = logging.getLogger(__name__)
+from ...tools.store_sync import LiveLogin, SyncError
+from ..iot_store_sync import run_sync
 
 ENABLED_PARAM = "iot_base.mosquitto_sync_enabled"
 PASSWORD_FILE_PARAM = "iot_base.mosquitto_password_file"
@@ -87,23 +84,21 @@ BINARY_PARAM = "iot_base.mosquitto_binary"
 
 
 class IotMosquittoSync(models.AbstractModel):
-    """The Mosquitto files adapter of the store sync engine
-    (``iot.store.sync``): renders both files, writes them when they changed
-    and signals the broker."""
+    """The Mosquitto files adapter on the store port (``iot.store.adapter``):
+    renders both files, writes them when they changed and signals the
+    broker."""
 
     _name = "iot.mosquitto.sync"
+    _inherit = "iot.store.adapter"
     _description = "Mosquitto Password and ACL Files"
     _store_key = "mosquitto"
-
-    # ------------------------------------------------------------------
-    # Configuration and triggers
-    # ------------------------------------------------------------------
+    _enabled_param = ENABLED_PARAM
 
     @api.model
     def _get_config(self):
         params = self.env["ir.config_parameter"].sudo()
         return {
-            "enabled": bool_param(self.env, ENABLED_PARAM),
+            "enabled": self._store_enabled(),
             "password_file": (params.get_param(PASSWORD_FILE_PARAM) or "").strip(),
             "acl_file": (params.get_param(ACL_FILE_PARAM) or "").strip(),
             "pid_file": (params.get_param(PID_FILE_PARAM) or "").strip(),
@@ -111,49 +106,36 @@ class IotMosquittoSync(models.AbstractModel):
             "binary": (params.get_param(BINARY_PARAM) or "").strip(),
         }
 
-    @api.model
-    def _store_enabled(self):
-        """Switched on in the settings (neutralized or not)."""
-        return bool_param(self.env, ENABLED_PARAM)
-
-    @api.model
-    def _is_enabled(self):
-        """On, and not a neutralized copy (which must not drive the broker)."""
-        return self._store_enabled() and not database_is_neutralized(self.env)
-
-    @api.model
-    def _schedule(self):
-        """Every change of credentials, secrets, rules, owners, groups or
-        namespaces calls this: the engine syncs every enabled store after the
-        current transaction commits."""
-        self.env["iot.store.sync"]._schedule()
-
-    @api.model
-    def _cron_sync(self):
-        self.env["iot.store.sync"]._cron_sync()
-
     # ------------------------------------------------------------------
-    # State (the engine's run records)
+    # Logins: one per secret
     # ------------------------------------------------------------------
 
     @api.model
-    def _read_state(self):
-        return self.env["iot.store.sync.run"]._state(self._store_key)
+    def _broker_login(self, username, secret_id=None):
+        """The login a client sends with the secret ``secret_id`` of the
+        credential ``username`` (None: its newest long-lived secret). With
+        the Mosquitto files on, every other secret has a login of its own,
+        ``<username>~<secret id>`` (Mosquitto holds one secret per name:
+        module docstring); otherwise, and on every other broker, the
+        username. :meth:`_login_sql` is the same in SQL."""
+        if secret_id is None or not self._is_enabled():
+            return username
+        return login_for(username, secret_id)
 
     @api.model
-    def _last_result(self):
-        return self.env["iot.store.sync.run"]._last_result(self._store_key)
-
-    @api.model
-    def _sync(self, force=False, not_before=None):
-        """One run of this adapter in the current transaction (see
-        ``iot.store.sync._run``)."""
-        return self.env["iot.store.sync"]._run(
-            self._name, force=force, not_before=not_before
+    def _login_sql(self, alias):
+        """The Mosquitto login (:meth:`_broker_login`) of a row ``alias`` of
+        the port's ``_live_secrets`` query, in SQL."""
+        row = SQL.identifier(alias)
+        return SQL(
+            "CASE WHEN %(row)s.newest THEN %(row)s.username "
+            "ELSE %(row)s.username || %(sep)s || %(row)s.secret_id END",
+            row=row,
+            sep=LOGIN_SEPARATOR,
         )
 
     # ------------------------------------------------------------------
-    # Adapter
+    # The store port (iot.store.adapter)
     # ------------------------------------------------------------------
 
     @api.model
@@ -191,15 +173,7 @@ class IotMosquittoSync(models.AbstractModel):
         return next_expiry
 
     @api.model
-    def _log_result(self, result):
-        if result["ok"]:
-            _logger.info("Mosquitto sync: %s", self._summary(result))
-        else:
-            _logger.warning("Mosquitto sync failed: %s", result["error"])
-
-    def _summary(self, result):
-        if not result.get("ok"):
-            return _("Error: %(error)s", error=result.get("error"))
+    def _summary_parts(self, result):
         parts = [
             _(
                 "%(logins)s logins (%(extra)s per-secret logins) for %(creds)s "
@@ -230,33 +204,26 @@ class IotMosquittoSync(models.AbstractModel):
             )
         if result.get("warnings"):
             parts.extend(result["warnings"])
-        return ". ".join(p for p in parts if p)
+        return parts
 
     # ------------------------------------------------------------------
     # Building the files
     # ------------------------------------------------------------------
 
     @api.model
-    def _acl_scopes(self):
-        """Active rules in order, as (name, kind, groups, credential ids,
-        company id, Rule): the same table and filters as
-        ``iot.acl.rule._rules_for``."""
-        return list(self.env["iot.acl.rule"].sudo()._rule_table())
+    def _file_rows(self, now, named):
+        """Every live secret as a :class:`files.SecretRow`, from the port's one
+        query (``_live_secrets``).
 
-    @api.model
-    def _live_secret_rows(self, now, special_pairs):
-        """Every live secret of every live credential, in one query.
-
-        The credential conditions are ``iot.credentials._live_condition``. The
-        password line is made by PostgreSQL for the hash format this addon
-        issues, so that Python handles each of 100,000 rows only once, in
-        C-implemented list operations. Columns: line (None when not made
-        here), credential id, group (``kind|company|owner|superuser|
-        special`` for a login named after its credential, else None),
-        expiry, login (None unless line is None), hash (idem), bad (the
-        username cannot be written: ':', blanks, or a character that no
-        username may hold and that Mosquitto reads specially).
+        The password line is made by PostgreSQL for the hash format this addon
+        issues, so that Python handles each of 100,000 rows only once. The
+        group (``kind|company|owner|superuser|named``) is set for a login
+        named after its credential; ``named`` ({company id or None: credential
+        ids}) says which credentials a rule names. ``bad``: the username cannot
+        be written (':', blanks, or a character that no username may hold and
+        that Mosquitto reads specially).
         """
+        pairs = [(cid, company or 0) for company, cids in named.items() for cid in cids]
         # a plan this size makes PostgreSQL compile it (JIT): ~0.4 s wasted
         self.env.cr.execute("SET LOCAL jit = off")
         self.env.cr.execute(
@@ -266,57 +233,41 @@ class IotMosquittoSync(models.AbstractModel):
                         x.login || ':$7$' || translate(substr(x.hash, 16), '.', '+')
                         || E'==\n'
                    END,
-                   x.cid,
-                   CASE WHEN x.plain AND NOT x.bad THEN
+                   x.credential_id,
+                   CASE WHEN x.newest AND NOT x.bad THEN
                         concat_ws('|', x.kind, x.company_id, COALESCE(x.user_id, 0),
-                                  x.su::int, COALESCE(x.special, 0))
+                                  x.superuser::int, COALESCE(x.named, 0))
                    END,
-                   x.exp,
+                   x.expires_at,
                    CASE WHEN x.bad THEN x.username WHEN NOT x.fast THEN x.login END,
                    CASE WHEN NOT x.fast AND NOT x.bad THEN x.hash END,
                    x.bad
               FROM (
-                SELECT c.id AS cid, c.username, c.kind, c.company_id, c.user_id,
-                       COALESCE(c.is_superuser, false) AS su,
-                       CASE WHEN c.id = ANY(%(special)s) AND EXISTS (
-                                SELECT 1 FROM unnest(%(special)s::int[],
-                                                     %(special_companies)s::int[])
+                SELECT q.*,
+                       CASE WHEN q.credential_id = ANY(%(named)s) AND EXISTS (
+                                SELECT 1 FROM unnest(%(named)s::int[],
+                                                     %(named_companies)s::int[])
                                        AS sp(id, company_id)
-                                 WHERE sp.id = c.id
-                                   AND sp.company_id IN (0, c.company_id))
-                            THEN c.id END AS special,
-                       s.hash, LEAST(c.expires_at, s.expires_at) AS exp,
-                       s.id IS NOT DISTINCT FROM ll.id AS plain,
-                       CASE WHEN s.id = ll.id THEN c.username
-                            ELSE c.username || %(sep)s || s.id END AS login,
-                       (length(s.hash) = 120
-                        AND left(s.hash, 17) = '$pbkdf2-sha512$1$'
-                        OR length(s.hash) = 122
-                        AND left(s.hash, 19) = '$pbkdf2-sha512$101$') AS fast,
-                       c.username ~ '[:\s~#+/]' AS bad
-                  FROM iot_credentials c
-                  JOIN iot_credentials_secret s ON s.credential_id = c.id
-                  LEFT JOIN (
-                        SELECT credential_id, max(id) AS id
-                          FROM iot_credentials_secret
-                         WHERE secret_type = 'long_lived'
-                           AND (expires_at IS NULL OR expires_at > %(now)s)
-                         GROUP BY credential_id
-                  ) ll ON ll.credential_id = c.id
-                  LEFT JOIN res_users u ON u.id = c.user_id
-                 WHERE %(live)s
-                   AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
-                 ORDER BY c.id, s.id
+                                 WHERE sp.id = q.credential_id
+                                   AND sp.company_id IN (0, q.company_id))
+                            THEN q.credential_id END AS named,
+                       %(login)s AS login,
+                       (length(q.hash) = 120
+                        AND left(q.hash, 17) = '$pbkdf2-sha512$1$'
+                        OR length(q.hash) = 122
+                        AND left(q.hash, 19) = '$pbkdf2-sha512$101$') AS fast,
+                       q.username ~ '[:\s~#+/]' AS bad
+                  FROM (%(live)s) q
+                 ORDER BY q.credential_id, q.secret_id
               ) x
             """,
-                now=now,
-                live=self.env["iot.credentials"]._live_condition(now),
-                special=[cid for cid, _company in special_pairs],
-                special_companies=[company for _cid, company in special_pairs],
-                sep=LOGIN_SEPARATOR,
+                live=self._live_secrets(now),
+                login=self._login_sql("q"),
+                named=[cid for cid, _company in pairs],
+                named_companies=[company for _cid, company in pairs],
             )
         )
-        return self.env.cr.fetchall()
+        return list(map(SecretRow._make, self.env.cr.fetchall()))
 
     @api.model
     def _build(self):
@@ -324,89 +275,78 @@ class IotMosquittoSync(models.AbstractModel):
         "acl": str, "stats": dict, "next_expiry": datetime or None}."""
         t0 = time.monotonic()
         now = fields.Datetime.now()
-        scopes = self._acl_scopes()
-        rule_groups = frozenset().union(*(scope[2] for scope in scopes))
-        # Groups and credentials named by a rule only tell credentials apart
-        # (rule keys) within the rule's company: another company's rules
-        # cannot split a company's logins into more sections.
-        groups_of = defaultdict(frozenset)
-        special_pairs = set()
-        for scope in scopes:
-            groups_of[scope[4]] |= scope[2]
-            special_pairs.update((cid, scope[4] or 0) for cid in scope[3])
-        rows = self._live_secret_rows(now, special_pairs)
+        acl = self.env["iot.acl.rule"].sudo()
+        rule_rows = acl._rule_table()
+        rows = self._file_rows(now, acl._rule_index()[1])
         t_query = time.monotonic()
 
         skipped = []
-        lines = [row[0] for row in rows]
+        lines = [row.line for row in rows]
         if None in lines:  # unwritable usernames, or another hash format
             rows, lines, skipped = self._slow_rows(rows)
         # logins named after their credential, by group; every other login
         groups = defaultdict(list)
         section_rows = []
         for row in rows:
-            if row[2] is not None:
-                groups[row[2]].append(row)
+            if row.group is not None:
+                groups[row.group].append(row)
             else:
                 section_rows.append(row)
-        next_expiry = min((row[3] for row in rows if row[3] is not None), default=None)
+        next_expiry = min(
+            (row.expires_at for row in rows if row.expires_at is not None),
+            default=None,
+        )
         password = HEADER + "".join(lines)
         t_passwd = time.monotonic()
 
-        owners = {int(gkey.split("|")[2]) for gkey in groups} - {0}
+        # the rule key of each group, and of each other login's credential
+        # (iot.acl.rule decides which rules a key gets); a superuser gets
+        # every topic instead
+        facts = []
+        for gkey in groups:
+            kind, company_id, user_id, superuser, named = gkey.split("|")
+            facts.append(
+                LiveLogin(
+                    credential_id=int(named) or None,
+                    username=None,
+                    kind=kind,
+                    company_id=int(company_id),
+                    user_id=int(user_id) or None,
+                    superuser=superuser == "1",
+                    expires_at=None,
+                    hash=None,
+                    salt=None,
+                )
+            )
         self.env.cr.execute(
-            "SELECT id, kind, company_id, user_id, COALESCE(is_superuser, false) "
+            "SELECT id, NULL, kind, company_id, user_id, "
+            "COALESCE(is_superuser, false), NULL, NULL, NULL "
             "FROM iot_credentials WHERE id = ANY(%s)",
-            [list({row[1] for row in section_rows})],
+            [list({row.credential_id for row in section_rows})],
         )
-        section_creds = self.env.cr.fetchall()
-        owners.update(user_id for _c, _k, _co, user_id, _s in section_creds if user_id)
-        owner_groups = (
-            self.env["iot.acl.rule"].sudo()._owner_groups(owners, rule_groups)
-        )
-
-        def rule_key(kind, company_id, user_id, superuser, special):
-            if superuser:
-                return "superuser"
-            return (
-                kind,
-                company_id,
-                owner_groups[user_id] & (groups_of[None] | groups_of[company_id])
-                if user_id
-                else frozenset(),
-                special,
-            )
-
+        section_creds = [LiveLogin._make(row) for row in self.env.cr.fetchall()]
+        logins = facts + section_creds
+        keys = [
+            "superuser" if login.superuser else key
+            for login, key in zip(logins, acl._rule_keys(logins), strict=True)
+        ]
         plain_by_key = defaultdict(list)
-        for gkey, members in groups.items():
-            kind, company_id, user_id, superuser, special = gkey.split("|")
-            key = rule_key(
-                kind,
-                int(company_id),
-                int(user_id),
-                superuser == "1",
-                int(special) or None,
-            )
+        for members, key in zip(groups.values(), keys[: len(facts)], strict=True):
             plain_by_key[key].extend(members)
         key_of_cred = {
-            cid: rule_key(
-                kind,
-                company_id,
-                user_id,
-                superuser,
-                cid
-                if (cid, 0) in special_pairs or (cid, company_id) in special_pairs
-                else None,
-            )
-            for cid, kind, company_id, user_id, superuser in section_creds
+            login.credential_id: key
+            for login, key in zip(section_creds, keys[len(facts) :], strict=True)
         }
-        sections = [(row[1], key_of_cred[row[1]], row) for row in section_rows]
-        self.env.cr.execute("SELECT id, iot_mqtt_namespace FROM res_company")
-        namespaces = dict(self.env.cr.fetchall())
-        acl_lines, acl_stats = build_acl(scopes, plain_by_key, sections, namespaces)
+        sections = [
+            (row.credential_id, key_of_cred[row.credential_id], row)
+            for row in section_rows
+        ]
+        acl_lines, acl_stats = build_acl(
+            rule_rows, plain_by_key, sections, acl._namespaces()
+        )
         t_acl = time.monotonic()
         stats = {
-            "credentials": len({row[1] for row in rows}),
+            "credentials": len({row.credential_id for row in rows}),
             "logins": len(lines),
             "secret_logins": len(section_rows),
             "skipped_usernames": skipped,
@@ -428,19 +368,20 @@ class IotMosquittoSync(models.AbstractModel):
         other hash formats in Python. Returns (rows, lines, skipped)."""
         kept, skipped = [], []
         for row in rows:
-            line, cid, gkey, exp, login, hash_, bad = row
-            if bad:
-                if login not in skipped:
-                    skipped.append(login)
+            if row.bad:
+                if row.login not in skipped:
+                    skipped.append(row.login)
                 continue
-            if line is None:
-                line_hash = password_line_hash(hash_)
+            if row.line is None:
+                line_hash = password_line_hash(row.hash)
                 if line_hash is None:
-                    skipped.append(f"{login} (unknown hash format)")
+                    skipped.append(f"{row.login} (unknown hash format)")
                     continue
-                row = (f"{login}:{line_hash}\n", cid, gkey, exp, None, None, False)
+                row = row._replace(
+                    line=f"{row.login}:{line_hash}\n", login=None, hash=None
+                )
             kept.append(row)
-        return kept, [row[0] for row in kept], skipped
+        return kept, [row.line for row in kept], skipped
 
     # ------------------------------------------------------------------
     # Writing and reloading

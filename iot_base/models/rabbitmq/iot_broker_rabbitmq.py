@@ -23,18 +23,20 @@ from odoo import api, models
 
 from ...tools import topic_acl
 from ...tools.client_ids import owns_client_id
+from ...tools.rabbitmq import (
+    EXCHANGE,
+    QUEUE_PREFIX,
+    QUEUE_SUFFIXES,
+    routing_key_rules,
+    routing_key_to_mqtt,
+    username_problem,
+)
 
 RABBITMQ_ALLOW = "allow"
 RABBITMQ_DENY = "deny"
 DEFAULT_VHOST = "/"
 # the one vhost setting: the HTTP backend, the console tokens and the store
 VHOST_PARAM = "iot_base.rabbitmq_vhost"
-# rabbitmq_mqtt's ``mqtt.exchange`` (default): every MQTT publish and
-# subscription goes through this topic exchange.
-EXCHANGE = "amq.topic"
-# rabbit_mqtt_util:subcription_queue_name/1: one queue per client and QoS.
-QUEUE_PREFIX = "mqtt-subscription-"
-QUEUE_SUFFIXES = ("qos0", "qos1")
 # What the MQTT plugin does with its queues (declare and delete: configure;
 # bind: write; consume: read) and with the exchange (publish: write; bind:
 # read). Nothing else is ever allowed: no other queue, no other exchange.
@@ -49,8 +51,11 @@ class IotBrokerRabbitmq(models.AbstractModel):
 
     @api.model
     def _rules(self, credential, clientid):
-        # RabbitMQ 3.10 never tells the retain flag (topic_acl.retain_blind)
-        return topic_acl.retain_blind(super()._rules(credential, clientid))
+        # RabbitMQ 3.10 never tells the retain flag (topic_acl.retain_blind),
+        # and a "." inside a level is a key separator (routing_key_rules)
+        return routing_key_rules(
+            topic_acl.retain_blind(super()._rules(credential, clientid))
+        )
 
     @api.model
     def _rabbitmq_decide(self, check, values, peer):
@@ -65,6 +70,9 @@ class IotBrokerRabbitmq(models.AbstractModel):
             return self._rabbitmq_deny("bad_request", values, peer)
         if self._rabbitmq_foreign_client(values):
             return self._rabbitmq_deny("clientid_denied", values, peer)
+        if username_problem(values.get("username")):
+            # before any secret is checked: a dotted name gets nothing here
+            return self._rabbitmq_deny("username_denied", values, peer)
         return handler(values, peer)
 
     @api.model
@@ -191,22 +199,6 @@ class IotBrokerRabbitmq(models.AbstractModel):
     @api.model
     def _rabbitmq_live(self, values):
         return self.env["iot.credentials"].sudo()._find_live(values.get("username"))
-
-
-def routing_key_to_mqtt(routing_key):
-    """The MQTT topic (or filter) a routing key of the MQTT plugin stands for.
-
-    rabbitmq_mqtt 3.10 (``rabbit_mqtt_util:to_amqp/1``) turns an MQTT topic
-    into a routing key by replacing ``/`` with ``.`` and ``+`` with ``*``;
-    this is its ``to_mqtt/1``. A ``.`` inside an MQTT level thus becomes a
-    level separator: ``a.b/c`` and ``a/b/c`` are the same routing key, so
-    they must get the same answer, the one for ``a/b/c`` (rules naming a
-    level with a dot never match in RabbitMQ: deny, never a wider allow).
-    A literal ``*`` in an MQTT topic is a wildcard for RabbitMQ, so it is
-    read as ``+``: a publish to it is refused, a subscription is judged by
-    what it really receives. (Assumes ``mqtt.sparkplug`` is off.)
-    """
-    return routing_key.replace("*", "+").replace(".", "/")
 
 
 def _client_id(values):

@@ -24,12 +24,10 @@ from odoo import _, api, models
 
 from ...tools.broker_api import BrokerApiError
 from ...tools.rabbitmq import store as rabbitmq_store
-from ..iot_store_adapter import ABSENT, FOREIGN, OURS
+from ..iot_store_api import ABSENT, FOREIGN, OURS
 from .iot_broker_rabbitmq import VHOST_PARAM  # noqa: F401 (the settings field)
 
 ENABLED_PARAM = "iot_base.rabbitmq_store_enabled"
-# above this many logins to cut, list the connections first
-BULK_CLOSE = 20
 # up to this many logins, read (and delete) each user on its own; above,
 # list them all in one call
 PER_LOGIN_READS = 20
@@ -41,24 +39,23 @@ DELETE_BATCH = 500
 
 class IotRabbitmqStore(models.AbstractModel):
     _name = "iot.rabbitmq.store"
-    _inherit = "iot.store.adapter"
+    _inherit = "iot.store.api"
     _description = "RabbitMQ Internal Users"
     _store_key = "rabbitmq"
     _enabled_param = ENABLED_PARAM
 
     @api.model
     def _get_config(self):
-        config = dict(self.env["iot.broker.session"]._get_config()["rabbitmq"])
+        config = dict(self.env["iot.broker.api"]._get_config()["rabbitmq"])
         config["vhost"] = self.env["iot.broker.rabbitmq"]._rabbitmq_vhost_name()
         return config
 
     @api.model
-    def _render(self, row, rules):
-        _cid, username, _kind, _co, _user, superuser, _exp, hash_, _salt = row
-        topic_perms, notes = rabbitmq_store.topic_permissions(rules, superuser)
+    def _render(self, login, rules):
+        topic_perms, notes = rabbitmq_store.topic_permissions(rules, login.superuser)
         state = rabbitmq_store.login_state(
-            hash_,
-            rabbitmq_store.resource_permissions(username),
+            login.hash,
+            rabbitmq_store.resource_permissions(login.username),
             topic_perms,
             # a new vhost changes every login: all are pushed there again
             self.env["iot.broker.rabbitmq"]._rabbitmq_vhost_name(),
@@ -160,15 +157,6 @@ class IotRabbitmqStore(models.AbstractModel):
                     )
                 )
         self._close(client, logins)
-
-    @api.model
-    def _close(self, client, logins):
-        """Close the connections of ``logins``; for many, only of those the
-        node lists as connected (one call instead of one per login)."""
-        if len(logins) > BULK_CLOSE:
-            connected = client.connected_users()
-            logins = [login for login in logins if login in connected]
-        self.env["iot.broker.session"]._cut_rabbitmq(client, logins)
 
 
 def _tags(value):

@@ -166,6 +166,34 @@ test("the console connects by itself, refuses, receives and publishes", async ()
     expect(clients[0].published.map((m) => m.topic)).toEqual(["acme/console"]);
 });
 
+test("the filter's example is a suggestion the rules allow, never made up", async () => {
+    patchWithCleanup(odoo, {
+        mqtt_config: {...CONFIG, default_subscriptions: ["acme/devices/+/status/#"]},
+    });
+    useAcceptingBroker();
+    await mountWithCleanup(MqttConsole);
+    await animationFrame();
+    await animationFrame();
+    expect("#o_mqtt_filter").toHaveAttribute(
+        "placeholder",
+        "e.g. acme/devices/+/status/#"
+    );
+    // an empty filter: the hint names the same allowed example
+    await click(".o_mqtt_subscribe");
+    await animationFrame();
+    expect(".o_mqtt_subscribe_error").toHaveText(/e\.g\. acme\/devices\/\+\/status\/#/);
+    expect(document.body.outerHTML).not.toInclude("sensors/+/temperature");
+});
+
+test("rules that allow no subscription: no example at all", async () => {
+    patchWithCleanup(odoo, {mqtt_config: {...CONFIG, default_subscriptions: []}});
+    useAcceptingBroker();
+    await mountWithCleanup(MqttConsole);
+    await animationFrame();
+    expect(queryOne("#o_mqtt_filter").placeholder).toBe("");
+    expect(".o_mqtt_suggestion").toHaveCount(0);
+});
+
 test("without a config: a clear error, no connection", async () => {
     const clients = useAcceptingBroker();
     await mountWithCleanup(MqttConsole);

@@ -21,7 +21,7 @@ from odoo.tools import mute_logger
 from ...models import iot_store_adapter as adapter_module
 from ...models import iot_store_sync as engine
 from ...models.emqx import iot_emqx_store as estore
-from ...models.iot_broker_session import (
+from ...models.iot_broker_api import (
     EMQX_KEY_PARAM,
     EMQX_SECRET_PARAM,
     EMQX_URL_PARAM,
@@ -32,7 +32,9 @@ from ..fakes.emqx_store_contract import AUTHN, RULES, EmqxStoreContractServer
 
 KEY, SECRET = "store-key", "store-secret"
 ADAPTER = "iot.emqx.store"
+# the store port logs each run; the API stores' base, the refused logins
 ADAPTER_LOGGER = "odoo.addons.iot_base.models.iot_store_adapter"
+API_LOGGER = "odoo.addons.iot_base.models.iot_store_api"
 
 
 def configure(env, url):
@@ -289,7 +291,7 @@ class TestEmqxStoreContract(IotCommonCase):
         _ok, ok_secret = self.device("device_emqx_bystander")
 
         def sync_refused(force=False):
-            with self.assertLogs(ADAPTER_LOGGER, "WARNING") as logs:
+            with self.assertLogs(API_LOGGER, "WARNING") as logs:
                 result = self.sync(force=force)
             self.assertIn("3 logins refused", "\n".join(logs.output))
             self.assertNotIn("ops_bridge", "\n".join(logs.output))

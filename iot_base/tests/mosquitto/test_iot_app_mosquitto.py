@@ -17,10 +17,11 @@ from ..common import MosquittoClientMixin, start_synced_mosquitto
 
 
 def _sync_now(self):
-    """``iot.mosquitto.sync._schedule`` for tests: sync in this cursor now."""
-    if self._is_enabled():
+    """``iot.store.sync._schedule`` for tests: sync the files in this cursor now."""
+    mosquitto = self.env["iot.mosquitto.sync"]
+    if mosquitto._is_enabled():
         self.env.flush_all()  # what the commit would have written
-        TestIotAppMosquitto.sync_results.append(self._sync(force=True))
+        TestIotAppMosquitto.sync_results.append(mosquitto._sync(force=True))
 
 
 @tagged("post_install", "-at_install", "iot_mosquitto")
@@ -37,7 +38,7 @@ class TestIotAppMosquitto(MosquittoClientMixin, HttpCase):
             "iot_base.mqtt_broker_url", f"ws://127.0.0.1:{cls.broker.ws_port}"
         )
         cls.startClassPatcher(
-            patch.object(type(cls.env["iot.mosquitto.sync"]), "_schedule", _sync_now)
+            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
         )
         cls.ns = cls.env.ref("base.main_company").iot_mqtt_namespace
         cls.iot_user = new_test_user(

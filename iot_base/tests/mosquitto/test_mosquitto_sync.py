@@ -43,7 +43,8 @@ from ..brokers.rabbitmq import free_ports
 from ..common import IotCommonCase, MosquittoClientMixin, start_synced_mosquitto
 
 WAIT = 5  # seconds for anything the broker must do
-LOGGER = "odoo.addons.iot_base.models.mosquitto.iot_mosquitto_sync"
+# the store port logs every run (iot.store.adapter._log_result)
+LOGGER = "odoo.addons.iot_base.models.iot_store_adapter"
 REPO = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
@@ -130,7 +131,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
 
     def sync(self, force=False, expect_ok=True):
         self.env.flush_all()
-        result = mosq.run_sync(self.env.cr.dbname, force=force)
+        result = engine.run_sync(self.env.cr.dbname, force=force)
         if expect_ok:
             self.assertTrue(result["ok"], result.get("error"))
         return result
@@ -704,7 +705,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         )
         # the cron is due when the first written secret expires
         triggers = self.env["ir.cron.trigger"].search(
-            [("cron_id", "=", self.env.ref(mosq.CRON_XMLID).id)]
+            [("cron_id", "=", self.env.ref(engine.CRON_XMLID).id)]
         )
         self.assertTrue(triggers)
         self.assertLessEqual(
@@ -818,14 +819,14 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         self.env["iot.acl.rule"].search([], limit=1).write({"sequence": 10})
         hooks = self._sync_hooks()
         self.assertEqual(len(hooks), 1, "once per transaction")
-        self.assertTrue(postcommit.data.get(mosq.POSTCOMMIT_KEY))
+        self.assertTrue(postcommit.data.get(engine.POSTCOMMIT_KEY))
         # what the hook, then the cron it wakes, run once the transaction is
         # committed
         self.env.flush_all()
         hook = hooks[0]
         postcommit.clear()
         hook()
-        self.env.ref(mosq.CRON_XMLID).method_direct_trigger()
+        self.env.ref(engine.CRON_XMLID).method_direct_trigger()
         self.assertIn("device_hook01:", self.files()[0])
         self.connect("device_hook01", secret)
         # disabled: no hook at all
@@ -847,7 +848,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
         first = self.sync()
         self.assertFalse(first.get("skipped"))
         sync = self.env["iot.mosquitto.sync"]
-        state = sync._read_state()
+        state = self.env["iot.store.sync.run"]._state(sync._store_key)
         skipped = sync._sync(not_before=state["snapshot_at"] - timedelta(seconds=1))
         self.assertTrue(skipped["skipped"])
         later = sync._sync(not_before=state["snapshot_at"] + timedelta(days=1))
@@ -983,7 +984,7 @@ class TestMosquittoSync(MosquittoClientMixin, IotCommonCase):
     def test_cron(self):
         self.device("device_cron01")
         self.env.flush_all()
-        self.env.ref(mosq.CRON_XMLID).method_direct_trigger()
+        self.env.ref(engine.CRON_XMLID).method_direct_trigger()
         self.assertIn("device_cron01:", self.files()[0])
 
 

@@ -12,7 +12,6 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
 from ...models import iot_credentials as credentials_module
-from ...models.rabbitmq.iot_broker_rabbitmq import routing_key_to_mqtt
 
 TOKEN = "rabbit-t0ken-for-tests"
 CONTROLLER_LOGGER = "odoo.addons.iot_base.controllers.rabbitmq.auth"
@@ -322,16 +321,6 @@ class TestRabbitmqHttp(HttpCase):
         )
         key = f"{self.ns}.devices.{DEVICE}.fast.x"
         self.assertAnswer(self._topic(DEVICE, "write", key), "deny")
-
-    def test_routing_key_to_mqtt(self):
-        for routing_key, topic in [
-            ("a.b.c", "a/b/c"),
-            ("a.*.#", "a/+/#"),
-            ("a..b", "a//b"),
-            ("$SYS.x", "$SYS/x"),
-            ("", ""),
-        ]:
-            self.assertEqual(routing_key_to_mqtt(routing_key), topic)
 
     # token and bad input -------------------------------------------------
 

@@ -31,11 +31,12 @@ from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import BaseCase, HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ...models import iot_broker_session as session
+from ...models import iot_broker_api as apis
 from ...models.iot_app import AUTH_RABBITMQ_JWT
 from ...models.iot_jwt_key import ALGORITHM_PARAM
 from ...models.mosquitto import iot_mosquitto_sync as mosq
 from ...tools import jwt_es256, jwt_hs256, topic_acl
+from ...tools.rabbitmq import EXCHANGE, routing_key_rules, to_routing_key
 from ...tools.rabbitmq import scopes as rabbitmq_scopes
 from ...tools.rabbitmq.scopes import scope_allows, wildcard_match
 from ..brokers.rabbitmq import (
@@ -54,7 +55,6 @@ TOKEN = "rabbit-jwt-broker-t0ken"
 SERVER = "iot_base"
 WAIT = 15
 QUIET = 2
-EXCHANGE = "amq.topic"
 
 
 def _rule(permission, action, topic, qos=None, retain=None):
@@ -213,7 +213,8 @@ class TestRabbitmqScopes(BaseCase):
         """Whatever the rules, a routing key the scopes allow is allowed by
         the addon's RabbitMQ evaluator (every QoS and retain flag), for
         publishes and subscriptions; and the rules' own literal topics and
-        filters the evaluator allows are granted (the scopes are useful)."""
+        filters the evaluator allows are granted (the scopes are useful),
+        those RabbitMQ can apply (``routing_key_rules``: no dotted allow)."""
         scopes = rabbitmq_scopes.compile_scopes(rules, "u~1")
         for action, permission, candidates in (
             ("publish", "write", names),
@@ -221,7 +222,7 @@ class TestRabbitmqScopes(BaseCase):
         ):
             literal_rules = [
                 r.topic
-                for r in rules
+                for r in routing_key_rules(rules)
                 if r.permission == "allow"
                 and r.action in (action, "all")
                 and (action == "subscribe" or "+" not in r.topic)
@@ -229,7 +230,7 @@ class TestRabbitmqScopes(BaseCase):
             for topic in candidates + literal_rules:
                 if action == "publish" and not topic_acl.is_valid_topic_name(topic):
                     continue
-                key = rabbitmq_scopes.to_routing_key(topic)
+                key = to_routing_key(topic)
                 granted = scope_allows(scopes, permission, "/", EXCHANGE, key)
                 allowed = rabbitmq_scopes.evaluator_allows(rules, action, key)
                 if granted:
@@ -564,10 +565,10 @@ class TestRabbitmqTokens(OAuth2BrokerCase):
         token's ``sub``); the page then gets a new credential."""
         params = self.env["ir.config_parameter"].sudo()
         with self.registry.test_lock:
-            params.set_param(session.RABBITMQ_URL_PARAM, self.broker.management_url)
-            params.set_param(session.RABBITMQ_USER_PARAM, self.broker.management_user)
+            params.set_param(apis.RABBITMQ_URL_PARAM, self.broker.management_url)
+            params.set_param(apis.RABBITMQ_USER_PARAM, self.broker.management_user)
             params.set_param(
-                session.RABBITMQ_PASSWORD_PARAM, self.broker.management_password
+                apis.RABBITMQ_PASSWORD_PARAM, self.broker.management_password
             )
         alice = self._console_config(self.alice)
         client = self._login(alice)

@@ -22,7 +22,7 @@ import requests
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from ...models import iot_store_sync as engine
-from ...models.iot_broker_session import (
+from ...models.iot_broker_api import (
     RABBITMQ_PASSWORD_PARAM,
     RABBITMQ_URL_PARAM,
     RABBITMQ_USER_PARAM,
@@ -36,7 +36,9 @@ from ..brokers.rabbitmq import MANAGEMENT_USER, RabbitMQBroker
 _logger = logging.getLogger(__name__)
 
 TOKEN = "rabbit-store-t0ken"
+# the store port logs each run; the API stores' base, the refused logins
 ADAPTER_LOGGER = "odoo.addons.iot_base.models.iot_store_adapter"
+API_LOGGER = "odoo.addons.iot_base.models.iot_store_api"
 WAIT = 15
 BULK = 10_000
 
@@ -90,6 +92,20 @@ class RecordingPassThrough:
         return [path for _method, path in self.requests if "/iot/rabbitmq/" in path]
 
 
+def enable_store(env, broker, token):
+    """Odoo keeps ``broker``'s internal users (its management API), and
+    answers its HTTP backend with ``token``."""
+    params = env["ir.config_parameter"].sudo()
+    for key, value in {
+        "iot_base.auth_token": token,
+        RABBITMQ_URL_PARAM: broker.management_url,
+        RABBITMQ_USER_PARAM: broker.management_user,
+        RABBITMQ_PASSWORD_PARAM: broker.management_password,
+        rstore.ENABLED_PARAM: "True",
+    }.items():
+        params.set_param(key, value)
+
+
 @tagged("post_install", "-at_install", "iot_rabbitmq")
 class TestRabbitmqStore(HttpCase):
     @classmethod
@@ -100,15 +116,7 @@ class TestRabbitmqStore(HttpCase):
         cls.broker = RabbitMQBroker(cls.proxy.url, TOKEN)
         cls.addClassCleanup(cls.broker.stop)
         cls.broker.start()
-        params = cls.env["ir.config_parameter"].sudo()
-        for key, value in {
-            "iot_base.auth_token": TOKEN,
-            RABBITMQ_URL_PARAM: cls.broker.management_url,
-            RABBITMQ_USER_PARAM: cls.broker.management_user,
-            RABBITMQ_PASSWORD_PARAM: cls.broker.management_password,
-            rstore.ENABLED_PARAM: "True",
-        }.items():
-            params.set_param(key, value)
+        enable_store(cls.env, cls.broker, TOKEN)
         cls.manager = new_test_user(
             cls.env,
             login="store.manager@example.com",
@@ -348,7 +356,7 @@ class TestRabbitmqStore(HttpCase):
     # ownership ------------------------------------------------------------
 
     def refused_sync(self, logins, force=False):
-        with self.assertLogs(ADAPTER_LOGGER, "WARNING") as logs:
+        with self.assertLogs(API_LOGGER, "WARNING") as logs:
             result = self.sync(force=force)
         self.assertIn(f"{len(logins)} logins refused", "\n".join(logs.output))
         self.assertEqual(result["conflicts"], sorted(logins))

@@ -4,17 +4,24 @@ Odoo). What Mosquitto does with the files and why the rules are translated
 this way is told in ``models/mosquitto/iot_mosquitto_sync.py``."""
 
 import contextlib
-import heapq
 import os
 import signal
 import tempfile
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 
 from .. import topic_acl
 from ..secret_hash import mosquitto_hash
-from ..store_sync import SyncError
+from ..store_sync import SyncError, applicable_rules
 
 LOGIN_SEPARATOR = "~"
+# one live secret as the password file holds it (``iot.mosquitto.sync.
+# _file_rows``): its password line (None: not made by the query), credential,
+# group of the logins named after their credential (None: another secret's
+# login), expiry; login and hash when the line is made in Python; bad: the
+# username cannot be written
+SecretRow = namedtuple(
+    "SecretRow", "line credential_id group expires_at login hash bad"
+)
 FILE_MODE = 0o640
 # what C's isspace() strips around an ACL topic
 _C_SPACE = " \t\n\v\f\r"
@@ -215,53 +222,31 @@ def pattern_root(topic):
     return first
 
 
-def scopes_by_company(scopes):
-    """{company id or None: [(index, scope)]} of the rule table: a
-    credential's rules are looked up among the global ones and its company's
-    only, so another company's rules cost it nothing."""
-    indexed = defaultdict(list)
-    for index, scope in enumerate(scopes):
-        indexed[scope[4]].append((index, scope))
-    return indexed
-
-
-def build_acl(scopes, plain_by_key, sections, namespaces):
+def build_acl(rule_rows, plain_by_key, sections, namespaces):
     """ACL file lines and stats; see the module docstring.
 
-    :param plain_by_key: {rule key: [rows]} of the logins named after
-        their credential (row[0]: password line, row[1]: credential id)
-    :param sections: [(credential id, rule key, row)] of the other logins
+    :param rule_rows: the rule table (store_sync.RuleRow rows)
+    :param plain_by_key: {store_sync.RuleKey or "superuser": [SecretRow]} of
+        the logins named after their credential
+    :param sections: [(credential id, rule key, SecretRow)] of the other logins
     """
-    indexed = scopes_by_company(scopes)
-    applicable_cache = {}
-
-    def applicable(key):
-        if key not in applicable_cache:
-            kind, company_id, groups, special = key
-            candidates = heapq.merge(
-                indexed.get(None, ()),
-                indexed.get(company_id, ()) if company_id is not None else (),
-                key=lambda item: item[0],
-            )
-            applicable_cache[key] = [
-                scope
-                for _index, scope in candidates
-                if topic_acl.rule_applies(scope, kind, groups, special, company_id)
-            ]
-        return applicable_cache[key]
+    applicable = applicable_rules(rule_rows)
 
     def expand(key, username, clientid_of):
         rules, names = [], []
-        for name, *_scope, rule in applicable(key):
+        for row in applicable(key):
             for expanded in topic_acl.expand_rule(
-                rule, username, clientid_of(rule), namespaces.get(key[1])
+                row.rule,
+                username,
+                clientid_of(row.rule),
+                namespaces.get(key.company_id),
             ):
                 rules.append(expanded)
-                names.append(name)
+                names.append(row.name)
         return rules, names
 
     def login_of(row):
-        return row[0].split(":", 1)[0]
+        return row.line.split(":", 1)[0]
 
     approximations = []
 
@@ -329,7 +314,7 @@ def build_acl(scopes, plain_by_key, sections, namespaces):
 
     # -- everyone else: one section per login ---------------------------
     logins = [
-        (row[1], key, login_of(row))
+        (row.credential_id, key, login_of(row))
         for key, rows in plain_by_key.items()
         if key != pattern_key
         for row in rows

@@ -19,12 +19,11 @@ What RabbitMQ 3.10 does (read from its 3.10.8 beams):
 * a resource check (queue, exchange) matches vhost and name of any scope of
   that permission, ignoring the routing key; a topic check needs a scope
   with a routing key that matches too; scopes can only allow;
-* the MQTT plugin turns a topic (or filter) into a routing key by replacing
-  ``/`` with ``.`` and ``+`` with ``*`` (``rabbit_mqtt_util:to_amqp``), so
-  ``a.b/c`` and ``a/b/c`` are one routing key; the addon's evaluator for
-  RabbitMQ reads a routing key back with :func:`routing_key_to_mqtt` and asks
-  :func:`topic_acl.authorize` for every QoS (and retain flag): RabbitMQ does
-  not say which one.
+* the MQTT plugin's routing keys are :func:`..rabbitmq.to_routing_key`;
+  the addon's evaluator for RabbitMQ (:func:`evaluator_allows`) reads a key
+  back with :func:`..rabbitmq.routing_key_to_mqtt` and asks
+  :func:`topic_acl.authorize` for every QoS (and retain flag), on the rules
+  of :func:`..rabbitmq.routing_key_rules`: RabbitMQ does not say which.
 
 Compilation (never more permissive than that evaluator):
 
@@ -49,23 +48,25 @@ other word of that level, so it reaches no binding a granted topic does not.
 """
 
 from .. import topic_acl
+from ..client_ids import CLIENT_ID_SEPARATOR
+from . import (
+    EXCHANGE,
+    QUEUE_PREFIX,
+    QUEUE_SUFFIXES,
+    routing_key_rules,
+    routing_key_to_mqtt,
+    to_routing_key,
+    username_problem,
+)
 
 __all__ = [
-    "EXCHANGE",
     "compile_scopes",
     "evaluator_allows",
     "queue_scopes",
-    "routing_key_to_mqtt",
     "scope_allows",
-    "to_routing_key",
     "wildcard_match",
 ]
 
-# rabbitmq_mqtt's mqtt.exchange (default)
-EXCHANGE = "amq.topic"
-# rabbit_mqtt_util:subcription_queue_name/1
-QUEUE_PREFIX = "mqtt-subscription-"
-QUEUE_SUFFIXES = ("qos0", "qos1")
 READ, WRITE, CONFIGURE = "read", "write", "configure"
 _UNRESERVED = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
@@ -73,24 +74,15 @@ _UNRESERVED = frozenset(
 
 
 # ---------------------------------------------------------------------------
-# The MQTT plugin's routing keys, and the addon's evaluator on them
+# The addon's evaluator on the MQTT plugin's routing keys
 # ---------------------------------------------------------------------------
-
-
-def to_routing_key(topic):
-    """rabbit_mqtt_util:to_amqp/1 (3.10, sparkplug off)."""
-    return topic.replace("/", ".").replace("+", "*")
-
-
-def routing_key_to_mqtt(routing_key):
-    """How the addon's RabbitMQ evaluator reads a routing key (the same as
-    ``models.iot_broker.routing_key_to_mqtt``)."""
-    return routing_key.replace("*", "+").replace(".", "/")
 
 
 def evaluator_allows(rules, action, routing_key):
     """The addon's RabbitMQ decision for ``routing_key`` (``action``
-    "publish" or "subscribe"): allowed for every QoS and retain flag."""
+    "publish" or "subscribe"): allowed for every QoS and retain flag (what
+    models/rabbitmq/iot_broker_rabbitmq.py answers)."""
+    rules = routing_key_rules(rules)
     topic = routing_key_to_mqtt(routing_key)
     retains = (False, True) if action == topic_acl.PUBLISH else (False,)
     return all(
@@ -276,8 +268,13 @@ def compile_scopes(rules, client_id, vhost="/", exchange=EXCHANGE):
     """The scopes (without the resource server prefix) of a token for
     ``client_id`` with the (expanded) topic ``rules``: its own queues, and
     the topics of the rules, never more than the evaluator allows (see the
-    module docstring)."""
-    rules = topic_acl.retain_blind(rules)  # the node never sees the flag
+    module docstring). None at all for a username RabbitMQ refuses
+    (:func:`..rabbitmq.username_problem`): the node then refuses the
+    CONNECT, as it has no vhost scope."""
+    if username_problem(client_id.partition(CLIENT_ID_SEPARATOR)[0]):
+        return []
+    # the node never sees the retain flag, nor a "." inside a level
+    rules = routing_key_rules(topic_acl.retain_blind(rules))
     scopes = queue_scopes(client_id, vhost)
     base = f"{_encode(vhost)}/{_encode(exchange)}"
     for action, permission in (

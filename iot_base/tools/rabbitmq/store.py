@@ -4,18 +4,18 @@
 * Password hash (``rabbit_password_hashing_sha256``, rabbit_password.erl):
   base64 of a 4-byte random salt followed by ``sha256(salt + password)``.
 * The MQTT plugin (rabbit_mqtt_processor.erl, 3.10) publishes to the
-  ``amq.topic`` exchange and, for a subscription, declares, binds and
-  consumes the queues ``mqtt-subscription-<client id>qos0|qos1``. The
-  resource permissions below allow those queues of the credential's own
-  client ids (``<username>`` or ``<username>~<suffix>``) and the exchange,
-  nothing else.
+  :data:`..rabbitmq.EXCHANGE` and, for a subscription, declares, binds and
+  consumes its queues (:data:`..rabbitmq.QUEUE_PREFIX`). The resource
+  permissions below allow those queues of the credential's own client ids
+  (``<username>`` or ``<username>~<suffix>``) and the exchange, nothing else;
+  a username RabbitMQ refuses (:func:`..rabbitmq.username_problem`) gets
+  nothing at all.
 * Topic permissions are regular expressions (PCRE, Erlang ``re``) over the
-  routing key: the MQTT topic with ``/`` and ``.`` swapped
-  (rabbit_mqtt_util:mqtt_to_amqp); publishing checks the routing key against
-  ``write``, subscribing checks the binding key (the filter, ``+`` → ``*``,
-  ``#`` kept) against ``read``. The expressions are compiled from the
-  expanded first-match rules so that RabbitMQ never allows what
-  :func:`topic_acl.authorize` denies (property-tested against it).
+  routing key (:func:`..rabbitmq.to_routing_key`): publishing checks the
+  routing key against ``write``, subscribing checks the binding key against
+  ``read``. The expressions are compiled from the expanded first-match rules
+  (as :func:`..rabbitmq.routing_key_rules` leaves them) so that RabbitMQ
+  never allows what :func:`topic_acl.authorize` denies (property-tested).
 """
 
 import base64
@@ -24,12 +24,18 @@ import os
 import re
 
 from .. import topic_acl
+from . import (
+    EXCHANGE,
+    QUEUE_PREFIX,
+    dotted,
+    routing_key_rules,
+    username_problem,
+)
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 # marks the users Odoo manages: a full sync removes those of them Odoo no
 # longer has, and never touches another user
 TAG = "iot_base_store"
-EXCHANGE = "amq.topic"
 # the very end of the key: PCRE's (and Python's) "$" also matches before a
 # final newline, which a topic may hold
 END = r"(?![\s\S])"
@@ -52,16 +58,16 @@ def _client_ids(username):
 
 def resource_permissions(username):
     """configure/write/read of ``username``: its own subscription queues,
-    and the MQTT exchange for binding (read) and publishing (write)."""
-    queues = f"mqtt-subscription-{_client_ids(username)}qos[01]"
+    and the MQTT exchange for binding (read) and publishing (write);
+    nothing for a username RabbitMQ refuses (every publish or subscription
+    then closes the connection)."""
+    if username_problem(username):
+        return {"configure": NOTHING, "write": NOTHING, "read": NOTHING}
+    # QUEUE_PREFIX holds no regex metacharacter ("-" is one only in a set)
+    queues = f"{QUEUE_PREFIX}{_client_ids(username)}qos[01]"
     exchange = re.escape(EXCHANGE)
     both = f"^({exchange}|{queues}){END}"
     return {"configure": f"^{queues}{END}", "write": both, "read": both}
-
-
-def _mqtt_level_to_key(level):
-    """An MQTT topic level as a routing key word ('.' becomes '/')."""
-    return level.replace(".", "/")
 
 
 def _publish_regex(topic_filter):
@@ -80,7 +86,8 @@ def _publish_regex(topic_filter):
         if level == "+":
             parts.append(sep + (r"(?!\$)[^.]*" if first else r"[^.]*"))
         else:
-            parts.append(sep + re.escape(_mqtt_level_to_key(level)))
+            # a literal level is one key word (routing_key_rules left no ".")
+            parts.append(sep + re.escape(level))
     return "^" + "".join(parts) + END
 
 
@@ -105,10 +112,9 @@ def _subscribe_regex(topic_filter):
             word = r"(\*|[^.*#$][^.*#]*|)" if first else r"(\*|[^.*#]*)"
             parts.append(sep + word)
             continue
-        key = _mqtt_level_to_key(level)
-        if "*" in key or "#" in key:
+        if "*" in level or "#" in level:
             return None  # RabbitMQ would read such a word as a wildcard
-        parts.append(sep + re.escape(key))
+        parts.append(sep + re.escape(level))
     return "^" + "".join(parts) + END
 
 
@@ -128,8 +134,15 @@ def topic_regex(rules, action):
     evaluation. Everything else is left out (stricter; said in the notes).
     """
     compile_one = _publish_regex if action == topic_acl.PUBLISH else _subscribe_regex
-    kept, notes, denies = [], [], []
-    for rule in rules:
+    kept, denies = [], []
+    notes = [
+        f"{rule.topic}: a '.' inside a level is a routing-key separator, left out"
+        for rule in rules
+        if rule.permission == topic_acl.ALLOW
+        and rule.action in (action, topic_acl.ALL)
+        and dotted(rule)
+    ]
+    for rule in routing_key_rules(rules):
         if rule.action not in (action, topic_acl.ALL):
             continue
         if rule.permission == topic_acl.DENY:
@@ -161,13 +174,6 @@ def topic_permissions(rules, superuser=False):
     write, notes = topic_regex(rules, topic_acl.PUBLISH)
     read, read_notes = topic_regex(rules, topic_acl.SUBSCRIBE)
     return {"exchange": EXCHANGE, "write": write, "read": read}, notes + read_notes
-
-
-def mqtt_to_routing_key(topic):
-    """RabbitMQ's routing (or binding) key of an MQTT topic (or filter)."""
-    return "".join(
-        "." if char == "/" else "/" if char == "." else char for char in topic
-    ).replace("+", "*")
 
 
 def login_state(hash_, permissions, topic_perms, vhost="/"):

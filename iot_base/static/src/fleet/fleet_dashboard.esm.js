@@ -3,8 +3,9 @@
 import {
     Component,
     onMounted,
+    onWillDestroy,
     onWillStart,
-    onWillUnmount,
+    status,
     useEffect,
     useRef,
     useState,
@@ -33,6 +34,7 @@ const DEVICE_FIELDS = {
     name: {},
     hardware_id: {},
     presence_state: {},
+    presence_reason: {},
     last_seen: {},
     firmware_version: {},
     state: {},
@@ -112,7 +114,9 @@ export class FleetDashboard extends Component {
             },
             () => [this.presence.version]
         );
-        onWillUnmount(() => {
+        // (also when the page is left before it was mounted: then no
+        // onWillUnmount runs, and the timers would call a dead component)
+        onWillDestroy(() => {
             clearInterval(timer);
             clearInterval(clock);
             clearTimeout(pending);
@@ -123,6 +127,10 @@ export class FleetDashboard extends Component {
     }
 
     async load() {
+        if (status(this) === "destroyed") {
+            // left while the chart library loaded, or a late timer
+            return;
+        }
         const [data] = await Promise.all([
             this.orm.call("iot.fleet.dashboard", "get_dashboard_data", []),
             this.loadDevices(),

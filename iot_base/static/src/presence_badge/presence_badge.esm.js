@@ -31,6 +31,19 @@ export class PresenceBadge extends Component {
             : this.props.record.data[this.props.name];
     }
 
+    /** Why Odoo ended the connection (revoked, new broker token...), if so. */
+    get reason() {
+        const reason = this.live
+            ? this.live.presence_reason
+            : this.props.record.data.presence_reason;
+        if (!reason) {
+            return "";
+        }
+        const selection = this.props.record.fields.presence_reason?.selection || [];
+        const option = selection.find(([key]) => key === reason);
+        return option ? option[1] : reason;
+    }
+
     get label() {
         const selection = this.props.record.fields[this.props.name].selection || [];
         const option = selection.find(([key]) => key === this.value);

@@ -6,7 +6,7 @@ import {registry} from "@web/core/registry";
 /**
  * The presence changes the listener (odoo-bin iot-listen) announces on
  * Odoo's bus, for the companies the user is allowed in: a reactive, read-only
- * map device id -> {presence_state, presence_since}, and a counter that
+ * map device id -> {presence_state, presence_since, presence_reason}, and a counter that
  * changes with each notification.
  */
 export const presenceService = {
@@ -18,6 +18,7 @@ export const presenceService = {
                 state.devices[device.id] = {
                     presence_state: device.presence_state,
                     presence_since: device.presence_since,
+                    presence_reason: device.presence_reason || false,
                 };
             }
             state.version++;

@@ -25,3 +25,74 @@ registry.category("web_tour.tours").add("iot_base_settings_tour", {
         },
     ],
 });
+
+// iot_base/tests/test_settings_page.py: Generate a New Token, as a system
+// administrator does it: the page never shows the token, only its end; the
+// confirmation says what breaks; the new token is shown once, with a copy
+// button; the page then shows the new end.
+registry.category("web_tour.tours").add("iot_base_settings_token_tour", {
+    steps: () => [
+        {
+            content: "Open the IoT settings",
+            trigger: ".settings_tab .tab[data-key=iot_base]",
+            run: "click",
+        },
+        {
+            content: "The page shows only the end of the current token",
+            trigger:
+                "#iot_auth_token_setting div[name=iot_auth_token_hint]:contains(…WXYZ)",
+            run() {
+                if (document.body.innerHTML.includes("old-broker-token")) {
+                    throw new Error("the broker token is on the settings page");
+                }
+            },
+        },
+        {
+            content: "Generate a new token",
+            trigger:
+                "#iot_auth_token_setting button[name=action_iot_generate_auth_token]",
+            run: "click",
+        },
+        {
+            content: "The confirmation says what breaks and what make run does",
+            trigger:
+                ".modal:contains(old token refuses logins):contains(run make run again) .modal-footer .btn-primary",
+            run: "click",
+        },
+        {
+            content: "The new token is shown once, with a copy button",
+            trigger: ".modal div[name=secret] .o_clipboard_button",
+            run() {
+                const token = document
+                    .querySelector(".modal div[name=secret] span")
+                    .textContent.trim();
+                if (token.length < 40) {
+                    throw new Error(`no new token shown: ${token}`);
+                }
+                window.iotNewTokenEnd = token.slice(-4);
+            },
+        },
+        {
+            content: "Done",
+            trigger: ".modal .modal-footer button:contains(Done)",
+            run: "click",
+        },
+        {
+            content: "The page now shows the new token's end, not the token",
+            trigger:
+                "#iot_auth_token_setting div[name=iot_auth_token_hint]:not(:contains(WXYZ))",
+            run() {
+                const hint = document.querySelector(
+                    "#iot_auth_token_setting div[name=iot_auth_token_hint]"
+                ).textContent;
+                if (!hint.includes(`…${window.iotNewTokenEnd}`)) {
+                    throw new Error(`the page shows ${hint}`);
+                }
+            },
+        },
+        {
+            content: "Each number has its unit",
+            trigger: "#iot_listener_setting .o_iot_unit:contains(seconds)",
+        },
+    ],
+});

@@ -43,6 +43,18 @@ export class SubscriptionsPanel extends Component {
         );
     }
 
+    /**
+     * An example filter the rules allow: the first suggestion (the server
+     * checked each against the rules), never a made-up topic.
+     */
+    get example() {
+        return (this.props.config?.default_subscriptions || [])[0] || "";
+    }
+
+    get placeholder() {
+        return this.example ? _t("e.g. %s", this.example) : "";
+    }
+
     get rules() {
         return this.mqttState.acl || [];
     }
@@ -69,10 +81,9 @@ export class SubscriptionsPanel extends Component {
     onSubscribe() {
         const filter = this.form.filter.trim();
         if (!filter) {
-            this.form.error = _t(
-                "Type a topic filter, e.g. %s",
-                "sensors/+/temperature"
-            );
+            this.form.error = this.example
+                ? _t("Type a topic filter, e.g. %s", this.example)
+                : _t("Type a topic filter your topic rules allow.");
             return;
         }
         if (this.subscribeTo(filter, Number(this.form.qos))) {
