@@ -71,7 +71,7 @@ class TestCommandRequestMosquitto(ListenerMixin, TransactionCase):
         cls.registry.enter_test_mode(cls.cr)
         cls.addClassCleanup(cls.registry.leave_test_mode)
         cls.startClassPatcher(
-            patch.object(type(cls.env["iot.mosquitto.sync"]), "_schedule", _sync_now)
+            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
         )
         cls.broker = start_publisher_mosquitto(cls)
         cls.mqtt_port = cls.broker.port
