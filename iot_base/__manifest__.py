@@ -40,6 +40,8 @@
         "views/iot_menus.xml",
         "data/iot_listener_data.xml",
         "views/iot_provisioning_claim_views.xml",
+        "views/iot_mqtt_command_request_views.xml",
+        "data/iot_command_cron.xml",
     ],
     "assets": {
         # the MQTT console page (/iot/app): Odoo's core, MQTT.js and the console

@@ -35,6 +35,11 @@ import odoo
 from odoo import SUPERUSER_ID, api
 from odoo.api import Transaction
 
+from ..models.iot_mqtt_command_request import (
+    ANSWER_STATES,
+    ID_RE,
+    REPLY_SUBTOPIC,
+)
 from ..tools import payload_json
 
 _logger = logging.getLogger(__name__)
@@ -49,7 +54,23 @@ MAX_HISTORY_KEYS = 16
 KEEPALIVE = 30
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0
 EPOCH = datetime(1970, 1, 1)
-DROP_REASONS = ("layout", "unknown", "foreign", "huge", "encoding", "payload", "topics")
+DROP_REASONS = (
+    "layout",
+    "unknown",
+    "foreign",
+    "huge",
+    "encoding",
+    "payload",
+    "topics",
+    "command",
+)
+# command answers (status/reply) held per batch, whatever devices send: per
+# device (a device inventing ids fills no memory) and in all
+MAX_ANSWERS_PER_DEVICE = 16
+MAX_PENDING_ANSWERS = 50000
+# an answer naming no request yet is retried this long (seconds): Odoo
+# publishes a command before its transaction commits the request
+ANSWER_RETRY = 10.0
 
 
 def utcnow():
@@ -125,11 +146,21 @@ class Pending:
         self.history = {}
         # (company id, minute) -> [messages, dropped]
         self.throughput = {}
+        # (device id, command id) -> (company id, state, text, received_at,
+        # monotonic time first heard)
+        self.answers = {}
+        self.answer_counts = Counter()  # device id -> keys in answers
         self.oldest = None  # monotonic time of the oldest message here
         self.count = 0
 
     def __bool__(self):
-        return bool(self.presence or self.readings or self.history or self.throughput)
+        return bool(
+            self.presence
+            or self.readings
+            or self.history
+            or self.throughput
+            or self.answers
+        )
 
     def note(self, company_id, now, dropped=False):
         key = (company_id, now.replace(second=0, microsecond=0))
@@ -166,6 +197,8 @@ class Pending:
             entry[3] = max(filter(None, (entry[3], seen)), default=None)
         self.readings.update(newer.readings)
         self.history.update(newer.history)
+        for key, answer in newer.answers.items():
+            self.answer(key, answer)
         for key, (messages, dropped) in newer.throughput.items():
             counts = self.throughput.setdefault(key, [0, 0])
             counts[0] += messages
@@ -173,6 +206,21 @@ class Pending:
         self.count += newer.count
         if self.oldest is None:
             self.oldest = newer.oldest
+
+    def answer(self, key, answer):
+        """Keep ``answer`` for ``key``: a final answer (done, failed) is
+        never replaced by an acknowledgement. False when full."""
+        old = self.answers.get(key)
+        if old is None:
+            if (
+                len(self.answers) >= MAX_PENDING_ANSWERS
+                or self.answer_counts[key[0]] >= MAX_ANSWERS_PER_DEVICE
+            ):
+                return False
+            self.answer_counts[key[0]] += 1
+        if old is None or old[1] == "acknowledged" or answer[1] != "acknowledged":
+            self.answers[key] = answer if old is None else (*answer[:4], old[4])
+        return True
 
     def batch(self):
         return {
@@ -198,6 +246,16 @@ class Pending:
             "throughput": [
                 (company_id, minute, messages, dropped)
                 for (company_id, minute), (messages, dropped) in self.throughput.items()
+            ],
+            "answers": [
+                (device_id, company_id, command_id, state, text, received_at)
+                for (device_id, command_id), (
+                    company_id,
+                    state,
+                    text,
+                    received_at,
+                    _first,
+                ) in self.answers.items()
             ],
         }
 
@@ -535,6 +593,8 @@ class Listener:
             return "encoding"
         kind = levels[3]
         if kind == "status":
+            if len(levels) == 5 and levels[4] == REPLY_SUBTOPIC:
+                return self._fold_answer(levels[2], device, text, retained, now)
             if len(levels) != 4:
                 return "layout"
             state = parse_status(text)
@@ -588,6 +648,65 @@ class Listener:
             if not retained:
                 self.pending.seen(device_id, now)
         return None
+
+    def _fold_answer(self, username, device, text, retained, now):
+        """A device's answer to a command (``status/reply``): a JSON object
+        with the command's ``id`` and a ``state``; kept as the text received.
+        Which request it answers is decided in the database, by id *and*
+        device."""
+        device_id, company_id = device
+        try:
+            value = payload_json.loads(text)
+        except ValueError:  # not JSON, too deep, a lone surrogate
+            return "payload"
+        if not isinstance(value, dict):
+            return "payload"
+        command_id, state = value.get("id"), value.get("state")
+        if (
+            not isinstance(command_id, str)
+            or not ID_RE.fullmatch(command_id)
+            or state not in ANSWER_STATES
+        ):
+            return "payload"
+        for key in IDENTITY_KEYS:
+            claimed = value.get(key)
+            if claimed != username and isinstance(claimed, str):
+                return "foreign"
+        with self._lock:
+            kept = self.pending.answer(
+                (device_id, command_id),
+                (company_id, state, text, now, time.monotonic()),
+            )
+            if not kept:
+                return "command"
+            if not retained:
+                self.pending.seen(device_id, now)
+        return None
+
+    def count_late_drops(self, company_id, count, reason="command"):
+        """``count`` messages of ``company_id`` already counted as kept turn
+        out dropped (an answer the database refused)."""
+        now = utcnow()
+        with self._lock:
+            key = (company_id, now.replace(second=0, microsecond=0))
+            self.pending.throughput.setdefault(key, [0, 0])[1] += count
+            self.stats[f"dropped_{reason}"] += count
+
+    def _after_answers(self, pending, unknown, refused):
+        """Answers naming no request yet are retried until ANSWER_RETRY
+        after they were heard; the others and the refused are dropped."""
+        drops = Counter(row[1] for row in refused)
+        now = time.monotonic()
+        with self._lock:
+            for row in unknown:
+                key = (row[0], row[2])
+                answer = pending.answers.get(key)
+                if answer and now - answer[4] < ANSWER_RETRY:
+                    if self.pending.answer(key, answer):
+                        continue
+                drops[row[1]] += 1
+        for company_id, count in drops.items():
+            self.count_late_drops(company_id, count)
 
     # -- main loop ---------------------------------------------------------
 
@@ -652,6 +771,11 @@ class Listener:
                 changes = env["iot.listener"]._listener_write(
                     batch, self.settings["heartbeat_timeout"]
                 )
+                requests = env["iot.mqtt.command.request"]
+                _written, unknown, refused = requests._listener_write_answers(
+                    batch["answers"]
+                )
+                requests._mark_timed_out()
                 loaded = None
                 if reload:
                     self._want_reload = False
@@ -681,6 +805,7 @@ class Listener:
             )
             self._want_reload = True
             return []
+        self._after_answers(pending, unknown, refused)
         if self.db_down_since is not None:
             _logger.info(
                 "database back after %.1f s", time.monotonic() - self.db_down_since

@@ -39,3 +39,4 @@ from . import mosquitto
 from . import res_config_settings
 from . import iot_provisioning_claim
 from . import iot_provisioning_claim_use
+from . import iot_mqtt_command_request

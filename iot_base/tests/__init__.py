@@ -36,3 +36,4 @@ from . import test_migration_store_cron
 from . import test_throttle
 from . import test_provisioning_claim
 from . import test_claim_fuzz
+from . import test_command_request

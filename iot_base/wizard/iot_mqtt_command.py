@@ -5,6 +5,8 @@ import re
 from odoo import _, api, fields, models
 from odoo.exceptions import ValidationError
 
+from ..models.iot_mqtt_command_request import DEFAULT_TIMEOUT
+
 COMMAND_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -27,6 +29,18 @@ class IotMqttCommand(models.TransientModel):
         "QoS",
         required=True,
         default="1",
+    )
+    # off by default: a device that predates acknowledged commands expects
+    # the payload itself on its command topic, not the envelope with an id
+    acknowledged = fields.Boolean(
+        "Ask for an answer",
+        help="Each device gets the command with an id, and answers on its "
+        "status/reply topic; the answers are recorded (IoT > Commands).",
+    )
+    timeout = fields.Integer(
+        "Timeout (s)",
+        default=DEFAULT_TIMEOUT,
+        help="Without a final answer within this time, the command is timed out.",
     )
 
     @api.constrains("command")
@@ -53,6 +67,8 @@ class IotMqttCommand(models.TransientModel):
         if not devices:
             raise ValidationError(_("No active device to send the command to."))
         devices.check_access("write")
+        if self.acknowledged:
+            return self._send_acknowledged(devices)
         sent = self.env["iot.mqtt.client"]._send_command(
             devices, self.command, json.loads(self.payload), qos=int(self.qos)
         )
@@ -67,3 +83,28 @@ class IotMqttCommand(models.TransientModel):
                 "next": {"type": "ir.actions.act_window_close"},
             },
         }
+
+    def _send_acknowledged(self, devices):
+        """One request per device; the summary is their list, whose states
+        follow the answers."""
+        requests = devices._send_command(
+            self.command, json.loads(self.payload), self.timeout
+        )
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "iot_base.iot_mqtt_command_request_action"
+        )
+        action.update(
+            {
+                "name": _(
+                    "Command %(cmd)s: %(n)s device(s)",
+                    cmd=self.command,
+                    n=len(requests),
+                ),
+                "domain": [("id", "in", requests.ids)],
+                "view_mode": "list,form",
+                "views": [(False, "list"), (False, "form")],
+                "target": "current",
+                "context": {},
+            }
+        )
+        return action
