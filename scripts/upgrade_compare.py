@@ -14,6 +14,9 @@ VALUE_RENAMES = {("iot_base.console_auth", "jwt"): "emqx_jwt"}
 MERGED_KEYS = {"iot_base.rabbitmq_store_vhost": "iot_base.rabbitmq_vhost"}
 # (pre-10-store-cron.py: the store engine's cron, named after the engine)
 CRON_XMLIDS = {"ir_cron_mosquitto_sync": "ir_cron_store_sync"}
+# crons of features the previous version did not have (their data file is
+# new): expected after the upgrade; any other new cron is a problem
+NEW_CRONS = {"ir_cron_command_sweep"}  # acknowledged commands (18.0.2.0.0)
 # columns the ORM itself rewrites on every upgrade
 VOLATILE = {"write_date", "write_uid", "__last_update"}
 
@@ -109,7 +112,16 @@ def compare(before_path, after_path):
             problems.append(
                 f"cron {name}: {cron} -> {new_name} {after['crons'].get(new_name)}"
             )
-    extra = set(after["crons"]) - {CRON_XMLIDS.get(n, n) for n in before["crons"]}
+    extra = (
+        set(after["crons"])
+        - {CRON_XMLIDS.get(n, n) for n in before["crons"]}
+        - NEW_CRONS
+    )
+    missing_new = NEW_CRONS - set(after["crons"])
+    if missing_new:
+        problems.append(
+            f"new crons not installed by the upgrade: {sorted(missing_new)}"
+        )
     if extra:
         problems.append(f"crons added by the upgrade: {sorted(extra)}")
     for problem in problems[:50]:
