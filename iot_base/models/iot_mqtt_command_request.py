@@ -66,7 +66,7 @@ class IotMqttCommandRequest(models.Model):
         required=True,
         readonly=True,
         copy=False,
-        index=True,
+        # indexed by its UNIQUE constraint (a second index would only cost)
         default=lambda self: new_command_id(),
     )
     device_id = fields.Many2one(

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from unittest.mock import patch
 
 import paho.mqtt.client as mqtt
 import psycopg2
@@ -54,8 +55,26 @@ class RegistryListener(Listener):
         return self.registry
 
 
+def _sync_now(self):
+    """``iot.store.sync._schedule`` for tests: sync the files in this cursor now."""
+    mosquitto = self.env["iot.mosquitto.sync"]
+    if mosquitto._is_enabled():
+        self.env.flush_all()
+        result = mosquitto._sync(force=True)
+        assert result["ok"], result
+
+
 class ListenerMixin:
     """Needs ``self.registry`` in test mode and ``self.mqtt_port``."""
+
+    @classmethod
+    def _sync_stores_at_once(cls):
+        """Make ``iot.store.sync._schedule`` sync Mosquitto's files at once,
+        in the test cursor (nothing is committed, so no after-commit sync
+        would ever run)."""
+        cls.startClassPatcher(
+            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
+        )
 
     def authenticate(self, user, password, browser=None):
         """HttpCase.authenticate reads the user on the test cursor from this

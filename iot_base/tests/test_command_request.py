@@ -32,7 +32,6 @@ from .listener_common import (
     RegistryListener,
 )
 from .test_all_views import MODULE, SUCCESS
-from .test_listener import _sync_now
 
 
 class Responder:
@@ -70,9 +69,7 @@ class TestCommandRequestMosquitto(ListenerMixin, TransactionCase):
         super().setUpClass()
         cls.registry.enter_test_mode(cls.cr)
         cls.addClassCleanup(cls.registry.leave_test_mode)
-        cls.startClassPatcher(
-            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
-        )
+        cls._sync_stores_at_once()
         cls.broker = start_publisher_mosquitto(cls)
         cls.mqtt_port = cls.broker.port
         params = cls.env["ir.config_parameter"].sudo()
@@ -229,11 +226,13 @@ class TestCommandRequestMosquitto(ListenerMixin, TransactionCase):
             pump, f"{topic}/x", json.dumps({"id": request.name, "state": "done"})
         )
         self._wait(
-            lambda: sum(
-                self._drops(listener, reason)
-                for reason in ("payload", "encoding", "huge", "layout")
-            )
-            >= len(bad) + 1,
+            lambda: (
+                sum(
+                    self._drops(listener, reason)
+                    for reason in ("payload", "encoding", "huge", "layout")
+                )
+                >= len(bad) + 1
+            ),
             "every bad answer dropped",
         )
         self.assertEqual(self._state(request)[0], "sent")
@@ -315,8 +314,10 @@ class TestCommandRequestCommitted(CommittedListenerMixin, BaseCase):
             self.registry.cursor() as cr,
         ):
             env = api.Environment(cr, SUPERUSER_ID, {})
-            request = env["iot.mqtt.device"].browse(self.device_id)._send_command(
-                "reboot", {}, 60
+            request = (
+                env["iot.mqtt.device"]
+                .browse(self.device_id)
+                ._send_command("reboot", {}, 60)
             )
             request_id, name = request.id, request.name
             env.flush_all()
@@ -338,11 +339,13 @@ class TestCommandRequestCommitted(CommittedListenerMixin, BaseCase):
                 self.assertEqual(len(listener.pending.answers), 1)
         # committed: the next flush writes it
         self._wait(
-            lambda: self._query(
-                "SELECT state, answer FROM iot_mqtt_command_request WHERE id = %s",
-                [request_id],
-            )[0][0]
-            == "done",
+            lambda: (
+                self._query(
+                    "SELECT state, answer FROM iot_mqtt_command_request WHERE id = %s",
+                    [request_id],
+                )[0][0]
+                == "done"
+            ),
             "the answer recorded",
             SLOW_WAIT,
         )
@@ -608,4 +611,3 @@ class TestCommandRequestViews(HttpCase):
                 timeout=300,
                 success_signal=SUCCESS,
             )
-

@@ -30,15 +30,6 @@ from .listener_common import SLOW_WAIT, WAIT, ListenerMixin
 HEARTBEAT_TIMEOUT = 5  # seconds, the setting's lowest value
 
 
-def _sync_now(self):
-    """``iot.store.sync._schedule`` for tests: sync the files in this cursor now."""
-    mosquitto = self.env["iot.mosquitto.sync"]
-    if mosquitto._is_enabled():
-        self.env.flush_all()
-        result = mosquitto._sync(force=True)
-        assert result["ok"], result
-
-
 @tagged("post_install", "-at_install")
 class TestListenerMosquitto(ListenerMixin, TransactionCase):
     @classmethod
@@ -46,9 +37,7 @@ class TestListenerMosquitto(ListenerMixin, TransactionCase):
         super().setUpClass()
         cls.registry.enter_test_mode(cls.cr)
         cls.addClassCleanup(cls.registry.leave_test_mode)
-        cls.startClassPatcher(
-            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
-        )
+        cls._sync_stores_at_once()
         cls.broker = start_synced_mosquitto(cls)
         cls.mqtt_port = cls.broker.port
         params = cls.env["ir.config_parameter"].sudo()

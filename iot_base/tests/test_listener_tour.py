@@ -15,7 +15,6 @@ from odoo.addons.iot_base.models.iot_mqtt_device_presence import FLEET_CHANNEL
 
 from .common import start_synced_mosquitto
 from .listener_common import ListenerMixin
-from .test_listener import _sync_now
 
 
 @tagged("post_install", "-at_install")
@@ -29,9 +28,7 @@ class TestListenerTour(ListenerMixin, HttpCase):
                 WebsocketConnectionHandler, "websocket_allowed", return_value=True
             )
         )
-        cls.startClassPatcher(
-            patch.object(type(cls.env["iot.store.sync"]), "_schedule", _sync_now)
-        )
+        cls._sync_stores_at_once()
         cls.broker = start_synced_mosquitto(cls)
         cls.mqtt_port = cls.broker.port
         params = cls.env["ir.config_parameter"].sudo()
